@@ -1,0 +1,1 @@
+"""samspt.benchmarks: latency and memory records of every stage."""

@@ -1,0 +1,1 @@
+"""samspt.training: the SPT model (PyTorch), its checkpoints, data, losses, loop and evaluation."""

@@ -1,0 +1,134 @@
+"""Model configurations: SAM's three sizes and small named ones for tests and the example model.
+
+A configuration is plain data (JSON-serialisable) so it can travel as safetensors metadata and in
+export manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+from samspt.runtime.errors import ConfigError
+from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a SAM-style model (image encoder, prompt encoder, mask decoders)."""
+
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: Tuple[int, ...]
+    encoder_window_size: int = 14
+    image_size: int = 1024
+    patch_size: int = 16
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    iou_head_hidden_dim: int = 256
+    mask_in_chans: int = 16
+    pixel_mean: Tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: Tuple[float, float, float] = PIXEL_STD
+
+    def __post_init__(self) -> None:
+        if self.mask_in_chans < 8 or self.mask_in_chans % 4:
+            # SAM's mask-prompt path layer-normalises mask_in_chans // 4 channels: with one
+            # channel the mask prompt would be normalised away and the refine pass would be blind.
+            raise ConfigError(f"{self.name}: mask_in_chans must be a multiple of 4 and >= 8, got "
+                              f"{self.mask_in_chans}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"{self.name}: image_size {self.image_size} is not a multiple of "
+                              f"patch_size {self.patch_size}")
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
+                              f"divide encoder_embed_dim {self.encoder_embed_dim}")
+        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
+        if bad:
+            raise ConfigError(f"{self.name}: global attention indexes {bad} outside 0.."
+                              f"{self.encoder_depth - 1}")
+
+    @property
+    def embedding_size(self) -> int:
+        """Side h = w of the image embedding (SAM: 64)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        """Image-embedding tokens h*w the relation adapter relates (SAM: 4096)."""
+        return self.embedding_size ** 2
+
+    def to_dict(self) -> Dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, object]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model configuration keys {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
+            if key in values:
+                values[key] = tuple(values[key])  # type: ignore[arg-type]
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(f"incomplete model configuration: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA on q and v projections: ``W + (alpha / rank) * B @ A``."""
+
+    rank: int = 8
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not self.alpha > 0:
+            raise ConfigError(f"LoRA alpha must be > 0, got {self.alpha}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
+MODEL_CONFIGS: Dict[str, ModelConfig] = {
+    # Segment Anything's released sizes.
+    "vit_b": ModelConfig("vit_b", 768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": ModelConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": ModelConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
+    # The bundled example model: SAM's architecture, small enough for a CPU (32x32 tokens).
+    "small": ModelConfig(
+        "small", encoder_embed_dim=256, encoder_depth=6, encoder_num_heads=4,
+        encoder_global_attn_indexes=(2, 5), encoder_window_size=8, image_size=512,
+        prompt_embed_dim=128, decoder_num_heads=4, decoder_mlp_dim=512,
+        iou_head_hidden_dim=128,
+    ),
+    # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
+    "tiny": ModelConfig(
+        "tiny", encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,), encoder_window_size=4, image_size=64, patch_size=8,
+        prompt_embed_dim=32, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+    ),
+}
+SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+
+
+def get_config(name: str) -> ModelConfig:
+    """The named configuration, or a ConfigError listing the known names."""
+    try:
+        return MODEL_CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model type {name!r}; choose one of "
+                          f"{', '.join(MODEL_CONFIGS)}") from None

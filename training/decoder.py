@@ -1,0 +1,104 @@
+"""SPT's mask decoder: SAM's ``MaskDecoder`` whose two-way blocks mix the image relation into
+their keys, and the prompt embedding of the ``point_coords``/``point_labels`` contract.
+
+Single-mask output (SAM's multimask off) is the only mode: SPT's draft and refine passes each give
+one mask per prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from torch import nn
+
+from samspt.runtime import tensors
+from samspt.training.relation import ImageRelation
+
+
+def embed_points(prompt_encoder: PromptEncoder, point_coords: torch.Tensor,
+                 point_labels: torch.Tensor) -> torch.Tensor:
+    """Sparse prompt embeddings BxNxC of BxNx2 coords (input frame) and BxN labels.
+
+    Labels: 2/3 box corners, 1 foreground, 0 background, -1 padding. Equals SAM's
+    ``PromptEncoder`` for the same points and boxes (boxes given as their two corners).
+    """
+    embedding = prompt_encoder.pe_layer.forward_with_coords(
+        point_coords + 0.5, prompt_encoder.input_image_size)
+    labels = point_labels[..., None]
+    padding = (labels == tensors.LABEL_PADDING).to(embedding.dtype)
+    embedding = embedding * (1 - padding) + prompt_encoder.not_a_point_embed.weight * padding
+    for label, table in enumerate(prompt_encoder.point_embeddings):
+        embedding = embedding + table.weight * (labels == label).to(embedding.dtype)
+    return embedding
+
+
+def no_mask_dense(prompt_encoder: PromptEncoder) -> torch.Tensor:
+    """Dense embedding 1xCxhxw used when no mask prompt is given."""
+    size = prompt_encoder.image_embedding_size
+    return prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *size)
+
+
+def mask_dense(prompt_encoder: PromptEncoder, low_res_logits: torch.Tensor) -> torch.Tensor:
+    """Dense embedding Bx Cxhxw of Bx1x4hx4w mask logits (SAM's mask-prompt path)."""
+    return prompt_encoder.mask_downscaling(low_res_logits)
+
+
+class SptMaskDecoder(MaskDecoder):
+    """SAM's mask decoder plus one zero-initialised relation scale (C-vector) per two-way block."""
+
+    def __init__(self, transformer_dim: int, transformer: TwoWayTransformer,
+                 iou_head_hidden_dim: int) -> None:
+        super().__init__(transformer_dim=transformer_dim, transformer=transformer,
+                         num_multimask_outputs=3, iou_head_depth=3,
+                         iou_head_hidden_dim=iou_head_hidden_dim)
+        self.relation_scales = nn.ParameterList(
+            [nn.Parameter(torch.zeros(transformer_dim)) for _ in transformer.layers])
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_embeddings: torch.Tensor,
+        dense_embeddings: torch.Tensor,
+        relation: Optional[ImageRelation],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One image, B prompts -> (logits Bx1x4hx4w, scores Bx1).
+
+        ``image_embeddings``, ``image_pe``: 1xCxhxw; ``sparse_embeddings``: BxNxC;
+        ``dense_embeddings``: 1xCxhxw (same for all prompts) or BxCxhxw.
+        Image-only work broadcasts over the prompts instead of being copied B times.
+        """
+        batch = sparse_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat(
+            [output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_embeddings], dim=1)
+        src = image_embeddings + dense_embeddings
+        _, channels, height, width = src.shape
+        queries, keys = self._two_way(src, image_pe, tokens, relation)
+
+        upscaled = self.output_upscaling(
+            keys.transpose(1, 2).reshape(batch, channels, height, width))
+        _, up_channels, up_height, up_width = upscaled.shape
+        hyper = self.output_hypernetworks_mlps[0](queries[:, 1, :])  # B x C/8, first mask token
+        logits = hyper.unsqueeze(1) @ upscaled.reshape(batch, up_channels, up_height * up_width)
+        scores = self.iou_prediction_head(queries[:, 0, :])[:, 0:1]
+        return logits.reshape(batch, 1, up_height, up_width), scores
+
+    def _two_way(self, src: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
+                 relation: Optional[ImageRelation]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """SAM's ``TwoWayTransformer.forward`` with ``keys += (R @ keys) * scale`` after each
+        block's last norm. Returns (queries BxNxC, keys BxTxC)."""
+        transformer = self.transformer
+        keys = src.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        queries = tokens
+        for layer, scale in zip(transformer.layers, self.relation_scales):
+            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
+            if relation is not None:
+                keys = keys + relation.apply(keys) * scale
+        attn_out = transformer.final_attn_token_to_image(
+            q=queries + tokens, k=keys + key_pe, v=keys)
+        queries = transformer.norm_final_attn(queries + attn_out)
+        return queries, keys

@@ -1,0 +1,149 @@
+"""The SPT model: SAM's image encoder and prompt encoder, a draft and a refine decoder.
+
+Self-drafting: the draft decoder answers the box/point prompt with the "no mask" dense embedding;
+the refine decoder takes the same prompt plus the draft's low-res logits (detached) through SAM's
+mask-prompt path, and gives the final logits. Both decoders share one image relation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Dict, Optional
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, PromptEncoder, TwoWayTransformer
+from segment_anything.modeling.transformer import Attention as DecoderAttention
+from torch import nn
+
+from samspt.runtime.errors import ConfigError
+from samspt.training.config import LoraConfig, ModelConfig
+from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
+from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
+from samspt.training.relation import ImageRelation
+
+log = logging.getLogger(__name__)
+
+TRAIN_MODES = ("spt", "full")
+
+
+@dataclass
+class SptOutput:
+    """Low-res logits Bx1x4hx4w of both passes and the final mask's predicted IoU (Bx1)."""
+
+    draft_logits: torch.Tensor
+    logits: torch.Tensor
+    scores: torch.Tensor
+
+
+def _decoder(config: ModelConfig) -> SptMaskDecoder:
+    transformer = TwoWayTransformer(depth=config.decoder_depth,
+                                    embedding_dim=config.prompt_embed_dim,
+                                    mlp_dim=config.decoder_mlp_dim,
+                                    num_heads=config.decoder_num_heads)
+    return SptMaskDecoder(config.prompt_embed_dim, transformer, config.iou_head_hidden_dim)
+
+
+class SptSam(nn.Module):
+    """SAM made SPT. State-dict keys keep SAM's names (``image_encoder.*``, ``prompt_encoder.*``);
+    SAM's ``mask_decoder.*`` initialises both ``draft_decoder.*`` and ``refine_decoder.*``."""
+
+    def __init__(self, config: ModelConfig, lora: Optional[LoraConfig] = LoraConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.lora = lora
+        size = config.embedding_size
+        self.image_encoder = ImageEncoderViT(
+            depth=config.encoder_depth, embed_dim=config.encoder_embed_dim,
+            img_size=config.image_size, mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=config.encoder_num_heads,
+            patch_size=config.patch_size, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            window_size=config.encoder_window_size, out_chans=config.prompt_embed_dim)
+        self.prompt_encoder = PromptEncoder(
+            embed_dim=config.prompt_embed_dim, image_embedding_size=(size, size),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans)
+        self.draft_decoder = _decoder(config)
+        self.refine_decoder = _decoder(config)
+        if lora is not None:
+            self._inject_lora(lora)
+
+    def _inject_lora(self, lora: LoraConfig) -> None:
+        for block in self.image_encoder.blocks:
+            block.attn.qkv = lora_from_linear(LoRAQKV, block.attn.qkv, lora)
+        for decoder in (self.draft_decoder, self.refine_decoder):
+            for attention in decoder.transformer.modules():
+                if isinstance(attention, DecoderAttention):
+                    attention.q_proj = lora_from_linear(LoRALinear, attention.q_proj, lora)
+                    attention.v_proj = lora_from_linear(LoRALinear, attention.v_proj, lora)
+
+    # ----------------------------------------------------------------------------- forward
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Bx3xSxS preprocessed images -> BxCxhxw image embeddings."""
+        return self.image_encoder(image)
+
+    def decode(self, image_embedding: torch.Tensor, point_coords: torch.Tensor,
+               point_labels: torch.Tensor) -> SptOutput:
+        """One image embedding (1xCxhxw), B prompts (BxNx2 coords in the input frame, BxN labels)."""
+        relation = ImageRelation.from_embedding(image_embedding)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        sparse = embed_points(self.prompt_encoder, point_coords, point_labels)
+        draft_logits, _ = self.draft_decoder(
+            image_embedding, image_pe, sparse, no_mask_dense(self.prompt_encoder), relation)
+        dense = mask_dense(self.prompt_encoder, draft_logits.detach())
+        logits, scores = self.refine_decoder(image_embedding, image_pe, sparse, dense, relation)
+        return SptOutput(draft_logits, logits, scores)
+
+    def forward(self, image: torch.Tensor, point_coords: torch.Tensor,
+                point_labels: torch.Tensor) -> SptOutput:
+        """One preprocessed image (1x3xSxS) and its B prompts."""
+        return self.decode(self.encode(image), point_coords, point_labels)
+
+    # ------------------------------------------------------------------- training helpers
+    def set_train_mode(self, mode: str) -> int:
+        """``spt``: only LoRA tensors and relation scales train; ``full``: everything.
+        Returns the number of trainable parameters."""
+        if mode not in TRAIN_MODES:
+            raise ConfigError(f"unknown train mode {mode!r}; choose one of {TRAIN_MODES}")
+        if mode == "spt" and self.lora is None:
+            raise ConfigError("train mode 'spt' needs LoRA layers; build the model with a "
+                              "LoraConfig")
+        for name, param in self.named_parameters():
+            param.requires_grad_(mode == "full" or is_spt_parameter(name))
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def spt_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Only the tensors SPT trains: LoRA A/B and relation scales."""
+        return {k: v for k, v in self.state_dict().items() if is_spt_parameter(k)}
+
+    def merged(self) -> "SptSam":
+        """A copy with every LoRA layer folded into plain ``nn.Linear`` weights."""
+        model = copy.deepcopy(self)
+        merge_lora_(model)
+        model.lora = None
+        return model
+
+
+def is_spt_parameter(name: str) -> bool:
+    """True for state-dict names of SPT's trained tensors."""
+    return is_lora_parameter(name) or ".relation_scales." in name
+
+
+def build_sam(config: ModelConfig) -> nn.Module:
+    """Segment Anything's own ``Sam`` for ``config`` (randomly initialised), built from the same
+    modules as :class:`SptSam`: the reference for equivalence tests and vanilla baselines."""
+    from segment_anything.modeling import MaskDecoder, Sam
+
+    spt = SptSam(config, lora=None)
+    transformer = TwoWayTransformer(depth=config.decoder_depth,
+                                    embedding_dim=config.prompt_embed_dim,
+                                    mlp_dim=config.decoder_mlp_dim,
+                                    num_heads=config.decoder_num_heads)
+    decoder = MaskDecoder(transformer_dim=config.prompt_embed_dim, transformer=transformer,
+                          num_multimask_outputs=3, iou_head_depth=3,
+                          iou_head_hidden_dim=config.iou_head_hidden_dim)
+    return Sam(spt.image_encoder, spt.prompt_encoder, decoder,
+               pixel_mean=list(config.pixel_mean), pixel_std=list(config.pixel_std)).eval()
