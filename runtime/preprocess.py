@@ -113,6 +113,16 @@ def pack_prompts(
             np.ascontiguousarray(np.concatenate(labels, axis=1)))
 
 
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight (4,) float32 box (x0, y0, x1, y1) of a non-empty HxW mask; corners inclusive, so a
+    one-pixel defect at (5, 5) has the box (5, 5, 5, 5), as SAM's boxes are."""
+    ys, xs = np.nonzero(np.asarray(mask))
+    if ys.size == 0:
+        raise InputError("the mask is empty, so it has no box; prompt a defect-free image with a "
+                         "box of your choosing instead")
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+
+
 def _linear_weights(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of 1-D linear interpolation, half-pixel centres, clamped edges
     (the convention of ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``)."""

@@ -9,6 +9,8 @@ from typing import List
 import numpy as np
 from PIL import Image
 
+from samspt.runtime.preprocess import mask_box  # noqa: F401 (re-exported for callers)
+
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
 
 
@@ -38,11 +40,3 @@ class Sample:
 def bundled_samples() -> List[Sample]:
     """All bundled samples, sorted by name."""
     return [Sample(p.stem, p, p.with_suffix(".png")) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Tight (x0, y0, x1, y1) float32 box of a non-empty HxW bool mask, in pixel coordinates."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        raise ValueError("mask is empty: it has no box")
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)

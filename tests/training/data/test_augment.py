@@ -1,0 +1,74 @@
+"""Augmentations move image and mask together, are seeded, and leave masks' values alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samspt.runtime.errors import ConfigError
+from samspt.training.data.augment import NO_AUGMENT, AugmentSettings, augment
+from samspt.training.data.records import DatasetError
+
+GEOMETRY = AugmentSettings(brightness=0.0, contrast=0.0)
+
+
+def _marked(hw=(12, 20)):
+    """An image whose only bright pixels are the mask's (an L shape, so every orientation of
+    it differs)."""
+    mask = np.zeros(hw, bool)
+    mask[2:7, 3] = True
+    mask[6, 3:6] = True
+    image = np.zeros((*hw, 3), np.uint8)
+    image[mask] = (200, 100, 50)
+    return image, mask
+
+
+def test_geometry_moves_image_and_mask_together():
+    image, mask = _marked()
+    seen = set()
+    for seed in range(64):
+        out_img, out_mask = augment(image, mask, np.random.default_rng(seed), GEOMETRY)
+        assert out_img.flags.c_contiguous and out_mask.flags.c_contiguous
+        assert out_img.dtype == np.uint8 and out_mask.dtype == bool
+        assert np.array_equal(out_img[..., 0] == 200, out_mask)
+        assert out_mask.sum() == mask.sum()
+        seen.add(out_mask.tobytes() + bytes(out_mask.shape))
+    assert len(seen) == 8  # flips x quarter turns: the 8 orientations of the dihedral group
+
+
+def test_seeded():
+    image, mask = _marked()
+    a = augment(image, mask, np.random.default_rng(11))
+    b = augment(image, mask, np.random.default_rng(11))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_brightness_contrast_touch_the_image_only():
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 200, size=(16, 16, 3), dtype=np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[3:5, 3:5] = True
+    photometric = AugmentSettings(hflip=0, vflip=0, rot90=False, brightness=0.3, contrast=0.3)
+    changed = 0
+    for seed in range(10):
+        out_img, out_mask = augment(image, mask, np.random.default_rng(seed), photometric)
+        assert np.array_equal(out_mask, mask)
+        changed += not np.array_equal(out_img, image)
+        # Brightness and contrast keep the order of pixel values.
+        flat, out_flat = image[..., 0].ravel().astype(int), out_img[..., 0].ravel().astype(int)
+        order = np.argsort(flat, kind="stable")
+        assert np.all(np.diff(out_flat[order]) >= 0)
+    assert changed >= 9
+
+
+def test_no_augment_is_identity():
+    image, mask = _marked()
+    out_img, out_mask = augment(image, mask, np.random.default_rng(0), NO_AUGMENT)
+    assert np.array_equal(out_img, image) and np.array_equal(out_mask, mask)
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="probability"):
+        AugmentSettings(hflip=1.5)
+    with pytest.raises(DatasetError, match="differ in size"):
+        augment(np.zeros((4, 5, 3), np.uint8), np.zeros((5, 4), bool), np.random.default_rng(0))

@@ -1,0 +1,1 @@
+"""Datasets of defect images: readers for common layouts, splits, prompts, torch datasets."""

@@ -1,0 +1,275 @@
+"""The torch Dataset of training and validation: one image and K prompts per item.
+
+Preprocessing is the runtime's contract (:mod:`samspt.runtime.preprocess`), so training sees
+exactly what export and the Inspector see. An item (``S`` = the model's ``image_size``, ``K`` =
+``prompts_per_image``, ``N`` = :attr:`PromptSettings.points_per_prompt_slots`) is a dict:
+
+``image``         3xSxS float32, normalised, zero-padded (``preprocess_image``)
+``point_coords``  KxNx2 float32, (x, y) in the input frame (``pack_prompts`` + ``scale_coords``)
+``point_labels``  KxN float32: 2/3 box corners, 1 foreground, 0 background, -1 padding
+``targets``       KxSxS float32 0/1: each prompt's mask in the input frame (resized like the
+                  image, zero-padded); the whole mask for ``whole`` boxes, the region's mask for
+                  ``region`` boxes, all zeros for negative prompts
+``valid``         SxS bool: True on the resized image, False on the padding
+``negative``      K bool: negative prompt (a box on a defect-free area, empty target)
+``repeat``        K bool: the prompt repeats the target of an earlier one (to fill K)
+``original_hw``   (2,) int64 size of the (augmented) image; ``resized_hw`` (2,) int64 (h', w')
+``index``         int; ``name`` ``<dataset>/<class>/<stem>`` str; ``defect_class``, ``dataset`` str
+
+Every tensor has a fixed shape, so ``torch.utils.data.default_collate`` stacks items into a
+batch; ``collate_fn=list`` keeps them apart. Training items draw every random choice
+(augmentation, jitter, prompt choice, negatives) from a generator seeded with
+``(seed, epoch, index)``: the same item whatever the worker count; call :meth:`set_epoch` before
+each epoch (DataLoader workers must be re-created to see it: ``persistent_workers=False``).
+Validation items are deterministic: no augmentation, no jitter, tight boxes only; defect-free
+images get K negative boxes seeded by ``(seed, index)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from samspt.runtime import tensors
+from samspt.runtime.errors import ConfigError
+from samspt.runtime.preprocess import pack_prompts, preprocess_image, scale_coords
+from samspt.training.config import ModelConfig
+from samspt.training.data.augment import AugmentSettings, augment
+from samspt.runtime.preprocess import mask_box
+from samspt.training.data.prompts import (jitter_boxes, negative_boxes, region_boxes,
+                                          sample_points)
+from samspt.training.data.records import DatasetError, Record
+
+log = logging.getLogger(__name__)
+
+BOX_MODES = ("whole", "region")
+_VALIDATION_STREAM = 0x76616C  # keeps validation generators apart from training epochs
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How an item's K prompts are made.
+
+    ``prompts_per_image`` K; ``box_mode`` ``whole`` (one box around all of the mask) or
+    ``region`` (a box per connected region of at least ``min_region_area`` pixels, falling back
+    to ``whole`` when none is that big); ``box_jitter``: each box side moves by up to this
+    fraction of the box size (training); ``point_prob``: share of positive prompts given as
+    points instead of a box (training), each with ``fg_points`` points inside the region and
+    ``bg_points`` outside the mask; ``negative_prob``: share of prompts of a defective image
+    that are negative boxes (training; defect-free images get only negatives), sized
+    ``negative_size`` (min, max fraction of the image side); ``augment``: True (default
+    :class:`AugmentSettings`), False, or an :class:`AugmentSettings` (training).
+    """
+
+    prompts_per_image: int = 4
+    box_mode: str = "whole"
+    box_jitter: float = 0.1
+    min_region_area: int = 4
+    point_prob: float = 0.0
+    fg_points: int = 1
+    bg_points: int = 0
+    negative_prob: float = 0.1
+    negative_size: Tuple[float, float] = (0.05, 0.5)
+    augment: Union[bool, AugmentSettings] = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.prompts_per_image >= 1, "prompts_per_image must be >= 1"),
+            (self.box_mode in BOX_MODES, f"box_mode must be one of {BOX_MODES}"),
+            (0.0 <= self.box_jitter < 0.5, "box_jitter must be in [0, 0.5)"),
+            (self.min_region_area >= 1, "min_region_area must be >= 1"),
+            (0.0 <= self.point_prob <= 1.0, "point_prob must be in [0, 1]"),
+            (self.fg_points >= 0 and self.bg_points >= 0, "point counts must be >= 0"),
+            (self.point_prob == 0 or self.fg_points >= 1,
+             "point prompts (point_prob > 0) need fg_points >= 1"),
+            (0.0 <= self.negative_prob <= 1.0, "negative_prob must be in [0, 1]"),
+            (0 < self.negative_size[0] <= self.negative_size[1] <= 1,
+             "negative_size must be (min, max) with 0 < min <= max <= 1"),
+        ]
+        failed = [text for ok, text in checks if not ok]
+        if failed:
+            raise ConfigError(f"invalid prompt settings: {'; '.join(failed)} (got {self})")
+
+    @property
+    def points_per_prompt_slots(self) -> int:
+        """N: a box takes 2 entries, a point prompt its points plus SAM's one padding entry."""
+        return 2 if self.point_prob == 0 else max(2, self.fg_points + self.bg_points + 1)
+
+    @property
+    def augment_settings(self) -> AugmentSettings:
+        if isinstance(self.augment, AugmentSettings):
+            return self.augment
+        return AugmentSettings() if self.augment else AugmentSettings(0.0, 0.0, False, 0.0, 0.0)
+
+
+def _pad(coords: np.ndarray, labels: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    extra = n - coords.shape[1]
+    coords = np.concatenate([coords, np.zeros((coords.shape[0], extra, 2), np.float32)], axis=1)
+    labels = np.concatenate(
+        [labels, np.full((labels.shape[0], extra), tensors.LABEL_PADDING, np.float32)], axis=1)
+    return coords, labels
+
+
+def target_in_input_frame(mask: np.ndarray, resized_hw: Tuple[int, int], size: int) -> np.ndarray:
+    """HxW bool -> SxS float32 0/1: resized to (h', w') as the image is (PIL bilinear,
+    thresholded at half), zero-padded. A non-empty mask never vanishes: if no resized pixel
+    reaches half, the strongest ones are kept."""
+    out = np.zeros((size, size), dtype=np.float32)
+    if mask.shape != tuple(resized_hw):
+        soft = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            (resized_hw[1], resized_hw[0]), Image.BILINEAR))
+        small = soft > 127
+        if not small.any() and soft.max() > 0:
+            small = soft == soft.max()
+    else:
+        small = mask
+    out[: resized_hw[0], : resized_hw[1]] = small
+    return out
+
+
+class DefectDataset(torch.utils.data.Dataset):
+    """Items of ``records`` for ``config`` (its ``image_size`` and pixel statistics); see the
+    module docstring for the item format. ``train``: randomised items, else deterministic."""
+
+    def __init__(self, records: Sequence[Record], config: ModelConfig,
+                 settings: PromptSettings = PromptSettings(), train: bool = True,
+                 seed: int = 0) -> None:
+        if not records:
+            raise DatasetError("no records for the dataset; read_dataset found none or the "
+                               "split left this part empty")
+        self.records: List[Record] = list(records)
+        self.config = config
+        self.settings = settings
+        self.train = train
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training items of epoch ``epoch`` (augmentations, jitter) differ from other epochs'."""
+        self.epoch = int(epoch)
+
+    def generator(self, index: int) -> np.random.Generator:
+        """The item's generator: from (seed, epoch, index) in training, (seed, index) else."""
+        if self.train:
+            return np.random.default_rng([self.seed, self.epoch, index])
+        return np.random.default_rng([self.seed, _VALIDATION_STREAM, index])
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        index = int(index)
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} records")
+        record = self.records[index]
+        rng = self.generator(index)
+        image = record.load_image()
+        mask = record.load_mask(image.shape[:2])
+        if self.train:
+            image, mask = augment(image, mask, rng, self.settings.augment_settings)
+        coords, labels, keys, negative, region_labels = self._prompts(mask, rng)
+
+        size = self.config.image_size
+        pixels, resized = preprocess_image(image, size, self.config.pixel_mean,
+                                           self.config.pixel_std)
+        coords = scale_coords(coords, image.shape[:2], resized)
+        cache: Dict[int, np.ndarray] = {}
+        targets = np.zeros((len(keys), size, size), dtype=np.float32)
+        for slot, key in enumerate(keys):
+            if key >= 0:
+                if key not in cache:
+                    cache[key] = target_in_input_frame(region_labels == key + 1, resized, size)
+                targets[slot] = cache[key]
+        repeat = np.array([k >= 0 and k in keys[:i] for i, k in enumerate(keys)], dtype=bool)
+        valid = np.zeros((size, size), dtype=bool)
+        valid[: resized[0], : resized[1]] = True
+        return {
+            "image": torch.from_numpy(pixels[0]),
+            "point_coords": torch.from_numpy(coords),
+            "point_labels": torch.from_numpy(labels),
+            "targets": torch.from_numpy(targets),
+            "valid": torch.from_numpy(valid),
+            "negative": torch.from_numpy(negative),
+            "repeat": torch.from_numpy(repeat),
+            "original_hw": torch.tensor(image.shape[:2], dtype=torch.int64),
+            "resized_hw": torch.tensor(resized, dtype=torch.int64),
+            "index": index,
+            "name": f"{record.dataset}/{record.name}",
+            "defect_class": record.defect_class,
+            "dataset": record.dataset,
+        }
+
+    # ------------------------------------------------------------------------- prompts
+    def _regions(self, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(boxes Rx4, labels HxW int32: region k is ``labels == k + 1``) of a non-empty mask."""
+        if self.settings.box_mode == "region":
+            boxes, labels = region_boxes(mask, self.settings.min_region_area)
+            if len(boxes):
+                return boxes, labels
+            log.debug("no region of %d+ pixels: using the whole mask's box",
+                      self.settings.min_region_area)
+        return mask_box(mask)[None], mask.astype(np.int32)
+
+    def _prompts(self, mask: np.ndarray, rng: np.random.Generator):
+        """K prompts in image pixels: (coords KxNx2, labels KxN, target key per slot (-1:
+        negative, k: region k), negative K bool, region labels HxW int32)."""
+        s, k_slots = self.settings, self.settings.prompts_per_image
+        defect = bool(mask.any())
+        negative = np.full(k_slots, not defect)
+        if self.train and defect:
+            negative = rng.random(k_slots) < s.negative_prob
+        neg_boxes = negative_boxes(mask, int(negative.sum()), rng, s.negative_size)
+        negative[np.flatnonzero(negative)[len(neg_boxes):]] = False  # no room left: positive
+        as_points = np.zeros(k_slots, dtype=bool)
+        if self.train and s.point_prob > 0:
+            as_points = (rng.random(k_slots) < s.point_prob) & ~negative
+
+        keys = np.full(k_slots, -1, dtype=np.int64)
+        boxes = np.zeros((k_slots, 4), dtype=np.float32)
+        boxes[negative] = neg_boxes
+        labels_map = np.zeros(mask.shape, dtype=np.int32)
+        positive = np.flatnonzero(~negative)
+        if len(positive):
+            region_box, labels_map = self._regions(mask)
+            order = rng.permutation(len(region_box)) if self.train else np.arange(len(region_box))
+            keys[positive] = np.resize(order, len(positive))
+            boxes[positive] = region_box[keys[positive]]
+            jittered = positive[~as_points[positive]]
+            if self.train and s.box_jitter > 0 and len(jittered):
+                boxes[jittered] = jitter_boxes(boxes[jittered], s.box_jitter, mask.shape, rng)
+
+        n = s.points_per_prompt_slots
+        coords = np.zeros((k_slots, n, 2), dtype=np.float32)
+        labels = np.full((k_slots, n), tensors.LABEL_PADDING, dtype=np.float32)
+        box_slots = np.flatnonzero(~as_points)
+        if len(box_slots):
+            coords[box_slots], labels[box_slots] = _pad(*pack_prompts(boxes=boxes[box_slots]), n)
+        point_slots = np.flatnonzero(as_points)
+        if len(point_slots):
+            pts, pt_labels = self._points(mask, labels_map, keys[point_slots], rng)
+            coords[point_slots], labels[point_slots] = _pad(
+                *pack_prompts(points=pts, point_labels=pt_labels), n)
+        return coords, labels, keys.tolist(), negative, labels_map
+
+    def _points(self, mask: np.ndarray, labels_map: np.ndarray, keys: np.ndarray,
+                rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        """Point prompts of regions ``keys``: (BxPx2 coords, BxP labels), P = fg + bg points;
+        background points go outside the mask (padding where the mask fills the image)."""
+        s = self.settings
+        fg_n, bg_n = s.fg_points, s.bg_points
+        pts = np.zeros((len(keys), fg_n + bg_n, 2), dtype=np.float32)
+        pt_labels = np.full((len(keys), fg_n + bg_n), tensors.LABEL_FOREGROUND, np.float32)
+        pt_labels[:, fg_n:] = tensors.LABEL_BACKGROUND
+        outside = ~mask
+        for row, key in enumerate(keys):
+            pts[row, :fg_n] = sample_points(labels_map == key + 1, fg_n, rng)
+            if bg_n and outside.any():
+                pts[row, fg_n:] = sample_points(outside, bg_n, rng)
+            elif bg_n:
+                pt_labels[row, fg_n:] = tensors.LABEL_PADDING
+        return pts, pt_labels

@@ -1,0 +1,143 @@
+"""Reproducible train/validation splits, stratified by (dataset, class), saved as JSON.
+
+Each stratum (records of one dataset and one class) is shuffled by a generator seeded with
+``(seed, crc32 of the stratum's name)`` after sorting it by path, so a split depends only on the
+seed, the fraction and the set of records: not on their order, nor on which other classes exist.
+Every stratum of two or more images puts at least one in validation and one in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from samspt.runtime.files import atomic_write_text
+from samspt.training.data.records import DatasetError, Record
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+SPLIT_FORMAT = "samspt.split"
+SPLIT_VERSION = 1
+
+
+def _key(record: Record) -> Tuple[str, str, str]:
+    return record.dataset, record.defect_class, record.image_path.as_posix()
+
+
+def split_records(records: Sequence[Record], val_fraction: float = 0.2,
+                  seed: int = 0) -> Tuple[List[Record], List[Record]]:
+    """(train, val), each sorted by (dataset, class, path). A stratum of n >= 2 images gives
+    ``round(n * val_fraction)`` to validation, clamped to 1..n-1; a single image trains."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if not records:
+        raise DatasetError("no records to split; read a dataset first (read_dataset)")
+    strata: Dict[Tuple[str, str], List[Record]] = {}
+    for record in sorted(set(records), key=_key):
+        strata.setdefault((record.dataset, record.defect_class), []).append(record)
+    train: List[Record] = []
+    val: List[Record] = []
+    for (dataset, defect_class), members in strata.items():
+        n = len(members)
+        n_val = 0 if n < 2 else min(n - 1, max(1, int(math.floor(n * val_fraction + 0.5))))
+        rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}\0{defect_class}".encode())])
+        order = rng.permutation(n)
+        val += [members[i] for i in order[:n_val]]
+        train += [members[i] for i in order[n_val:]]
+        log.debug("split %s/%s: %d train, %d val", dataset, defect_class, n - n_val, n_val)
+    return sorted(train, key=_key), sorted(val, key=_key)
+
+
+def _relative(path: Path, root: Path) -> str:
+    for base, target in ((root, path), (root.resolve(), path.resolve())):
+        try:
+            return target.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    raise DatasetError(f"{path} is not inside the dataset root {root}; write the split with the "
+                       "root the records were read from")
+
+
+def _entry(record: Record, root: Path) -> Dict[str, object]:
+    entry: Dict[str, object] = {
+        "image": _relative(record.image_path, root),
+        "mask": None if record.mask_path is None else _relative(record.mask_path, root),
+        "class": record.defect_class,
+        "dataset": record.dataset,
+    }
+    if record.mask_nonzero:
+        entry["mask_nonzero"] = True
+    return entry
+
+
+def write_split(path: PathLike, train: Sequence[Record], val: Sequence[Record], root: PathLike,
+                seed: Optional[int] = None, val_fraction: Optional[float] = None) -> None:
+    """Write the split as JSON (paths relative to ``root``) atomically.
+
+    ``{"format", "version", "seed", "val_fraction", "root", "train": [...], "val": [...]}``,
+    each entry ``{"image", "mask" (or null), "class", "dataset"}``.
+    """
+    base = Path(root).expanduser().absolute()
+    doc = {
+        "format": SPLIT_FORMAT,
+        "version": SPLIT_VERSION,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "root": str(base),
+        "train": [_entry(r, base) for r in train],
+        "val": [_entry(r, base) for r in val],
+    }
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    log.info("wrote split %s: %d train, %d val", path, len(train), len(val))
+
+
+def _record(entry: object, base: Path, where: str) -> Record:
+    if not isinstance(entry, dict) or not {"image", "mask", "class", "dataset"} <= set(entry):
+        raise DatasetError(f"{where}: each entry needs image, mask, class and dataset; got "
+                           f"{entry!r}")
+    mask = entry["mask"]
+    return Record(base / entry["image"], None if mask is None else base / mask,
+                  str(entry["class"]), str(entry["dataset"]), bool(entry.get("mask_nonzero")))
+
+
+def read_split(path: PathLike, root: PathLike) -> Tuple[List[Record], List[Record]]:
+    """(train, val) Records of a split written by :func:`write_split`, paths joined to ``root``.
+
+    DatasetError if the file is missing or malformed, or if images it names are not under
+    ``root`` (the dataset moved: pass its new root)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"split file {path} not found; create it with split_records and "
+                           "write_split")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"split file {path} is not readable JSON ({exc}); delete it to make "
+                           "a new split") from None
+    if not isinstance(doc, dict) or doc.get("format") != SPLIT_FORMAT:
+        raise DatasetError(f"{path} is not a samspt split file (format {SPLIT_FORMAT!r})")
+    if doc.get("version") != SPLIT_VERSION:
+        raise DatasetError(f"{path} is split format version {doc.get('version')}; this samspt "
+                           f"reads version {SPLIT_VERSION}")
+    base = Path(root).expanduser().absolute()
+    parts = []
+    for part in ("train", "val"):
+        entries = doc.get(part)
+        if not isinstance(entries, list):
+            raise DatasetError(f"{path}: {part!r} must be a list of entries")
+        parts.append([_record(e, base, f"{path} {part}") for e in entries])
+    missing = [r.image_path for r in parts[0] + parts[1] if not r.image_path.is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} image(s) of split {path} are not under {base}, e.g. "
+                           f"{missing[0]}; pass the root the split was written with "
+                           f"({doc.get('root')}) or the dataset's new location")
+    log.info("read split %s (seed %s, val_fraction %s): %d train, %d val", path,
+             doc.get("seed"), doc.get("val_fraction"), len(parts[0]), len(parts[1]))
+    return parts[0], parts[1]

@@ -1,0 +1,194 @@
+"""Evaluate SPT weights or a baseline on a defect dataset with the paper's protocol.
+
+    samspt-eval --checkpoint spt.safetensors [--sam-checkpoint sam_vit_b_01ec64.pth] --data DIR
+    samspt-eval --baseline box|grabcut --data DIR [--prompt box|point] [--limit N] [--json]
+
+One tight ground-truth box per defective image (``--prompt point``: one seeded foreground point),
+one seeded random box per defect-free image. Prints mIoU and boundary IoU of the final and draft
+masks per class and overall, and how often defect-free images are answered with an empty mask
+(see :mod:`samspt.training.evaluation`). Without ``--data`` the bundled sample images are used;
+without ``--checkpoint`` or ``--baseline`` the bundled example model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+from samspt.runtime.errors import ConfigError, SamsptError
+from samspt.runtime.logs import configure_cli_logging, progress_enabled
+
+BASELINES = ("box", "grabcut")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samspt-eval",
+        description="Evaluate SPT weights or a baseline on a defect dataset: one tight "
+                    "ground-truth box (or point) per defective image, one random box per "
+                    "defect-free image; mIoU and boundary IoU of the final and draft masks per "
+                    "class, and the empty-answer rate on defect-free images.")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset folder (MTD, MVTec AD, VisA, SPT paper or images/+masks/ "
+                             "layout); default: the bundled sample images")
+    parser.add_argument("--layout", default="auto",
+                        help="layout of --data: auto (default), mtd, mvtec, visa, spt, folder")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", type=Path, default=None,
+                       help="SPT weights (.safetensors); default: the bundled example model")
+    model.add_argument("--baseline", choices=BASELINES, default=None,
+                       help="evaluate a baseline instead of a model: box (the box is the mask) "
+                            "or grabcut (OpenCV GrabCut, 5 iterations)")
+    parser.add_argument("--sam-checkpoint", type=Path, default=None,
+                        help="SAM checkpoint that spt-mode weights were trained on "
+                             "(e.g. sam_vit_b_01ec64.pth)")
+    parser.add_argument("--prompt", choices=("box", "point"), default="box",
+                        help="prompt protocol (default: box, the paper's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random prompts (point protocol, defect-free boxes)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="only the first N images of each class (quick runs)")
+    parser.add_argument("--split", type=Path, default=None, metavar="FILE",
+                        help="split file written by training (its paths are relative to --data): "
+                             "evaluate one side of it instead of the whole folder")
+    parser.add_argument("--subset", choices=("train", "val"), default=None,
+                        help="side of --split to evaluate (default: val)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device for a model: auto (cuda if available, default), cpu, "
+                             "cuda, cuda:1, ...")
+    parser.add_argument("--json", action="store_true",
+                        help="print only the JSON report to stdout")
+    parser.add_argument("--per-image", action="store_true",
+                        help="also give every image's prompt and scores (JSON: an images list)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def _records(args: argparse.Namespace) -> Tuple[list, str]:
+    from samspt.training.evaluation import limit_per_class, sample_records
+
+    if args.data is None:
+        if args.split is not None:
+            raise ConfigError("--split needs --data: the dataset folder the split was made from")
+        records, source = sample_records(), "bundled sample images"
+    elif args.split is not None:
+        from samspt.training.data.split import read_split
+
+        train, val = read_split(args.split, args.data)
+        subset = args.subset or "val"
+        records = val if subset == "val" else train
+        source = f"{args.data} ({subset} side of split {args.split})"
+    else:
+        from samspt.training.data.readers import read_dataset
+
+        records, source = read_dataset(args.data, layout=args.layout), str(args.data)
+    return limit_per_class(records, args.limit), source
+
+
+def _predictor(args: argparse.Namespace):
+    from samspt.training.baselines import BoxAsMask, GrabCut
+
+    if args.baseline == "box":
+        return BoxAsMask(), "baseline: box as mask"
+    if args.baseline == "grabcut":
+        return GrabCut(), "baseline: OpenCV GrabCut, 5 iterations"
+    from samspt.training.evaluation import EXAMPLE_MODEL, TorchPredictor
+
+    weights = args.checkpoint
+    if weights is None:
+        if not EXAMPLE_MODEL.is_file():
+            raise ConfigError(f"no model to evaluate: the bundled example model ({EXAMPLE_MODEL}) "
+                              "is not installed; pass --checkpoint W.safetensors (SPT weights) or "
+                              "--baseline box|grabcut")
+        weights = EXAMPLE_MODEL
+    import torch
+
+    from samspt.training.checkpoints import load_spt_model
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {args.device!r} is not a torch device ({exc}); use cpu, "
+                          "cuda or cuda:N") from None
+    model = load_spt_model(weights, args.sam_checkpoint).to(device)
+    return TorchPredictor(model, name=Path(weights).name), f"{weights} on {device}"
+
+
+def _per_image_lines(images: List[dict]) -> List[str]:
+    lines = []
+    for image in images:
+        if image["defect_free"]:
+            scores = (f"empty {image['final_empty']:.0f} (draft {image['draft_empty']:.0f}), "
+                      f"area {image['final_fp_area']:.4f}")
+        else:
+            scores = (f"IoU {image['final_iou']:.3f} bIoU {image['final_biou']:.3f} "
+                      f"(draft {image['draft_iou']:.3f} / {image['draft_biou']:.3f})")
+        prompt = ", ".join(f"{k} {[round(v, 1) for v in vals]}"
+                           for k, vals in image["prompt"].items())
+        lines.append(f"{image['name']:<40} {prompt:<34} {scores}")
+    return lines
+
+
+def _progress_bar(total: int) -> Tuple[object, Optional[Callable[[int, int], None]]]:
+    """A tqdm bar on stderr and its callback, or (None, None) when stderr is no terminal."""
+    if not progress_enabled():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="evaluating", unit="image", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(1)
+        if done == total:
+            bar.close()  # before the summary is logged
+
+    return bar, progress
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sam_checkpoint is not None and args.baseline is not None:
+        parser.error("--sam-checkpoint goes with SPT weights, not with --baseline")
+    if args.subset is not None and args.split is None:
+        parser.error("--subset needs --split FILE")
+    configure_cli_logging(args.verbose)
+    from samspt.training.evaluation import evaluate_records, format_table
+
+    bar = None
+    try:
+        records, data = _records(args)
+        predictor, model = _predictor(args)
+        bar, progress = _progress_bar(len(records))
+        report = evaluate_records(predictor, records, prompt=args.prompt, seed=args.seed,
+                                  progress=progress)
+    except SamsptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    images = report.pop("images")
+    report = {"data": data, "model": model, **report}
+    if args.per_image:
+        report["images"] = images
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"data: {data} ({report['n_images']} images)")
+    print(f"model: {model}")
+    print(format_table(report))
+    if args.per_image:
+        print()
+        print("\n".join(_per_image_lines(images)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

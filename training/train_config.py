@@ -1,0 +1,224 @@
+"""The training configuration: a YAML file, strictly checked, with ``--set key=value`` overrides.
+
+Unknown keys are errors (a typo must not silently train with a default). The resolved
+configuration is saved in the run folder, so every run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, get_args, \
+    get_origin, get_type_hints
+
+import yaml
+
+from samspt.runtime.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelSection:
+    type: str = "small"  # a named configuration: vit_b, vit_l, vit_h, small, tiny
+    mode: str = "spt"  # spt: LoRA + relation scales only; full: everything (from scratch)
+    sam_checkpoint: Optional[str] = None  # SAM weights the model starts from
+    init_weights: Optional[str] = None  # SPT/full weights (.safetensors) to start from
+    lora_rank: int = 8
+    lora_alpha: float = 1.0
+
+
+@dataclass
+class DataSection:
+    root: str = "../shared/datasets/mtd"
+    layout: str = "auto"
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    prompts_per_image: int = 4
+    box_mode: str = "whole"  # whole: one box around all of the mask; region: per connected part
+    box_jitter: float = 0.1  # each box side moves by up to this fraction of the box size
+    point_prob: float = 0.0  # share of prompts given as points instead of boxes
+    negative_prob: float = 0.2  # share of prompts on defect-free areas (target: empty mask)
+    defect_free_fraction: float = 0.3  # defect-free images per defective image in an epoch
+    augment: bool = True
+    workers: int = 0
+    val_limit: int = 0  # validate on at most this many images per class (0: all)
+
+
+@dataclass
+class OptimSection:
+    epochs: int = 10
+    max_steps: int = 0  # optimizer steps; 0: epochs decide
+    batch_size: int = 2  # images per step and process
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | step | constant
+    milestones: List[int] = field(default_factory=list)  # step schedule
+    gamma: float = 0.1
+    grad_clip: float = 1.0  # max gradient norm; 0: off
+    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    seed: int = 0
+    deterministic: bool = True
+
+
+@dataclass
+class LossSection:
+    bce: float = 1.0
+    dice: float = 1.0
+    draft: float = 1.0
+    final: float = 1.0
+    score: float = 0.0
+
+
+@dataclass
+class LogSection:
+    log_every: int = 10  # steps between metric lines
+    val_every: int = 0  # steps between validations; 0: once per epoch
+    checkpoint_every: int = 200  # steps between checkpoints (and at the end)
+    keep_checkpoints: int = 2
+    overlay_images: int = 8  # validation images in the overlay grid
+
+
+@dataclass
+class TrainConfig:
+    name: str = "spt"
+    out_dir: str = "runs"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls: Type[T], data: Any, where: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(f'{where}{k}' for k in unknown)}; known keys here: "
+                          f"{', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{where}{name}.")
+        else:
+            values[name] = _coerce(value, hint, f"{where}{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value]
+    if hint is float and isinstance(value, str):
+        try:  # PyYAML reads 3e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float:
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is str and isinstance(value, bool):
+        raise ConfigError(f"{where} must be a string, got {value!r}: YAML reads off/on/yes/no as "
+                          f"booleans, so quote the value (e.g. '{'on' if value else 'off'}')")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
+    """``["optim.lr=3e-4", "model.type=vit_b"]`` -> nested dict; values parsed as YAML."""
+    out: Dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value (e.g. optim.lr=3e-4), got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair!r}: cannot parse the value ({exc})") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {pair!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_train_config(path: Optional[Union[str, Path]] = None,
+                      overrides: Sequence[str] = ()) -> TrainConfig:
+    """The defaults, updated by the YAML file at ``path``, updated by ``overrides``."""
+    data: Dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    data = _merge(data, parse_overrides(overrides))
+    config = _build(TrainConfig, data, "")
+    _validate(config)
+    return config
+
+
+def _validate(config: TrainConfig) -> None:
+    checks: List[Tuple[bool, str]] = [
+        (config.model.mode in ("spt", "full"), f"model.mode must be spt or full, "
+                                               f"got {config.model.mode!r}"),
+        (0 < config.data.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
+        (config.data.prompts_per_image >= 1, "data.prompts_per_image must be >= 1"),
+        (config.data.box_mode in ("whole", "region"), "data.box_mode must be whole or region"),
+        (config.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
+        (config.optim.grad_accum >= 1, "optim.grad_accum must be >= 1"),
+        (config.optim.lr > 0, "optim.lr must be > 0"),
+        (config.optim.epochs >= 1 or config.optim.max_steps >= 1,
+         "give optim.epochs or optim.max_steps"),
+        (config.optim.amp in ("auto", "off", "bf16", "fp16"),
+         "optim.amp must be auto, off, bf16 or fp16"),
+        (config.log.checkpoint_every >= 1, "log.checkpoint_every must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
