@@ -95,7 +95,8 @@ def _predictor(args: argparse.Namespace):
         return BoxAsMask(), "baseline: box as mask"
     if args.baseline == "grabcut":
         return GrabCut(), "baseline: OpenCV GrabCut, 5 iterations"
-    from samspt.training.evaluation import EXAMPLE_MODEL, TorchPredictor
+    from samspt.training.evaluation import TorchPredictor
+    from samspt.training.example import EXAMPLE_MODEL
 
     weights = args.checkpoint
     if weights is None:

@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 PROMPTS = ("box", "point")
 #: Side of a defect-free image's random box, as a fraction of the image's side (min, max).
 DEFECT_FREE_BOX_SIDE = (0.1, 0.5)
-#: Where the bundled example model's weights live once it is trained (full-mode SPT weights).
-EXAMPLE_MODEL = Path(__file__).resolve().parent / "assets" / "example_model" / "model.safetensors"
 #: Dataset name of the records made from the bundled sample images.
 SAMPLES_DATASET = "samples"
 

@@ -22,7 +22,7 @@ from samspt.runtime.errors import ConfigError
 from samspt.training.config import LoraConfig, ModelConfig
 from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
 from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
-from samspt.training.relation import ImageRelation
+from samspt.training.relation import ImageRelation, RelationBuilder
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class SptSam(nn.Module):
             mask_in_chans=config.mask_in_chans)
         self.draft_decoder = _decoder(config)
         self.refine_decoder = _decoder(config)
+        self.relation = RelationBuilder()
         if lora is not None:
             self._inject_lora(lora)
 
@@ -88,7 +89,7 @@ class SptSam(nn.Module):
     def decode(self, image_embedding: torch.Tensor, point_coords: torch.Tensor,
                point_labels: torch.Tensor) -> SptOutput:
         """One image embedding (1xCxhxw), B prompts (BxNx2 coords in the input frame, BxN labels)."""
-        relation = ImageRelation.from_embedding(image_embedding)
+        relation = ImageRelation(*self.relation(image_embedding))
         image_pe = self.prompt_encoder.get_dense_pe()
         sparse = embed_points(self.prompt_encoder, point_coords, point_labels)
         draft_logits, _ = self.draft_decoder(

@@ -20,8 +20,10 @@ How it is computed (once per image, shared by both decoders and all B prompts):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Tuple
 
 import torch
+from torch import nn
 
 # Clamp of the token norm before dividing; a normal FP16 number (FP16's smallest normal is
 # 6.1e-5), so it survives a cast and never turns the division into x/0.
@@ -38,15 +40,7 @@ class ImageRelation:
     @classmethod
     def from_embedding(cls, image_embedding: torch.Tensor) -> "ImageRelation":
         """``image_embedding``: 1xCxhxw (any float dtype); computed in float32."""
-        if image_embedding.dim() != 4 or image_embedding.shape[0] != 1:
-            raise ValueError("relation expects one image embedding of shape 1xCxhxw, got "
-                             f"{tuple(image_embedding.shape)}")
-        tokens = image_embedding[0].flatten(1).transpose(0, 1).float()  # T x C
-        unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
-        similar = torch.exp(unit @ unit.transpose(0, 1) - 1.0)  # T x T, in [e^-2, 1]
-        self_term = torch.exp((unit * unit).sum(dim=-1) - 1.0)  # T, the diagonal of `similar`
-        denom = similar.sum(dim=-1) - self_term  # > (T-1) e^-2 > 0
-        return cls(similar / denom[:, None], self_term / denom)
+        return cls(*relation_weights(image_embedding))
 
     def apply(self, keys: torch.Tensor) -> torch.Tensor:
         """``R @ keys`` for keys of shape BxTxC (B prompts of one image); same dtype as keys."""
@@ -54,3 +48,24 @@ class ImageRelation:
         folded = keys.transpose(0, 1).reshape(num_tokens, -1)  # T x (B*C)
         mixed = (self.weights.to(keys.dtype) @ folded).reshape(num_tokens, -1, channels)
         return mixed.transpose(0, 1) - self.self_weight.to(keys.dtype)[None, :, None] * keys
+
+
+def relation_weights(image_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(P: TxT float32, p_self: T float32) of a 1xCxhxw image embedding (see the module doc)."""
+    if image_embedding.dim() != 4 or image_embedding.shape[0] != 1:
+        raise ValueError("relation expects one image embedding of shape 1xCxhxw, got "
+                         f"{tuple(image_embedding.shape)}")
+    tokens = image_embedding[0].flatten(1).transpose(0, 1).float()  # T x C
+    unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    similar = torch.exp(unit @ unit.transpose(0, 1) - 1.0)  # T x T, in [e^-2, 1]
+    self_term = torch.exp((unit * unit).sum(dim=-1) - 1.0)  # T, the diagonal of `similar`
+    denom = similar.sum(dim=-1) - self_term  # > (T-1) e^-2 > 0
+    return similar / denom[:, None], self_term / denom
+
+
+class RelationBuilder(nn.Module):
+    """The relation's construction as a module (no parameters), so exported graphs hold it in
+    one named scope (``/relation/``) that FP16 conversion keeps in FP32."""
+
+    def forward(self, image_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return relation_weights(image_embedding)

@@ -323,9 +323,9 @@ def test_cli_table_on_the_bundled_samples(capsys):
     (["--baseline", "box", "--limit", "0"], "at least 1"),
 ])
 def test_cli_errors_exit_2(argv, words, capsys, monkeypatch, tmp_path):
-    import samspt.training.evaluation as evaluation
+    import samspt.training.example as example
 
-    monkeypatch.setattr(evaluation, "EXAMPLE_MODEL", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(example, "EXAMPLE_MODEL", tmp_path / "absent.safetensors")
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and words in captured.err and captured.out == ""

@@ -1,0 +1,163 @@
+"""FP16 versions of exported graphs with the numerically fragile parts kept in FP32.
+
+Kept in FP32 (Casts at their borders): layer norms (``LayerNormalization`` and SAM's
+``LayerNorm2d`` scopes), softmax, reductions, powers, square roots, exponentials, and the whole
+relation construction (``/relation/`` scope: L2 normalisation, similarity, softmax statistics).
+Everything else computes in FP16. Graph inputs and outputs stay FP32, so callers feed and read
+float32 whatever the precision. Every tensor has one type and every precision change is an
+explicit ``Cast``: a typed graph TensorRT builds as a strongly typed network.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterable, List, Set, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from samspt.runtime.errors import SamsptError
+
+log = logging.getLogger(__name__)
+
+FP32_OP_TYPES = frozenset({"LayerNormalization", "Softmax", "ReduceMean", "ReduceSum",
+                           "ReduceL2", "Pow", "Sqrt", "Exp"})
+FP32_SCOPES = ("/relation/",)
+# Inputs that ONNX requires to be float32 whatever the data type (index per op type).
+FLOAT32_ONLY_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
+FP16_MAX = float(np.finfo(np.float16).max)
+FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+class Fp16Error(SamsptError):
+    """A graph cannot be converted to FP16."""
+
+
+def layer_norm_2d_scopes(module) -> Set[str]:
+    """``/<segment>/`` name parts of every SAM ``LayerNorm2d`` in a torch module, as the ONNX
+    exporter names their nodes (a Sequential child ``neck.1`` becomes ``/neck.1/``)."""
+    from segment_anything.modeling.common import LayerNorm2d
+
+    scopes = set()
+    for name, child in module.named_modules():
+        if isinstance(child, LayerNorm2d):
+            parts = name.split(".")
+            segment = ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
+            scopes.add(f"/{segment}/")
+    return scopes
+
+
+def keeps_fp32(node: onnx.NodeProto, scopes: Tuple[str, ...]) -> bool:
+    return node.op_type in FP32_OP_TYPES or any(scope in node.name for scope in scopes)
+
+
+def _float_tensors(model: onnx.ModelProto) -> Set[str]:
+    """Names of every float32 tensor of the graph (inputs, initializers, inferred values)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    out = {i.name for i in graph.initializer if i.data_type == FLOAT}
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.tensor_type.elem_type == FLOAT:
+            out.add(value.name)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == FLOAT:
+                    out.update(node.output)
+    return out
+
+
+def _to_half(array: np.ndarray, name: str) -> np.ndarray:
+    if np.abs(array).max(initial=0) > FP16_MAX:
+        log.warning("%s has values beyond FP16's range; they are clipped to +-%g", name, FP16_MAX)
+    return np.clip(array, -FP16_MAX, FP16_MAX).astype(np.float16)
+
+
+def to_fp16(model: onnx.ModelProto, extra_scopes: Iterable[str] = ()) -> onnx.ModelProto:
+    """FP16 copy of an FP32 graph: fragile parts in FP32, float32 inputs and outputs."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    if any(node.op_type in ("If", "Loop", "Scan") for node in graph.node):
+        raise Fp16Error("graphs with control flow (If/Loop/Scan) are not supported")
+    scopes = tuple(FP32_SCOPES) + tuple(extra_scopes)
+    floats = _float_tensors(model)
+    initializers = {init.name: init for init in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    half: Set[str] = set()  # float tensors that now hold FP16 values
+    new_nodes: List[onnx.NodeProto] = []
+    casts: Dict[Tuple[str, int], str] = {}
+    half_inits: Dict[str, str] = {}
+
+    def cast(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in casts:
+            casts[key] = f"{name}__to_{'fp16' if to == FLOAT16 else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to,
+                                              name=f"{name}/Cast_{'fp16' if to == FLOAT16 else 'fp32'}"))
+        return casts[key]
+
+    def half_initializer(name: str) -> str:
+        if name not in half_inits:
+            array = _to_half(numpy_helper.to_array(initializers[name]), name)
+            half_inits[name] = f"{name}__fp16"
+            graph.initializer.append(numpy_helper.from_array(array, half_inits[name]))
+        return half_inits[name]
+
+    fp32_nodes = 0
+    for node in graph.node:
+        fp32 = keeps_fp32(node, scopes)
+        fp32_nodes += fp32
+        only32 = FLOAT32_ONLY_INPUTS.get(node.op_type, set())
+        for index, name in enumerate(node.input):
+            if not name or name not in floats:
+                continue
+            wants_half = not fp32 and index not in only32
+            is_half = name in half
+            if wants_half and not is_half:
+                node.input[index] = half_initializer(name) if name in initializers \
+                    else cast(name, FLOAT16)
+            elif not wants_half and is_half:
+                node.input[index] = cast(name, FLOAT)
+        if not fp32:
+            _retype_attributes(node)
+            for index, name in enumerate(node.output):
+                if name in floats or _casts_to_float16(node):
+                    if name in graph_outputs:  # keep the graph's output float32
+                        node.output[index] = f"{name}__fp16"
+                        half.add(node.output[index])
+                        new_nodes.append(node)
+                        node = None  # appended; the output cast follows it
+                        new_nodes.append(helper.make_node("Cast", [f"{name}__fp16"], [name],
+                                                          to=FLOAT, name=f"{name}/Cast_out"))
+                        break
+                    half.add(name)
+        if node is not None:
+            new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]
+    log.info("FP16 graph: %d of %d nodes kept in FP32", fp32_nodes, len(new_nodes))
+    return model
+
+
+def _casts_to_float16(node: onnx.NodeProto) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i == FLOAT16
+                                          for a in node.attribute)
+
+
+def _retype_attributes(node: onnx.NodeProto) -> None:
+    """Float32 typed attributes of a node that now computes in FP16."""
+    for attr in node.attribute:
+        if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
+            attr.i = FLOAT16
+        elif attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and \
+                attr.t.data_type == FLOAT:  # Constant, ConstantOfShape
+            array = _to_half(numpy_helper.to_array(attr.t), node.name)
+            attr.t.CopyFrom(numpy_helper.from_array(array, attr.t.name))
+        elif node.op_type == "EyeLike" and attr.name == "dtype" and attr.i == FLOAT:
+            attr.i = FLOAT16

@@ -1,0 +1,110 @@
+"""Export SPT weights to ONNX: merged encoder + draft/refine decoder, FP32 and FP16, verified.
+
+    python export/to_onnx.py                                   # the bundled example model
+    python export/to_onnx.py --checkpoint sam_vit_b_01ec64.pth --spt spt.safetensors \\
+        --model-type vit_b --out models/spt_vit_b
+    python export/to_onnx.py --authors-spt spt_vit_b.pth --checkpoint sam_vit_b_01ec64.pth
+    python export/to_onnx.py --weights runs/x/model.safetensors     # full-mode weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from samspt.runtime.errors import SamsptError
+from samspt.runtime.logs import configure_cli_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samspt-export",
+        description="Export an SPT model to a model folder: LoRA merged into the encoder "
+                    "weights, encoder.{fp32,fp16}.onnx, decoder.{fp32,fp16}.onnx (prompt encoder "
+                    "+ draft decoder + relation adapter + refine decoder), manifest.json. "
+                    "Verified against PyTorch with ONNX Runtime unless --no-verify.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="With no model argument the bundled example model is exported (works offline).")
+    source = parser.add_argument_group("model (pick one; default: the bundled example model)")
+    source.add_argument("--checkpoint", type=Path, help="SAM checkpoint (sam_vit_b_01ec64.pth); "
+                        "alone it exports untrained SPT, which equals SAM")
+    source.add_argument("--spt", type=Path, help="SPT weights (.safetensors) on top of "
+                        "--checkpoint")
+    source.add_argument("--authors-spt", type=Path, help="the paper authors' spt_vit_*.pth, on "
+                        "top of --checkpoint")
+    source.add_argument("--weights", type=Path, help="full-mode weights (.safetensors), "
+                        "standalone")
+    source.add_argument("--model-type", default=None,
+                        help="vit_b, vit_l, vit_h, small, tiny (default: from the weights, or "
+                             "vit_b with --checkpoint alone)")
+    parser.add_argument("--out", type=Path, default=None, help="model folder (default: "
+                        "models/<name>/); replaced only when the export succeeds")
+    parser.add_argument("--name", default=None, help="model name in the manifest")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "both"), default="both")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the parity check against "
+                        "PyTorch with ONNX Runtime")
+    parser.add_argument("--verify-data", type=Path, default=None,
+                        help="dataset folder for the parity check (default: bundled samples)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_cli_logging(args.verbose)
+    from samspt.export.model_source import load_export_model
+    from samspt.export.onnx_export import export_model
+    from samspt.export.verify import folder_verify_images
+
+    start = time.perf_counter()
+
+    def stage(text: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    try:
+        stage("loading the model")
+        model, name, sources = load_export_model(
+            checkpoint=args.checkpoint, spt=args.spt, authors_spt=args.authors_spt,
+            weights=args.weights, model_type=args.model_type)
+        name = args.name or name
+        out = args.out or Path("models") / name
+        images = folder_verify_images(args.verify_data) if args.verify_data else None
+        result = export_model(model, out, name, precision=args.precision, opset=args.opset,
+                              verify=not args.no_verify, verify_images=images, sources=sources,
+                              stage=stage)
+    except SamsptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the model folder: {exc}", file=sys.stderr)
+        return 2
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result) -> None:
+    verification = result.manifest.get("verification") or {}
+    print(f"\nexported {result.manifest['name']} to {result.out_dir}")
+    print(f"{'file':<24} {'MB':>8}")
+    for name, size in result.files.items():
+        print(f"{name:<24} {size / 1e6:>8.2f}")
+    if verification:
+        print(f"\nparity with PyTorch ({verification['images']} images x "
+              f"{verification['prompts_per_image']} box prompts, draft and final masks):")
+        print(f"{'precision':<10} {'mean IoU':>9} {'min IoU':>9} {'max logit err':>14} "
+              f"{'encoder err':>12}")
+        for precision in ("fp32", "fp16"):
+            if precision in verification:
+                f = verification[precision]
+                print(f"{precision:<10} {f['mean_iou']:>9.5f} {f['min_iou']:>9.5f} "
+                      f"{f['max_logit_error']:>14.3g} {f['encoder_max_error']:>12.3g}")
+    else:
+        print("(not verified: --no-verify)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

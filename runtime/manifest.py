@@ -1,0 +1,107 @@
+"""``manifest.json``: what an exported model folder holds, and the check that it is intact.
+
+Export writes it last; the runtime reads it first and refuses a folder whose files do not match.
+
+Schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "name": "example_small",
+      "model": {...ModelConfig...},            # architecture of the exported model
+      "lora": {"rank": 8, "alpha": 1.0, "merged": true},
+      "input": {"image_size": 512, "pixel_mean": [...], "pixel_std": [...],
+                "preprocessing": "runtime"},    # resize/normalise/pad happen in runtime numpy
+      "mask_threshold": 0.0,
+      "low_res_size": 128,
+      "graphs": {"encoder": {"fp32": GRAPH, "fp16": GRAPH}, "decoder": {...}},
+      "files": {"encoder.fp32.onnx": {"sha256": "...", "bytes": 123}, ...},
+      "verification": {...parity figures...} | null,
+      "tools": {"samspt": "...", "torch": "...", "onnx": "...", ...},
+      "sources": {"checkpoint": {"name": "...", "sha256": "..."}, ...},
+      "created": "2026-11-24T17:00:00Z"
+    }
+    GRAPH = {"file": "encoder.fp32.onnx", "opset": 17, "external_data": [],
+             "inputs": [{"name": "image", "shape": [1, 3, 512, 512], "dtype": "float32"}],
+             "outputs": [...]}                  # symbolic dims are strings ("B", "N")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Union
+
+from samspt.runtime.errors import ModelFolderError
+from samspt.runtime.files import sha256_file
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+GRAPH_KINDS = ("encoder", "decoder")
+PRECISIONS = ("fp32", "fp16")
+REQUIRED_KEYS = ("schema_version", "name", "model", "input", "mask_threshold", "low_res_size",
+                 "graphs", "files", "tools")
+
+
+def graph_file_name(kind: str, precision: str) -> str:
+    """File name of a graph in a model folder: ``encoder.fp16.onnx``."""
+    return f"{kind}.{precision}.onnx"
+
+
+def read_manifest(model_dir: Union[str, Path], verify_files: bool = True) -> Dict[str, Any]:
+    """The manifest of ``model_dir``, after checking its schema and every file's sha256."""
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise ModelFolderError(f"model folder {model_dir} does not exist; export one with "
+                               "`samspt-export --out DIR`")
+    if not path.is_file():
+        raise ModelFolderError(f"{model_dir} has no {MANIFEST}: it is not an exported samspt "
+                               "model, or its export did not finish; export it again")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{path} is not valid JSON ({exc}); export the model again") from None
+    if not isinstance(manifest, dict):
+        raise ModelFolderError(f"{path} does not hold a JSON object; export the model again")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ModelFolderError(f"{path} has schema_version {version!r}; this samspt reads "
+                               f"version {SCHEMA_VERSION}: export the model again with this "
+                               "samspt, or install the samspt that wrote it")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ModelFolderError(f"{path} lacks {', '.join(missing)}; export the model again")
+    if verify_files:
+        verify_files_against(model_dir, manifest)
+    return manifest
+
+
+def verify_files_against(model_dir: Path, manifest: Dict[str, Any]) -> None:
+    """Every file the manifest lists exists with its size and sha256."""
+    problems: List[str] = []
+    for name, info in manifest["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != info.get("bytes"):
+            problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says "
+                            f"{info.get('bytes')} (truncated or replaced)")
+        elif sha256_file(path) != info.get("sha256"):
+            problems.append(f"{name} does not match its sha256 (edited or corrupted)")
+    if problems:
+        raise ModelFolderError(f"{model_dir} is damaged: {'; '.join(problems)}. Export the model "
+                               "again; do not edit files of an exported model")
+
+
+def file_entry(path: Path) -> Dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def graph_entry(manifest: Dict[str, Any], kind: str, precision: str) -> Dict[str, Any]:
+    """The GRAPH record of ``kind`` at ``precision``, or a ModelFolderError naming what exists."""
+    graphs = manifest["graphs"].get(kind, {})
+    if precision not in graphs:
+        raise ModelFolderError(f"this model folder has no {precision} {kind} graph (it has: "
+                               f"{', '.join(sorted(graphs)) or 'none'}); export it with "
+                               f"--precision {precision} or both")
+    return graphs[precision]

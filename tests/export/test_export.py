@@ -1,0 +1,256 @@
+"""ONNX export of small configurations: both graphs, both precisions, dynamic B and N,
+merged-encoder structure, manifest, failure cases."""
+
+from __future__ import annotations
+
+import collections
+import json
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from samspt.export.fp16 import FP32_OP_TYPES
+from samspt.export.onnx_export import ExportError, export_model
+from samspt.export.to_onnx import main as export_main
+from samspt.export.verify import VerificationError, bundled_verify_images
+from samspt.runtime import tensors
+from samspt.runtime.errors import ConfigError, ModelFolderError
+from samspt.runtime.manifest import MANIFEST, read_manifest
+from samspt.training.checkpoints import save_spt_weights
+from samspt.training.config import ModelConfig
+
+from ..conftest import randomize_spt_
+
+IMAGES = bundled_verify_images()[:3]  # keeps the suite fast; the CLI test uses all six
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from samspt.training.checkpoints import build_model
+
+    torch.manual_seed(0)
+    model = randomize_spt_(build_model("tiny"), scale=0.1)
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    result = export_model(model, out, "tiny", verify_images=IMAGES)
+    return model, out, result
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_folder_holds_both_graphs_in_both_precisions(exported):
+    _, out, result = exported
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decoder.fp16.onnx", "decoder.fp32.onnx", "encoder.fp16.onnx", "encoder.fp32.onnx",
+        MANIFEST]
+    for name in result.files:
+        onnx.checker.check_model(str(out / name))
+    assert not list(out.parent.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("batch,points", [(1, 1), (1, 2), (5, 3), (16, 4)])
+def test_decoder_graph_takes_any_number_of_prompts_and_points(exported, precision, batch,
+                                                              points):
+    model, out, _ = exported
+    session = _session(out / f"decoder.{precision}.onnx")
+    gen = torch.Generator().manual_seed(batch * 10 + points)
+    emb = torch.randn(1, 32, 8, 8, generator=gen)
+    coords = torch.rand(batch, points, 2, generator=gen) * 64
+    labels = torch.randint(-1, 4, (batch, points), generator=gen).float()
+    draft, logits, scores = session.run(None, {"image_embeddings": emb.numpy(),
+                                               "point_coords": coords.numpy(),
+                                               "point_labels": labels.numpy()})
+    assert draft.shape == logits.shape == (batch, 1, 32, 32) and scores.shape == (batch, 1)
+    assert draft.dtype == logits.dtype == scores.dtype == np.float32
+    with torch.no_grad():
+        ref = model.decode(emb, coords, labels)
+    tol = 1e-4 if precision == "fp32" else 5e-2
+    np.testing.assert_allclose(logits, ref.logits.numpy(), atol=tol, rtol=tol)
+    np.testing.assert_allclose(draft, ref.draft_logits.numpy(), atol=tol, rtol=tol)
+
+
+def test_graph_io_follows_the_contract(exported):
+    _, out, _ = exported
+    for precision in ("fp32", "fp16"):
+        enc = onnx.load(str(out / f"encoder.{precision}.onnx"))
+        dec = onnx.load(str(out / f"decoder.{precision}.onnx"))
+        assert [i.name for i in enc.graph.input] == list(tensors.ENCODER_INPUTS)
+        assert [o.name for o in enc.graph.output] == list(tensors.ENCODER_OUTPUTS)
+        assert [i.name for i in dec.graph.input] == list(tensors.DECODER_INPUTS)
+        assert [o.name for o in dec.graph.output] == list(tensors.DECODER_OUTPUTS)
+        for value in list(dec.graph.input) + list(dec.graph.output):
+            assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert enc.opset_import[0].version >= 17
+
+
+def _op_counts(path_or_proto, ops=("MatMul", "Conv", "Softmax", "Gemm", "Einsum")):
+    proto = onnx.load(str(path_or_proto)) if not isinstance(path_or_proto, onnx.ModelProto) \
+        else path_or_proto
+    counts = collections.Counter(n.op_type for n in proto.graph.node)
+    return {op: counts[op] for op in ops}
+
+
+def test_merged_encoder_has_the_structure_of_segment_anything_encoder(exported, tmp_path,
+                                                                      tiny_sam):
+    _, out, _ = exported
+    vanilla = tmp_path / "vanilla_encoder.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tiny_sam.image_encoder.eval(), (torch.zeros(1, 3, 64, 64),),
+                          str(vanilla), dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=["image_embeddings"])
+    ours = _op_counts(out / "encoder.fp32.onnx")
+    assert ours == _op_counts(vanilla)
+    assert ours["MatMul"] > 0 and ours["Softmax"] == 2  # two blocks
+
+
+def test_decoder_computes_the_relation_once_and_stores_no_token_matrix(exported):
+    _, out, _ = exported
+    proto = onnx.load(str(out / "decoder.fp32.onnx"))
+    relation = [n for n in proto.graph.node if "/relation/" in n.name]
+    assert sum(n.op_type == "ReduceL2" for n in relation) == 1  # one L2 normalisation per call
+    assert sum(n.op_type == "MatMul" for n in relation) == 1  # one similarity matrix per call
+    tokens = 8 * 8
+    for init in proto.graph.initializer:
+        assert int(np.prod(init.dims)) < tokens * tokens, init.name
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            assert int(np.prod(node.attribute[0].t.dims)) < tokens * tokens, node.name
+    assert not any(i.name == "orig_im_size" for i in proto.graph.input)
+
+
+def test_fp16_graphs_keep_fragile_parts_in_fp32(exported):
+    _, out, _ = exported
+    proto = onnx.load(str(out / "decoder.fp16.onnx"))
+    types = {}
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        types[value.name] = value.type.tensor_type.elem_type
+    inserted = ("/Cast_fp16", "/Cast_fp32", "/Cast_out")  # the converter's boundary casts
+    fragile = [n for n in proto.graph.node if (n.op_type in FP32_OP_TYPES or "/relation/" in
+               n.name) and not n.name.endswith(inserted)]
+    assert fragile
+    for node in fragile:
+        for name in node.output:
+            if types.get(name) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+                assert types[name] == onnx.TensorProto.FLOAT, (node.name, name)
+    halves = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves, "weights should be FP16"
+    size32 = (out / "decoder.fp32.onnx").stat().st_size
+    assert (out / "decoder.fp16.onnx").stat().st_size < size32
+
+
+def test_manifest_describes_and_protects_the_folder(exported):
+    model, out, result = exported
+    manifest = read_manifest(out)
+    assert manifest == json.loads((out / MANIFEST).read_text())
+    assert manifest["schema_version"] == 1 and manifest["name"] == "tiny"
+    assert ModelConfig.from_dict(manifest["model"]) == model.config
+    assert manifest["input"]["image_size"] == 64 and manifest["low_res_size"] == 32
+    assert manifest["input"]["pixel_mean"] == list(model.config.pixel_mean)
+    assert set(manifest["files"]) == {"encoder.fp32.onnx", "encoder.fp16.onnx",
+                                      "decoder.fp32.onnx", "decoder.fp16.onnx"}
+    dec = manifest["graphs"]["decoder"]["fp16"]
+    assert dec["inputs"][1] == {"name": "point_coords", "shape": ["B", "N", 2],
+                                "dtype": "float32"}
+    assert {"torch", "onnx", "onnxruntime", "samspt"} <= set(manifest["tools"])
+    ver = manifest["verification"]
+    assert ver["fp32"]["mean_iou"] >= 0.999 and ver["fp16"]["min_iou"] >= 0.97
+    assert ver["fp32"]["max_logit_error"] < 1e-3
+
+
+def test_tampered_folders_are_refused(exported, tmp_path):
+    import shutil
+
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = bytearray((copy / "decoder.fp16.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "decoder.fp16.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelFolderError, match="decoder.fp16.onnx does not match its sha256"):
+        read_manifest(copy)
+    (copy / "encoder.fp32.onnx").write_bytes(b"short")
+    with pytest.raises(ModelFolderError, match="truncated or replaced"):
+        read_manifest(copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["schema_version"] = 99
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match="schema_version 99"):
+        read_manifest(copy)
+    (copy / MANIFEST).unlink()
+    with pytest.raises(ModelFolderError, match="no manifest.json"):
+        read_manifest(copy)
+
+
+def test_unsupported_opset_and_precision_are_refused(tmp_path, tiny_spt):
+    with pytest.raises(ConfigError, match="opset 13 is not supported"):
+        export_model(tiny_spt, tmp_path / "x", "x", opset=13, verify=False)
+    with pytest.raises(ConfigError, match="precision"):
+        export_model(tiny_spt, tmp_path / "x", "x", precision="int8", verify=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_missed_parity_gate_fails_the_export_and_keeps_the_old_folder(tmp_path, tiny_spt,
+                                                                    monkeypatch):
+    import samspt.export.verify as verify
+
+    out = tmp_path / "model"
+    export_model(tiny_spt, out, "old", precision="fp32", verify=False)
+    before = (out / MANIFEST).read_text()
+    monkeypatch.setitem(verify.GATES, "fp32", {"mean_iou": 1.01, "min_iou": 0.0})
+    with pytest.raises(VerificationError, match=r"fp32: mean mask IoU .* at image "):
+        export_model(tiny_spt, out, "new", precision="fp32", verify_images=IMAGES[:1])
+    assert (out / MANIFEST).read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_export_command_with_spt_weights(tmp_path, tiny_spt, tiny_sam, capsys):
+    sam_path = tmp_path / "sam_tiny.pth"
+    torch.save(tiny_sam.state_dict(), sam_path)
+    randomize_spt_(tiny_spt, scale=0.1)
+    spt_path = save_spt_weights(tiny_spt, tmp_path / "spt_tiny.safetensors")
+    out = tmp_path / "models" / "spt_tiny"
+    assert export_main(["--checkpoint", str(sam_path), "--spt", str(spt_path), "--out", str(out),
+                        "--precision", "fp32"]) == 0
+    printed = capsys.readouterr().out
+    assert "parity with PyTorch" in printed and "decoder.fp32.onnx" in printed
+    manifest = read_manifest(out)
+    assert manifest["sources"]["spt"]["name"] == "spt_tiny.safetensors"
+    assert set(manifest["graphs"]["encoder"]) == {"fp32"}
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--spt", "x.safetensors"], "also give the SAM checkpoint"),
+    (["--weights", "/nonexistent/w.safetensors"], "does not exist"),
+    (["--weights", "a", "--spt", "b", "--checkpoint", "c"], "give one of"),
+    (["--checkpoint", "/nonexistent.pth"], "does not exist"),
+])
+def test_export_command_errors(argv, words, capsys):
+    assert export_main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, tiny_sam, capsys):
+    sam_path = tmp_path / "sam_tiny.pth"
+    torch.save(tiny_sam.state_dict(), sam_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert export_main(["--checkpoint", str(sam_path), "--model-type", "tiny", "--out",
+                        str(blocker / "model"), "--no-verify"]) == 2
+    assert "cannot write the model folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_vit_b_exports(tmp_path):
+    from samspt.training.checkpoints import build_model
+
+    model = build_model("vit_b")
+    result = export_model(model, tmp_path / "vit_b", "vit_b", verify_images=IMAGES[:1])
+    assert result.manifest["verification"]["fp32"]["mean_iou"] >= 0.999
