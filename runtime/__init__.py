@@ -5,6 +5,8 @@ post-processing (:mod:`.preprocess`), and the errors (:mod:`.errors`).
 """
 
 from samspt.runtime import tensors
+from samspt.runtime.inspector import Inspector
+from samspt.runtime.result import InspectionResult
 from samspt.runtime.errors import (
     BackendError,
     CheckpointError,
@@ -22,6 +24,8 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConfigError",
     "InputError",
+    "InspectionResult",
+    "Inspector",
     "ModelFolderError",
     "ModelTypeMismatchError",
     "SamsptError",

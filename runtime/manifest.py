@@ -47,6 +47,18 @@ def graph_file_name(kind: str, precision: str) -> str:
     return f"{kind}.{precision}.onnx"
 
 
+def read_json_object(path: Path, fix: str) -> Dict[str, Any]:
+    """The JSON object in ``path``; :class:`ModelFolderError` (ending in ``fix``) if the file is
+    not valid JSON or holds something else than an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path} does not hold a JSON object; {fix}")
+    return data
+
+
 def read_manifest(model_dir: Union[str, Path], verify_files: bool = True) -> Dict[str, Any]:
     """The manifest of ``model_dir``, after checking its schema and every file's sha256."""
     model_dir = Path(model_dir)
@@ -57,12 +69,7 @@ def read_manifest(model_dir: Union[str, Path], verify_files: bool = True) -> Dic
     if not path.is_file():
         raise ModelFolderError(f"{model_dir} has no {MANIFEST}: it is not an exported samspt "
                                "model, or its export did not finish; export it again")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFolderError(f"{path} is not valid JSON ({exc}); export the model again") from None
-    if not isinstance(manifest, dict):
-        raise ModelFolderError(f"{path} does not hold a JSON object; export the model again")
+    manifest = read_json_object(path, "export the model again")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ModelFolderError(f"{path} has schema_version {version!r}; this samspt reads "

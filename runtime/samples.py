@@ -9,7 +9,6 @@ from typing import List
 import numpy as np
 from PIL import Image
 
-from samspt.runtime.preprocess import mask_box  # noqa: F401 (re-exported for callers)
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
 

@@ -11,7 +11,7 @@ baseline has one pass, so ``final`` and ``draft`` are the same array.
   foreground form the mask. Where GrabCut cannot run (a box one pixel wide or high, a box covering
   the whole image so no background is left to model), the box is the answer.
 
-Box convention (the one of :func:`samspt.runtime.samples.mask_box`): ``(x0, y0, x1, y1)`` in image
+Box convention (the one of :func:`samspt.runtime.preprocess.mask_box`): ``(x0, y0, x1, y1)`` in image
 pixels, both corners inclusive, so a tight box around a one-pixel defect is ``(x, y, x, y)``.
 Fractional corners are rounded to the nearest pixel; boxes are clipped to the image.
 """

@@ -33,6 +33,10 @@ class ModelConfig:
     decoder_mlp_dim: int = 2048
     iou_head_hidden_dim: int = 256
     mask_in_chans: int = 16
+    # Std of the random Fourier positional encoding's frequencies, in cycles per image side
+    # (SAM: 1.0). A model trained from scratch on small defects needs finer positions: the
+    # encoding varies over about 1 / (2 pi scale) of the image.
+    pe_scale: float = 1.0
     pixel_mean: Tuple[float, float, float] = PIXEL_MEAN
     pixel_std: Tuple[float, float, float] = PIXEL_STD
 
@@ -113,7 +117,7 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         "small", encoder_embed_dim=256, encoder_depth=6, encoder_num_heads=4,
         encoder_global_attn_indexes=(2, 5), encoder_window_size=8, image_size=512,
         prompt_embed_dim=128, decoder_num_heads=4, decoder_mlp_dim=512,
-        iou_head_hidden_dim=128,
+        iou_head_hidden_dim=128, pe_scale=4.0,
     ),
     # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
     "tiny": ModelConfig(

@@ -11,7 +11,7 @@ pass); the baselines of :mod:`samspt.training.baselines` answer with ``final`` =
 Protocol (:func:`evaluate_records`), one prompt per image:
 
 * **defective image, box protocol** (default, the paper's): the tight box around the whole ground
-  truth mask, corners inclusive (:func:`samspt.runtime.samples.mask_box`);
+  truth mask, corners inclusive (:func:`samspt.runtime.preprocess.mask_box`);
 * **defective image, point protocol**: one foreground point, a ground-truth pixel drawn uniformly
   at random (a defect of several blobs is prompted on one of them);
 * **defect-free image**: one random box, each side uniform in 10%..50% of the image's side, placed
@@ -32,13 +32,13 @@ import logging
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from samspt.runtime.errors import ConfigError, InputError
-from samspt.runtime.samples import bundled_samples, mask_box
+from samspt.runtime.preprocess import mask_box
+from samspt.runtime.samples import bundled_samples
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 from samspt.training.metrics import boundary_iou, false_positive_area, mask_iou
 

@@ -66,6 +66,10 @@ class SptSam(nn.Module):
             embed_dim=config.prompt_embed_dim, image_embedding_size=(size, size),
             input_image_size=(config.image_size, config.image_size),
             mask_in_chans=config.mask_in_chans)
+        if config.pe_scale != 1.0:
+            with torch.no_grad():
+                self.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.mul_(
+                    config.pe_scale)
         self.draft_decoder = _decoder(config)
         self.refine_decoder = _decoder(config)
         self.relation = RelationBuilder()
@@ -90,8 +94,12 @@ class SptSam(nn.Module):
                point_labels: torch.Tensor) -> SptOutput:
         """One image embedding (1xCxhxw), B prompts (BxNx2 coords in the input frame, BxN labels)."""
         relation = ImageRelation(*self.relation(image_embedding))
-        image_pe = self.prompt_encoder.get_dense_pe()
-        sparse = embed_points(self.prompt_encoder, point_coords, point_labels)
+        # Positional encodings in float32 even under autocast: they are sin/cos of a random
+        # projection of coordinates, and a bf16 projection scrambles the phases that say where
+        # a prompt is (a from-scratch model then never learns to follow its box).
+        with torch.autocast(device_type=image_embedding.device.type, enabled=False):
+            image_pe = self.prompt_encoder.get_dense_pe()
+            sparse = embed_points(self.prompt_encoder, point_coords.float(), point_labels)
         draft_logits, _ = self.draft_decoder(
             image_embedding, image_pe, sparse, no_mask_dense(self.prompt_encoder), relation)
         dense = mask_dense(self.prompt_encoder, draft_logits.detach())

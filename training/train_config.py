@@ -71,6 +71,8 @@ class LossSection:
     draft: float = 1.0
     final: float = 1.0
     score: float = 0.0
+    focus_margin: float = 0.25  # BCE inside each box grown by this share of its size ...
+    outside: float = 0.5  # ... plus this weight times BCE outside it (see training/losses.py)
 
 
 @dataclass

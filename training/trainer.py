@@ -19,7 +19,7 @@ from samspt.training.checkpoints import build_model, load_spt_model
 from samspt.training.config import LoraConfig, get_config
 from samspt.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier,
                                          parameters_digest)
-from samspt.training.losses import LossWeights, spt_loss
+from samspt.training.losses import LossWeights, focus_masks, spt_loss
 from samspt.training.model import SptSam
 from samspt.training.run_files import RunFiles
 from samspt.training.schedule import build_scheduler
@@ -58,7 +58,10 @@ class _TrainStep(nn.Module):
         totals: Dict[str, torch.Tensor] = {}
         for i in range(len(coords)):
             out = self.model.decode(embeddings[i:i + 1], coords[i], labels[i])
-            terms = spt_loss(out.draft_logits, out.logits, out.scores, targets[i], self.weights)
+            focus = focus_masks(coords[i], labels[i], targets[i].shape[-1],
+                                self.weights.focus_margin)
+            terms = spt_loss(out.draft_logits, out.logits, out.scores, targets[i], self.weights,
+                             focus)
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0) + value / len(coords)
         return totals
@@ -323,7 +326,7 @@ class Trainer:
         return out
 
     def _overlays(self, step: int) -> None:
-        from samspt.runtime.samples import mask_box
+        from samspt.runtime.preprocess import mask_box
         from samspt.training.plots import overlay_grid
         from samspt.training.predict import predict
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from samspt.export.fp16 import FP32_OP_TYPES
-from samspt.export.onnx_export import ExportError, export_model
+from samspt.export.onnx_export import export_model
 from samspt.export.to_onnx import main as export_main
 from samspt.export.verify import VerificationError, bundled_verify_images
 from samspt.runtime import tensors

@@ -7,7 +7,8 @@ import pytest
 
 from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import InputError
-from samspt.runtime.samples import bundled_samples, mask_box
+from samspt.runtime.preprocess import mask_box
+from samspt.runtime.samples import bundled_samples
 
 torch = pytest.importorskip("torch")
 

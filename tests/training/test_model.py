@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT
@@ -10,7 +9,7 @@ from torch import nn
 
 from samspt.runtime.errors import ConfigError
 from samspt.training.config import LoraConfig, get_config
-from samspt.training.lora import LoRALinear, LoRAQKV, iter_lora_layers
+from samspt.training.lora import LoRAQKV, iter_lora_layers
 from samspt.training.model import SptSam
 
 from ..conftest import randomize_spt_
@@ -178,3 +177,16 @@ def test_merged_encoder_has_the_structure_of_a_plain_sam_encoder(tiny_spt, tiny_
                if k.startswith("image_encoder.")}
     assert ours == vanilla
     assert [type(m) for m in merged.modules()] == [type(m) for m in tiny_sam.image_encoder.modules()]
+
+
+def test_positional_encoding_scale_is_a_configuration_fact():
+    from dataclasses import replace
+
+    base = get_config("tiny")
+    torch.manual_seed(0)
+    plain = SptSam(base).prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    torch.manual_seed(0)
+    finer = SptSam(replace(base, pe_scale=4.0)).prompt_encoder.pe_layer \
+        .positional_encoding_gaussian_matrix
+    torch.testing.assert_close(finer, plain * 4.0)
+    assert get_config("vit_b").pe_scale == 1.0  # SAM's own

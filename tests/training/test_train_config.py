@@ -93,3 +93,29 @@ def test_draft_weight_zero_removes_draft_supervision():
     final = torch.zeros(1, 1, 2, 2, requires_grad=True)
     spt_loss(draft, final, torch.zeros(1, 1), targets, LossWeights(draft=0.0))["loss"].backward()
     assert draft.grad.abs().sum() == 0 and final.grad.abs().sum() > 0
+
+
+def test_focus_masks_cover_each_box_with_a_margin():
+    from samspt.training.losses import focus_masks
+
+    coords = torch.tensor([[[10.0, 20.0], [29.0, 39.0]], [[5.0, 5.0], [0.0, 0.0]]])
+    labels = torch.tensor([[2.0, 3.0], [1.0, -1.0]])
+    focus = focus_masks(coords, labels, 64, margin=0.25)
+    ys, xs = torch.nonzero(focus[0], as_tuple=True)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (5, 34, 15, 44)
+    assert focus[1].all()  # a point prompt has no box: the whole image is in focus
+
+
+def test_focused_bce_does_not_let_a_small_defect_drown():
+    """All-background logits on a tiny defect: whole-image BCE barely notices, focused BCE does."""
+    from samspt.training.losses import focus_masks, mask_loss
+
+    targets = torch.zeros(1, 128, 128)
+    targets[0, 60:63, 60:63] = 1  # 9 of 16384 pixels
+    logits = torch.full((1, 128, 128), -6.0)
+    coords = torch.tensor([[[60.0, 60.0], [62.0, 62.0]]])
+    labels = torch.tensor([[2.0, 3.0]])
+    plain = mask_loss(logits, targets, LossWeights(dice=0.0))
+    focused = mask_loss(logits, targets, LossWeights(dice=0.0),
+                        focus_masks(coords, labels, 128, 0.25))
+    assert plain < 0.01 < 1.0 < focused

@@ -13,7 +13,6 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from samspt.runtime.preprocess import mask_box  # noqa: F401 (the one home of the box rule)
 from samspt.training.data.records import DatasetError
 
 

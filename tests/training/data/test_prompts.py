@@ -7,7 +7,8 @@ import numpy as np
 from samspt.runtime.errors import InputError
 import pytest
 
-from samspt.training.data.prompts import (jitter_boxes, mask_box, negative_boxes, random_boxes,
+from samspt.runtime.preprocess import mask_box
+from samspt.training.data.prompts import (jitter_boxes, negative_boxes, random_boxes,
                                           region_boxes, sample_points)
 from samspt.training.data.records import DatasetError
 

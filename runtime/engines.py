@@ -1,0 +1,371 @@
+"""TensorRT engine folders: naming, ``build.json``, and the check that an engine fits this machine.
+
+Pure Python (no TensorRT, no CUDA): the builder (:mod:`samspt.export.trt_build`) and the runtime
+(:mod:`samspt.runtime.trt_backend`) share it, and it is tested without a GPU.
+
+A TensorRT engine runs only on the GPU model and the TensorRT version that built it, so engines
+live per machine kind inside the model folder::
+
+    MODEL_DIR/
+      manifest.json, encoder.fp16.onnx, decoder.fp16.onnx, ...
+      engines/
+        nvidia-h100-80gb-hbm3-trt10.3.0/        <sanitised GPU name>-trt<major.minor.patch>
+          encoder.fp16.engine  decoder.fp16.engine
+          timing.cache                          TensorRT's timing cache, reused across builds
+          build.json                            written last: the build counts once it exists
+
+``build.json`` (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "gpu": {"name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]},
+      "tensorrt_version": "10.3.0.26",
+      "cuda": {"driver": "12.4", "pycuda": "12.2"},
+      "model": {"name": "example_small"},
+      "timing_cache": "timing.cache",
+      "tools": {"samspt": "0.1.0", "tensorrt": "10.3.0.26"},
+      "precisions": {
+        "fp16": {
+          "built_by": "samspt-build",            # or "trtexec" (engines adopted with --adopt)
+          "built": "2026-11-24T17:00:00Z", "build_seconds": 81.2,
+          "flags": {"strongly_typed": true, "workspace_mb": 4096, "device": 0},  # null: trtexec
+          "profiles": {"prompts": [1, 16, 64], "points": [1, 2, 16]},   # min, opt, max
+          "engines": {
+            "encoder": {"file": "encoder.fp16.engine", "sha256": "...", "bytes": 123,
+                        "source": {"file": "encoder.fp16.onnx", "sha256": "..."}},
+            "decoder": {...}},
+          "verification": {"reference": "onnxruntime fp32 (CPU)", "gates": {...},
+                           "mean_iou": 0.998, "min_iou": 0.98, "max_logit_error": 0.1, ...}
+        },
+        "fp32": {...}
+      }
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from samspt.runtime import tensors
+from samspt.runtime.errors import ConfigError, ModelFolderError
+from samspt.runtime.files import atomic_write_text, sha256_file
+from samspt.runtime.manifest import GRAPH_KINDS, PRECISIONS, graph_file_name, read_json_object
+
+ENGINES_DIR = "engines"
+BUILD_JSON = "build.json"
+TIMING_CACHE = "timing.cache"
+BUILD_SCHEMA_VERSION = 1
+BUILD_COMMAND = "samspt-build"  # console script of export/to_tensorrt.py
+BUILD_REQUIRED_KEYS = ("schema_version", "gpu", "tensorrt_version", "precisions")
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?((?:\.\d+)*)(.*)$")
+
+
+class GpuInfo(NamedTuple):
+    """A CUDA device as TensorRT cares about it: ``name`` as CUDA reports it
+    (``"NVIDIA H100 80GB HBM3"``, ``"Orin"``) and ``compute_capability`` (major, minor)."""
+
+    name: str
+    compute_capability: Optional[Tuple[int, int]] = None
+
+
+class Profile(NamedTuple):
+    """Minimum, optimum and maximum of one dynamic dimension (ints >= 1, min <= opt <= max)."""
+
+    min: int
+    opt: int
+    max: int
+
+    def text(self) -> str:
+        return f"{self.min},{self.opt},{self.max}"
+
+
+class ShapeProfiles(NamedTuple):
+    """The decoder's optimization profile: ``prompts`` is B, ``points`` is N (points per prompt;
+    a box is 2 points, a box and a click 3)."""
+
+    prompts: Profile
+    points: Profile
+
+    def shapes(self) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
+        """Decoder input name -> (min, opt, max) shapes: point_coords BxNx2, point_labels BxN."""
+        b, n = self.prompts, self.points
+        return {tensors.POINT_COORDS: ((b.min, n.min, 2), (b.opt, n.opt, 2), (b.max, n.max, 2)),
+                tensors.POINT_LABELS: ((b.min, n.min), (b.opt, n.opt), (b.max, n.max))}
+
+    def to_dict(self) -> Dict[str, List[int]]:
+        return {"prompts": list(self.prompts), "points": list(self.points)}
+
+
+DEFAULT_PROFILES = ShapeProfiles(prompts=Profile(1, 16, 64), points=Profile(1, 2, 16))
+
+
+def parse_profile(text: str, flag: str = "--prompts") -> Profile:
+    """``"1,16,64"`` -> Profile(1, 16, 64); a single value ``"8"`` fixes the dimension at 8.
+
+    Raises :class:`ConfigError` naming ``flag`` when the text is not 1 or 3 integers >= 1 in
+    non-decreasing order.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a list of integers: give MIN,OPT,MAX such as "
+                          f"{flag} 1,16,64 (or one value to fix the size)") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise ConfigError(f"{flag} {text!r} has {len(values)} values; give MIN,OPT,MAX such as "
+                          f"{flag} 1,16,64 (or one value to fix the size)")
+    if min(values) < 1:
+        raise ConfigError(f"{flag} {text!r}: sizes must be at least 1")
+    if not values[0] <= values[1] <= values[2]:
+        raise ConfigError(f"{flag} {text!r}: need MIN <= OPT <= MAX (the optimum is the size "
+                          "TensorRT tunes its kernels for)")
+    return Profile(*values)
+
+
+def profiles_from_dict(data: Dict[str, Sequence[int]]) -> ShapeProfiles:
+    """Inverse of :meth:`ShapeProfiles.to_dict` (as stored in ``build.json``)."""
+    try:
+        return ShapeProfiles(prompts=Profile(*(int(v) for v in data["prompts"])),
+                             points=Profile(*(int(v) for v in data["points"])))
+    except (KeyError, TypeError, ValueError):
+        raise ModelFolderError(f"build.json holds malformed profiles {data!r}; rebuild the "
+                               "engines") from None
+
+
+def sanitize_gpu_name(name: str) -> str:
+    """A GPU name as a safe folder name: ``"NVIDIA H100 80GB HBM3"`` -> ``nvidia-h100-80gb-hbm3``
+    (lower case, runs of anything but letters and digits become one ``-``)."""
+    safe = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")
+    if not safe:
+        raise ConfigError(f"GPU name {name!r} has no letters or digits; pass the name CUDA "
+                          "reports (nvidia-smi --query-gpu=name --format=csv,noheader)")
+    return safe
+
+
+def _version_parts(version: str) -> Tuple[int, ...]:
+    match = _VERSION.match(str(version).strip())
+    if not match:
+        raise ConfigError(f"TensorRT version {version!r} is not like 10.3.0; pass what "
+                          "`python -c 'import tensorrt; print(tensorrt.__version__)'` prints")
+    major, minor, patch, rest, _ = match.groups()
+    extra = tuple(int(p) for p in rest.split(".") if p)
+    return (int(major), int(minor), int(patch or 0)) + extra
+
+
+def short_version(version: str) -> str:
+    """``"10.3.0.26"`` -> ``"10.3.0"`` (major.minor.patch, as engine folders are named)."""
+    return ".".join(str(p) for p in _version_parts(version)[:3])
+
+
+def engine_dir_name(gpu_name: str, trt_version: str) -> str:
+    """``nvidia-h100-80gb-hbm3-trt10.3.0``."""
+    return f"{sanitize_gpu_name(gpu_name)}-trt{short_version(trt_version)}"
+
+
+def engine_file_name(kind: str, precision: str) -> str:
+    """``encoder.fp16.engine``: named like the ONNX graph it was built from."""
+    if kind not in GRAPH_KINDS or precision not in PRECISIONS:
+        raise ConfigError(f"no engine {kind!r} at {precision!r}: kinds are "
+                          f"{', '.join(GRAPH_KINDS)}, precisions {', '.join(PRECISIONS)}")
+    return graph_file_name(kind, precision)[: -len(".onnx")] + ".engine"
+
+
+def build_command(model_dir: Union[str, Path], precision: Optional[str] = None,
+                  prompts: Optional[Profile] = None, points: Optional[Profile] = None) -> str:
+    """The command that (re)builds engines on this machine, for error messages."""
+    parts = [BUILD_COMMAND, str(model_dir)]
+    if precision:
+        parts += ["--precision", precision]
+    if prompts:
+        parts += ["--prompts", prompts.text()]
+    if points:
+        parts += ["--points", points.text()]
+    return " ".join(parts)
+
+
+def _rebuild(model_dir: Union[str, Path], precision: Optional[str] = None) -> str:
+    return (f"build engines on this machine with `{build_command(model_dir, precision)}` "
+            f"(or `python export/to_tensorrt.py {model_dir}`)")
+
+
+# ---- build.json ---------------------------------------------------------------------------------
+
+def read_build_json(engine_dir: Union[str, Path]) -> Dict[str, Any]:
+    """``engine_dir/build.json`` after a schema check; :class:`ModelFolderError` if absent/bad."""
+    engine_dir = Path(engine_dir)
+    path = engine_dir / BUILD_JSON
+    model_dir = engine_dir.parent.parent
+    if not path.is_file():
+        raise ModelFolderError(f"{engine_dir} has no {BUILD_JSON}: its build did not finish or "
+                               f"failed verification; {_rebuild(model_dir)}")
+    data = read_json_object(path, _rebuild(model_dir))
+    if data.get("schema_version") != BUILD_SCHEMA_VERSION:
+        raise ModelFolderError(f"{path} has schema_version {data.get('schema_version')!r}; this "
+                               f"samspt reads version {BUILD_SCHEMA_VERSION}: "
+                               f"{_rebuild(model_dir)}")
+    missing = [k for k in BUILD_REQUIRED_KEYS if k not in data]
+    if missing or not isinstance(data.get("gpu"), dict) or "name" not in data["gpu"] \
+            or not isinstance(data.get("precisions"), dict):
+        raise ModelFolderError(f"{path} lacks {', '.join(missing) or 'gpu.name'}; "
+                               f"{_rebuild(model_dir)}")
+    return data
+
+
+def write_build_json(engine_dir: Union[str, Path], data: Dict[str, Any]) -> Path:
+    """Write ``build.json`` atomically (a reader sees the old file or the new one, never half)."""
+    missing = [k for k in BUILD_REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ConfigError(f"build.json record lacks {', '.join(missing)}")
+    path = Path(engine_dir) / BUILD_JSON
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+# ---- finding and checking engines ---------------------------------------------------------------
+
+def _describe(engine_dir: Path) -> str:
+    try:
+        data = read_build_json(engine_dir)
+    except ModelFolderError:
+        return f"{engine_dir.name} (unfinished)"
+    precisions = ", ".join(sorted(data["precisions"])) or "none"
+    return (f"{engine_dir.name} ({data['gpu']['name']}, TensorRT {data['tensorrt_version']}, "
+            f"{precisions})")
+
+
+def list_engine_dirs(model_dir: Union[str, Path]) -> List[Path]:
+    """Engine folders of ``model_dir`` (finished or not), sorted by name."""
+    root = Path(model_dir) / ENGINES_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_engine_dir(model_dir: Union[str, Path], gpu_name: str, trt_version: str) -> Path:
+    """The engine folder of ``model_dir`` for this GPU and TensorRT version.
+
+    Raises :class:`ModelFolderError` naming the engines that do exist (for which GPU and version)
+    and the command that builds the missing ones.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelFolderError(f"model folder {model_dir} does not exist; export one with "
+                               "`samspt-export --out DIR`")
+    wanted = model_dir / ENGINES_DIR / engine_dir_name(gpu_name, trt_version)
+    if (wanted / BUILD_JSON).is_file():
+        return wanted
+    others = [p for p in list_engine_dirs(model_dir) if p != wanted]
+    here = f"{gpu_name} with TensorRT {short_version(trt_version)}"
+    if wanted.is_dir():
+        raise ModelFolderError(f"the engines in {wanted} for {here} are unfinished (no "
+                               f"{BUILD_JSON}: the build stopped or failed verification); "
+                               f"{_rebuild(model_dir)}")
+    if others:
+        raise ModelFolderError(
+            f"{model_dir} has no TensorRT engines for {here}; it has engines for: "
+            f"{'; '.join(_describe(p) for p in others)}. An engine runs only on the GPU model "
+            f"and TensorRT version that built it: {_rebuild(model_dir)}")
+    raise ModelFolderError(f"{model_dir} has no TensorRT engines; {_rebuild(model_dir)}, or "
+                           "use the ONNX Runtime backend")
+
+
+def check_compatible(build_json: Dict[str, Any], gpu: Union[str, GpuInfo], version: str,
+                     model_dir: Union[str, Path, None] = None) -> None:
+    """Refuse (:class:`ModelFolderError`) engines built for another GPU or TensorRT version.
+
+    ``gpu``: this machine's GPU name or :class:`GpuInfo`; ``version``: ``tensorrt.__version__``.
+    Versions compare on all the components both sides give (10.3.0.26 vs 10.3.0.30 differ).
+    """
+    gpu = GpuInfo(gpu) if isinstance(gpu, str) else gpu
+    where = str(model_dir) if model_dir is not None else "MODEL_DIR"
+    built_gpu = build_json.get("gpu", {})
+    problems = []
+    if sanitize_gpu_name(built_gpu.get("name", "")) != sanitize_gpu_name(gpu.name):
+        problems.append(f"they were built for a {built_gpu.get('name')}, this GPU is a "
+                        f"{gpu.name}")
+    else:
+        built_cc = built_gpu.get("compute_capability")
+        if built_cc and gpu.compute_capability and \
+                tuple(built_cc) != tuple(gpu.compute_capability):
+            problems.append(f"they were built for compute capability "
+                            f"{'.'.join(map(str, built_cc))}, this GPU has "
+                            f"{'.'.join(map(str, gpu.compute_capability))}")
+    built_version = str(build_json.get("tensorrt_version", "?"))
+    try:
+        theirs, mine = _version_parts(built_version), _version_parts(version)
+        common = min(len(theirs), len(mine))
+        same = theirs[:common] == mine[:common]
+    except ConfigError:
+        same = False
+    if not same:
+        problems.append(f"they were built by TensorRT {built_version}, this is TensorRT "
+                        f"{version}")
+    if problems:
+        raise ModelFolderError(
+            f"refusing these TensorRT engines: {'; '.join(problems)}. An engine runs only on "
+            f"the GPU model and the TensorRT version that built it: {_rebuild(where)}")
+
+
+def precision_entry(build_json: Dict[str, Any], precision: Optional[str] = None,
+                    model_dir: Union[str, Path, None] = None) -> Tuple[str, Dict[str, Any]]:
+    """(precision, record) of ``build.json``; ``None`` picks fp16 if built, else the only one."""
+    built = build_json.get("precisions", {})
+    where = str(model_dir) if model_dir is not None else "MODEL_DIR"
+    if precision is None:
+        if "fp16" in built:
+            precision = "fp16"
+        elif len(built) == 1:
+            precision = next(iter(built))
+        else:
+            raise ModelFolderError(f"no engines were built here (build.json lists none); "
+                                   f"{_rebuild(where)}")
+    if precision not in built:
+        raise ModelFolderError(f"no {precision} engines were built for this GPU (built: "
+                               f"{', '.join(sorted(built)) or 'none'}); "
+                               f"{_rebuild(where, precision)}")
+    return precision, built[precision]
+
+
+def check_sources(build_json: Dict[str, Any], manifest: Dict[str, Any], precision: str,
+                  model_dir: Union[str, Path, None] = None) -> None:
+    """Refuse engines built from other ONNX graphs than the model folder's (a re-export)."""
+    where = str(model_dir) if model_dir is not None else "MODEL_DIR"
+    _, entry = precision_entry(build_json, precision, model_dir)
+    stale = []
+    for kind in GRAPH_KINDS:
+        source = entry.get("engines", {}).get(kind, {}).get("source", {})
+        listed = manifest.get("files", {}).get(source.get("file", ""), {})
+        if not source or source.get("sha256") != listed.get("sha256"):
+            stale.append(kind)
+    if stale:
+        raise ModelFolderError(f"the {precision} {' and '.join(stale)} engines were built from "
+                               f"another export of this model (their source ONNX sha256 does not "
+                               f"match manifest.json); {_rebuild(where, precision)}")
+
+
+def verify_engine_files(engine_dir: Union[str, Path], entry: Dict[str, Any]) -> Dict[str, Path]:
+    """Check the engines of a ``precisions`` record against their sha256; kind -> path."""
+    engine_dir = Path(engine_dir)
+    paths, problems = {}, []
+    for kind in GRAPH_KINDS:
+        info = entry.get("engines", {}).get(kind)
+        if not info or "file" not in info:
+            problems.append(f"build.json lists no {kind} engine")
+            continue
+        path = engine_dir / info["file"]
+        if not path.is_file():
+            problems.append(f"{info['file']} is missing")
+        elif path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+            problems.append(f"{info['file']} does not match its sha256 in build.json (replaced "
+                            "or corrupted)")
+        paths[kind] = path
+    if problems:
+        raise ModelFolderError(f"{engine_dir} is damaged: {'; '.join(problems)}; "
+                               f"{_rebuild(engine_dir.parent.parent)}")
+    return paths

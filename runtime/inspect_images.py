@@ -1,0 +1,106 @@
+"""Inspect images with an exported model: overlay PNGs and results.json.
+
+    samspt-inspect models/example_small tile1.jpg tile2.png --box 120,200,140,240 --out out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from samspt.runtime.errors import SamsptError
+from samspt.runtime.logs import configure_cli_logging, progress_enabled
+
+
+def _box(text: str) -> List[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a box is x0,y0,x1,y1 (numbers), got {text!r}")
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"a box is x0,y0,x1,y1 (4 numbers), got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samspt-inspect",
+        description="Segment defects in images with an exported samspt model folder. Writes an "
+                    "overlay PNG per image (prompt box cyan, draft outline orange, final mask "
+                    "red, score) and results.json, and prints a table.")
+    parser.add_argument("model_dir", type=Path, help="exported model folder (samspt-export)")
+    parser.add_argument("images", type=Path, nargs="+", help="image files (any PIL format)")
+    parser.add_argument("--box", type=_box, action="append", default=None, metavar="X0,Y0,X1,Y1",
+                        help="box prompt in image pixels, applied to every image (repeatable: "
+                             "one prompt each); default: the whole image")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--out", type=Path, default=Path("inspections"),
+                        help="output folder (default: inspections/)")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def load_image(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB of an image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    from samspt.runtime.errors import InputError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_cli_logging(args.verbose)
+    from samspt.runtime.files import atomic_write_text
+    from samspt.runtime.inspector import Inspector
+    from samspt.runtime.overlay import render_overlay, save_overlay
+
+    rows, records = [], []
+    try:
+        with Inspector(args.model_dir, backend=args.backend, precision=args.precision) as ins:
+            print(f"model {args.model_dir} on {ins.backend}, {args.precision}", file=sys.stderr)
+            paths = args.images
+            if progress_enabled() and len(paths) > 1:
+                from tqdm import tqdm
+
+                paths = tqdm(paths, desc="inspecting", unit="image")
+            for path in paths:
+                image = load_image(path)
+                boxes = np.asarray(args.box, np.float32) if args.box else None
+                result = ins.inspect(image, boxes=boxes)
+                used = boxes if boxes is not None else \
+                    np.array([[0, 0, image.shape[1] - 1, image.shape[0] - 1]], np.float32)
+                overlay = save_overlay(render_overlay(image, result, used),
+                                       args.out / f"{path.stem}_overlay.png")
+                records.append({"image": str(path), "overlay": str(overlay),
+                                "size": [int(image.shape[1]), int(image.shape[0])],
+                                "boxes": used.tolist(), **result.to_dict()})
+                rows.append((path.name, result, overlay))
+        atomic_write_text(args.out / "results.json", json.dumps(records, indent=2) + "\n")
+    except SamsptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'image':<32} {'prompt':>6} {'defect':>6} {'area px':>8} {'score':>6} "
+          f"{'total ms':>9}  overlay")
+    for name, result, overlay in rows:
+        for k in range(len(result)):
+            print(f"{name:<32} {k:>6} {'yes' if result.pred_label[k] else 'no':>6} "
+                  f"{int(result.area_px[k]):>8} {result.scores[k]:>6.2f} "
+                  f"{result.timings_ms['total']:>9.1f}  {overlay}")
+    print(f"results: {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

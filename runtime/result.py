@@ -1,0 +1,51 @@
+"""What an inspection returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import numpy as np
+
+
+@dataclass
+class InspectionResult:
+    """K prompts on one HxW image.
+
+    ``masks``/``draft_masks``: KxHxW bool (final and draft pass, at the image's resolution);
+    ``scores``: K float32, the model's predicted IoU of each final mask; ``area_px``: K int64
+    defect pixels; ``bbox``: Kx4 int64 (x0, y0, x1, y1), inclusive, -1 where no defect;
+    ``pred_label``: K bool, True where a defect of at least ``min_defect_area`` pixels was found;
+    ``timings_ms``: milliseconds per stage (preprocess, encoder, decoder, postprocess, total).
+    """
+
+    masks: np.ndarray
+    draft_masks: np.ndarray
+    scores: np.ndarray
+    area_px: np.ndarray
+    bbox: np.ndarray
+    pred_label: np.ndarray
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready summary (no mask pixels)."""
+        return {"prompts": [{"defect": bool(self.pred_label[k]), "score": float(self.scores[k]),
+                             "area_px": int(self.area_px[k]),
+                             "bbox": [int(v) for v in self.bbox[k]],
+                             "draft_area_px": int(self.draft_masks[k].sum())}
+                            for k in range(len(self))],
+                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+
+
+def summarize_masks(masks: np.ndarray, min_defect_area: int) -> Dict[str, np.ndarray]:
+    """area_px, bbox and pred_label of KxHxW bool masks."""
+    area = masks.reshape(masks.shape[0], -1).sum(axis=1).astype(np.int64)
+    bbox = np.full((masks.shape[0], 4), -1, dtype=np.int64)
+    for k in np.nonzero(area)[0]:
+        rows = np.nonzero(masks[k].any(axis=1))[0]
+        cols = np.nonzero(masks[k].any(axis=0))[0]
+        bbox[k] = (cols[0], rows[0], cols[-1], rows[-1])
+    return {"area_px": area, "bbox": bbox, "pred_label": area >= max(1, min_defect_area)}
