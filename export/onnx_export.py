@@ -58,7 +58,6 @@ def _tool_versions() -> Dict[str, str]:
         from importlib.metadata import version
 
         versions["segment_anything"] = version("segment-anything")
-        versions["onnxconverter_common"] = version("onnxconverter-common")
     except Exception:  # noqa: BLE001 - versions are informative only
         pass
     return versions
