@@ -2,6 +2,7 @@
 
     samspt-eval --checkpoint spt.safetensors [--sam-checkpoint sam_vit_b_01ec64.pth] --data DIR
     samspt-eval --baseline box|grabcut --data DIR [--prompt box|point] [--limit N] [--json]
+    samspt-eval --model models/example_small --data DIR      # an exported folder, via the runtime
 
 One tight ground-truth box per defective image (``--prompt point``: one seeded foreground point),
 one seeded random box per defect-free image. Prints mIoU and boundary IoU of the final and draft
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", type=Path, default=None,
                        help="SPT weights (.safetensors); default: the bundled example model")
+    model.add_argument("--model", type=Path, default=None, metavar="EXPORTED_DIR",
+                       help="an exported model folder (samspt-export), run through "
+                            "samspt.runtime.Inspector: what the line runs")
     model.add_argument("--baseline", choices=BASELINES, default=None,
                        help="evaluate a baseline instead of a model: box (the box is the mask) "
                             "or grabcut (OpenCV GrabCut, 5 iterations)")
@@ -95,6 +99,11 @@ def _predictor(args: argparse.Namespace):
         return BoxAsMask(), "baseline: box as mask"
     if args.baseline == "grabcut":
         return GrabCut(), "baseline: OpenCV GrabCut, 5 iterations"
+    if args.model is not None:
+        from samspt.training.evaluation import RuntimePredictor
+
+        predictor = RuntimePredictor(args.model)
+        return predictor, f"{args.model} on {predictor.inspector.backend}"
     from samspt.training.evaluation import TorchPredictor
     from samspt.training.example import EXAMPLE_MODEL
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
@@ -63,6 +64,23 @@ class Predictor(Protocol):
         """image HxWx3 uint8; boxes Kx4 float32 (x0, y0, x1, y1) or points KxPx2 float32 (x, y)
         foreground points -> (final KxHxW bool, draft KxHxW bool)."""
         ...
+
+
+class RuntimePredictor:
+    """An exported model folder through :class:`samspt.runtime.Inspector` (what the line runs)
+    as a :class:`Predictor`; points are foreground (label 1)."""
+
+    def __init__(self, model_dir, backend: str = "auto", precision: Optional[str] = None) -> None:
+        from samspt.runtime.inspector import Inspector
+
+        self.inspector = Inspector(model_dir, backend=backend, precision=precision)
+        self.name = f"{Path(model_dir).name} ({self.inspector.backend})"
+
+    def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
+                points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        labels = None if points is None else np.ones(np.asarray(points).shape[:-1], np.float32)
+        result = self.inspector.inspect(image, boxes=boxes, points=points, point_labels=labels)
+        return result.masks, result.draft_masks
 
 
 class TorchPredictor:

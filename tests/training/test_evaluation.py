@@ -372,3 +372,21 @@ def test_cli_evaluates_spt_weights(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["predictor"] == "tiny.safetensors" and report["prompt"] == "point"
     assert 0.0 <= report["final"]["miou"] <= 1.0 and report["n_defective"] == 5
+
+
+def test_cli_evaluates_an_exported_model_folder_through_the_runtime(tmp_path, capsys):
+    import torch
+
+    from samspt.export.onnx_export import export_model
+    from samspt.training.checkpoints import build_model, save_spt_weights
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    export_model(model, tmp_path / "exported", "tiny", precision="fp32", verify=False)
+    weights = save_spt_weights(model, tmp_path / "w.safetensors", mode="full")
+    assert main(["--model", str(tmp_path / "exported"), "--json", "--limit", "1"]) == 0
+    runtime = json.loads(capsys.readouterr().out)
+    assert main(["--checkpoint", str(weights), "--json", "--limit", "1"]) == 0
+    torch_report = json.loads(capsys.readouterr().out)
+    assert runtime["n_images"] == torch_report["n_images"] == 6
+    assert abs(runtime["final"]["miou"] - torch_report["final"]["miou"]) < 1e-3
