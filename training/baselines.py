@@ -74,10 +74,15 @@ def box_mask(box: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _no_points(name: str, points: Optional[np.ndarray]) -> None:
+def _boxes_only(name: str, boxes: Optional[np.ndarray],
+                points: Optional[np.ndarray]) -> np.ndarray:
+    """The Kx4 boxes of a call to a box-only baseline, or an InputError."""
     if points is not None:
         raise InputError(f"the {name} baseline answers box prompts only; evaluate it with the box "
                          "protocol (--prompt box)")
+    if boxes is None:
+        raise InputError(f"the {name} baseline needs box prompts")
+    return as_boxes(boxes)
 
 
 class BoxAsMask:
@@ -87,11 +92,8 @@ class BoxAsMask:
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Masks:
-        _no_points(self.name, points)
-        if boxes is None:
-            raise InputError(f"the {self.name} baseline needs box prompts")
+        arr = _boxes_only(self.name, boxes, points)
         rgb = as_rgb_uint8(image)
-        arr = as_boxes(boxes)
         masks = np.stack([box_mask(b, rgb.shape[:2]) for b in arr]) if len(arr) else \
             np.zeros((0,) + rgb.shape[:2], dtype=bool)
         return masks, masks
@@ -115,12 +117,9 @@ class GrabCut:
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Masks:
-        _no_points(self.name, points)
-        if boxes is None:
-            raise InputError(f"the {self.name} baseline needs box prompts")
+        arr = _boxes_only(self.name, boxes, points)
         rgb = as_rgb_uint8(image)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        arr = as_boxes(boxes)
         masks = np.zeros((len(arr),) + rgb.shape[:2], dtype=bool)
         for k, box in enumerate(arr):
             masks[k] = self._one(bgr, box)

@@ -13,7 +13,7 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError
@@ -282,6 +282,3 @@ def load_spt_model(spt_weights: PathLike, sam_checkpoint: Optional[PathLike] = N
     apply_spt_weights(model, tensors, info, source=spt_weights)
     return model.eval()
 
-
-def trainable_names(model: SptSam) -> List[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]

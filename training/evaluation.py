@@ -358,7 +358,8 @@ def _check_prompt(prompt: str) -> None:
 
 
 # ----------------------------------------------------------------------------- table
-def _fmt(value: Optional[float]) -> str:
+def fmt_figure(value: Optional[float]) -> str:
+    """A mean for a table or log; the report holds None where no image was behind it."""
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -371,9 +372,9 @@ def format_table(report: Dict[str, object]) -> str:
              header, "-" * len(header)]
 
     def row(label: str, n: object, block: Dict[str, Dict[str, Optional[float]]]) -> str:
-        return (f"{label:<16} {n!s:>5} {_fmt(block['final']['miou']):>10} "
-                f"{_fmt(block['final']['biou']):>10} {_fmt(block['draft']['miou']):>10} "
-                f"{_fmt(block['draft']['biou']):>10}")
+        return (f"{label:<16} {n!s:>5} {fmt_figure(block['final']['miou']):>10} "
+                f"{fmt_figure(block['final']['biou']):>10} {fmt_figure(block['draft']['miou']):>10} "
+                f"{fmt_figure(block['draft']['biou']):>10}")
 
     for cls, block in report["per_class"].items():
         lines.append(row(cls, block["n_images"], block))
@@ -383,9 +384,9 @@ def format_table(report: Dict[str, object]) -> str:
     free = report["defect_free"]
     if free["n_images"]:
         lines.append(f"defect-free images: {free['n_images']}; answered empty "
-                     f"{_fmt(free['empty_rate'])} (draft {_fmt(free['draft']['empty_rate'])}), "
-                     f"mean area marked {_fmt(free['fp_area'])} "
-                     f"(draft {_fmt(free['draft']['fp_area'])})")
+                     f"{fmt_figure(free['empty_rate'])} (draft {fmt_figure(free['draft']['empty_rate'])}), "
+                     f"mean area marked {fmt_figure(free['fp_area'])} "
+                     f"(draft {fmt_figure(free['draft']['fp_area'])})")
     else:
         lines.append("defect-free images: none")
     if report["skipped"]:

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.checkpoints import build_model, load_spt_model
+from samspt.runtime.files import atomic_write_text
+from samspt.training.checkpoints import build_model, load_spt_model, save_spt_weights
 from samspt.training.config import LoraConfig, get_config
+from samspt.training.evaluation import TorchPredictor, evaluate_records, fmt_figure
 from samspt.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier,
                                          parameters_digest)
 from samspt.training.losses import LossWeights, focus_masks, spt_loss
@@ -37,11 +39,6 @@ class TrainResult:
     best_val: Optional[Dict[str, Any]]
     seconds: float
     ranks_in_sync: bool
-
-
-def _fmt(value: Optional[float]) -> str:
-    """A figure for the log; the evaluation reports None where no image was behind a mean."""
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 class _TrainStep(nn.Module):
@@ -159,7 +156,6 @@ class Trainer:
                  len(self.train_records), len(self.val_records))
         if dist.is_main:
             files.root.mkdir(parents=True, exist_ok=True)
-            from samspt.runtime.files import atomic_write_text
             atomic_write_text(files.config, cfg.to_yaml())
 
         decay, no_decay = [], []
@@ -246,8 +242,6 @@ class Trainer:
         digests = all_gather_objects(dist, parameters_digest(self.model))
         in_sync = len(set(digests)) == 1
         if dist.is_main:
-            from samspt.training.checkpoints import save_spt_weights
-
             save_spt_weights(self.model, files.final, mode=cfg.model.mode,
                              extra={"step": str(step)})
             files.append_metrics({"step": step, "ranks": dist.world_size,
@@ -290,8 +284,6 @@ class Trainer:
 
     def _validate(self, step: int, best: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         if self.dist.is_main:
-            from samspt.training.evaluation import TorchPredictor, evaluate_records
-
             records = self._val_subset()
             self.model.eval()
             report = evaluate_records(TorchPredictor(self.model), records, prompt="box", seed=0)
@@ -299,12 +291,10 @@ class Trainer:
             summary = {k: report[k] for k in ("final", "draft", "defect_free", "n_images")}
             self.files.append_metrics({"step": step, "val": summary})
             log.info("step %d validation: final mIoU %s, draft mIoU %s, empty rate %s", step,
-                     *(_fmt(v) for v in (summary["final"]["miou"], summary["draft"]["miou"],
+                     *(fmt_figure(v) for v in (summary["final"]["miou"], summary["draft"]["miou"],
                                          summary["defect_free"]["empty_rate"])))
             score = summary["final"]["miou"]
             if score is not None and (best is None or score > best["final"]["miou"]):
-                from samspt.training.checkpoints import save_spt_weights
-
                 best = dict(summary, step=step)
                 save_spt_weights(self.model, self.files.best, mode=self.config.model.mode,
                                  extra={"step": str(step)})
