@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 FP32_OP_TYPES = frozenset({"LayerNormalization", "Softmax", "ReduceMean", "ReduceSum",
                            "ReduceL2", "Pow", "Sqrt", "Exp"})
-FP32_SCOPES = ("/relation/",)
+FP32_SCOPES = ("/relation/", "/box_clip")  # /box_clip/ and /box_clip_1/: one per pass
 # Inputs that ONNX requires to be float32 whatever the data type (index per op type).
 FLOAT32_ONLY_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 FP16_MAX = float(np.finfo(np.float16).max)

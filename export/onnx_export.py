@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import platform
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,11 +132,13 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                 ("decoder", DecoderGraph(merged), dec_args, tensors.DECODER_INPUTS,
                  tensors.DECODER_OUTPUTS, DECODER_DYNAMIC_AXES)):
             stage(f"tracing the {kind} graph (opset {opset})")
-            trace_path = tmp / f".{kind}.trace.onnx"
-            _trace(module, args, trace_path, inputs, outputs, opset, axes)
-            fp32_protos[kind] = onnx.load(str(trace_path))
-            for leftover in tmp.glob(".*trace*"):
-                leftover.unlink()
+            # A folder of its own: over 2 GB (vit_h) the tracer writes one external-data file
+            # per weight beside the graph, and none of them may end up in the model folder.
+            trace_dir = tmp / f".{kind}.trace"
+            trace_dir.mkdir()
+            _trace(module, args, trace_dir / "graph.onnx", inputs, outputs, opset, axes)
+            fp32_protos[kind] = onnx.load(str(trace_dir / "graph.onnx"))
+            shutil.rmtree(trace_dir)
         scopes = layer_norm_2d_scopes(merged)
         for prec in precisions:
             for kind in ("encoder", "decoder"):

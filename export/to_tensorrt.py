@@ -65,7 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--gpu-name and --trt-version go with --print-trtexec (a build uses this "
                      "machine's GPU and TensorRT)")
     configure_cli_logging(args.verbose)
-    from samspt.export import trt_build as tb
+    from samspt.export.trt_build import adopt_engines, build_engines
+    from samspt.export.trt_options import (DEFAULT_WORKSPACE_MB, BuildOptions, detect_target,
+                                           load_sources)
+    from samspt.export.trtexec import format_trtexec
     from samspt.runtime.engines import (DEFAULT_PROFILES, ENGINES_DIR, ShapeProfiles,
                                         engine_dir_name, parse_profile)
 
@@ -80,19 +83,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             else DEFAULT_PROFILES.prompts,
             points=parse_profile(args.points, "--points") if args.points
             else DEFAULT_PROFILES.points)
-        options = tb.BuildOptions(precision=args.precision, profiles=profiles,
-                                  workspace_mb=(tb.DEFAULT_WORKSPACE_MB if args.workspace_mb is None
-                                                else args.workspace_mb),
-                                  device=args.device)
+        options = BuildOptions(precision=args.precision, profiles=profiles,
+                               workspace_mb=(DEFAULT_WORKSPACE_MB if args.workspace_mb is None
+                                             else args.workspace_mb),
+                               device=args.device)
         options.validate()
         if args.print_trtexec:
-            manifest, _ = tb.load_sources(args.model_dir, options)
-            gpu_name, version = tb.detect_target(args.gpu_name, args.trt_version, args.device)
+            manifest, _ = load_sources(args.model_dir, options)
+            gpu_name, version = detect_target(args.gpu_name, args.trt_version, args.device)
             engine_dir = args.model_dir / ENGINES_DIR / engine_dir_name(gpu_name, version)
-            print(tb.format_trtexec(args.model_dir, engine_dir, options, manifest, gpu_name,
-                                    version), end="")
+            print(format_trtexec(args.model_dir, engine_dir, options, manifest, gpu_name,
+                                 version), end="")
             return 0
-        run = tb.adopt_engines if args.adopt else tb.build_engines
+        run = adopt_engines if args.adopt else build_engines
         stage(f"{'adopting' if args.adopt else 'building'} {args.precision} engines for "
               f"{args.model_dir}")
         result = run(args.model_dir, options, stage=stage)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ import torch
 from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.ort_backend import OrtGraphs
+from samspt.runtime.samples import (PROMPTS_PER_IMAGE, VerifyImage, bundled_verify_images,
+                                    prompt_boxes)
 from samspt.training.metrics import mask_iou
 from samspt.training.model import SptSam
 
@@ -27,41 +29,10 @@ log = logging.getLogger(__name__)
 
 GATES = {"fp32": {"mean_iou": 0.999, "min_iou": 0.0},
          "fp16": {"mean_iou": 0.99, "min_iou": 0.97}}
-PROMPTS_PER_IMAGE = 4
-VerifyImage = Tuple[str, np.ndarray, np.ndarray]  # name, HxWx3 uint8, Kx4 float32 boxes
 
 
 class VerificationError(SamsptError):
     """An exported graph does not compute what the PyTorch model computes."""
-
-
-def prompt_boxes(mask: np.ndarray, rng: np.random.Generator,
-                 count: int = PROMPTS_PER_IMAGE) -> np.ndarray:
-    """``count`` boxes for one image: the tight box of the defect (if any), a jittered and a
-    loosened copy of it, and random boxes; Kx4 float32 inclusive pixel corners."""
-    h, w = mask.shape
-    boxes = []
-    if mask.any():
-        tight = pp.mask_box(mask)
-        size = np.array([tight[2] - tight[0] + 1, tight[3] - tight[1] + 1] * 2, np.float32)
-        boxes += [tight, tight + rng.uniform(-0.1, 0.1, 4).astype(np.float32) * size,
-                  tight + np.array([-0.5, -0.5, 0.5, 0.5], np.float32) * size]
-    while len(boxes) < count:
-        side = rng.uniform(0.1, 0.6, 2) * (w, h)
-        x0, y0 = rng.uniform(0, 1, 2) * ((w - side[0]), (h - side[1]))
-        boxes.append(np.array([x0, y0, x0 + side[0], y0 + side[1]], np.float32))
-    out = np.stack(boxes[:count]).astype(np.float32)
-    out[:, 0::2] = out[:, 0::2].clip(0, w - 1)
-    out[:, 1::2] = out[:, 1::2].clip(0, h - 1)
-    return out
-
-
-def bundled_verify_images(seed: int = 0) -> List[VerifyImage]:
-    from samspt.runtime.samples import bundled_samples
-
-    rng = np.random.default_rng(seed)
-    return [(s.name, pp.as_rgb_uint8(s.image()), prompt_boxes(s.mask(), rng))
-            for s in bundled_samples()]
 
 
 def folder_verify_images(root: Path, limit: int = 8, seed: int = 0) -> List[VerifyImage]:

@@ -1,16 +1,24 @@
-"""The sample images bundled with samspt (MTD tiles with masks), for demos and parity checks."""
+"""The sample images bundled with samspt (MTD tiles with masks), for demos and parity checks.
+
+Parity checks (the ONNX graphs against PyTorch, TensorRT engines against ONNX Runtime) take
+:data:`VerifyImage` triples: :func:`bundled_verify_images` gives the bundled samples with box
+prompts from :func:`prompt_boxes`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 from PIL import Image
 
+from samspt.runtime import preprocess as pp
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
+PROMPTS_PER_IMAGE = 4
+VerifyImage = Tuple[str, np.ndarray, np.ndarray]  # name, HxWx3 uint8, Kx4 float32 boxes
 
 
 @dataclass(frozen=True)
@@ -39,3 +47,31 @@ class Sample:
 def bundled_samples() -> List[Sample]:
     """All bundled samples, sorted by name."""
     return [Sample(p.stem, p, p.with_suffix(".png")) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
+
+
+def prompt_boxes(mask: np.ndarray, rng: np.random.Generator,
+                 count: int = PROMPTS_PER_IMAGE) -> np.ndarray:
+    """``count`` boxes for one image: the tight box of the defect (if any), a jittered and a
+    loosened copy of it, and random boxes; Kx4 float32 inclusive pixel corners."""
+    h, w = mask.shape
+    boxes = []
+    if mask.any():
+        tight = pp.mask_box(mask)
+        size = np.array([tight[2] - tight[0] + 1, tight[3] - tight[1] + 1] * 2, np.float32)
+        boxes += [tight, tight + rng.uniform(-0.1, 0.1, 4).astype(np.float32) * size,
+                  tight + np.array([-0.5, -0.5, 0.5, 0.5], np.float32) * size]
+    while len(boxes) < count:
+        side = rng.uniform(0.1, 0.6, 2) * (w, h)
+        x0, y0 = rng.uniform(0, 1, 2) * ((w - side[0]), (h - side[1]))
+        boxes.append(np.array([x0, y0, x0 + side[0], y0 + side[1]], np.float32))
+    out = np.stack(boxes[:count]).astype(np.float32)
+    out[:, 0::2] = out[:, 0::2].clip(0, w - 1)
+    out[:, 1::2] = out[:, 1::2].clip(0, h - 1)
+    return out
+
+
+def bundled_verify_images(seed: int = 0) -> List[VerifyImage]:
+    """The bundled samples as (name, HxWx3 uint8, Kx4 float32 boxes), boxes seeded by ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [(s.name, pp.as_rgb_uint8(s.image()), prompt_boxes(s.mask(), rng))
+            for s in bundled_samples()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
@@ -37,6 +37,12 @@ class ModelConfig:
     # (SAM: 1.0). A model trained from scratch on small defects needs finer positions: the
     # encoding varies over about 1 / (2 pi scale) of the image.
     pe_scale: float = 1.0
+    # Box clip: with a margin m, logits outside each box prompt's box grown by m of its size per
+    # side are set to a fixed negative value, in the model and so in every exported graph (None:
+    # SAM's behaviour, no clip). A box prompt says where the defect is; the clip keeps a mask
+    # from spilling across the part, and lets a model trained from scratch start from "the box"
+    # and learn what inside it is defect instead of first learning to follow the box.
+    box_clip_margin: Optional[float] = None
     pixel_mean: Tuple[float, float, float] = PIXEL_MEAN
     pixel_std: Tuple[float, float, float] = PIXEL_STD
 
@@ -52,6 +58,9 @@ class ModelConfig:
         if self.encoder_embed_dim % self.encoder_num_heads:
             raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
                               f"divide encoder_embed_dim {self.encoder_embed_dim}")
+        if self.box_clip_margin is not None and not 0 <= self.box_clip_margin <= 10:
+            raise ConfigError(f"{self.name}: box_clip_margin must be None or in [0, 10], got "
+                              f"{self.box_clip_margin}")
         bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
             raise ConfigError(f"{self.name}: global attention indexes {bad} outside 0.."
@@ -117,7 +126,7 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         "small", encoder_embed_dim=256, encoder_depth=6, encoder_num_heads=4,
         encoder_global_attn_indexes=(2, 5), encoder_window_size=8, image_size=512,
         prompt_embed_dim=128, decoder_num_heads=4, decoder_mlp_dim=512,
-        iou_head_hidden_dim=128, pe_scale=4.0,
+        iou_head_hidden_dim=128, pe_scale=4.0, box_clip_margin=0.0,
     ),
     # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
     "tiny": ModelConfig(

@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from samspt.runtime.tensors import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT
+from samspt.training.box_region import box_region
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ class LossWeights:
     # collapses to "no defect anywhere".
     focus_margin: float = 0.25
     outside: float = 0.5
+    # Class-balanced BCE when > 0: inside the focus, the mean over defect pixels weighs
+    # ``defect_share`` and the mean over background pixels the rest (prompts with no defect
+    # pixels: background only). Thin defects fill a small share of their box; unbalanced,
+    # "nothing" is the cheap answer. 0.5 balances; more favours recall.
+    defect_share: float = 0.0
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -40,22 +45,7 @@ def focus_masks(point_coords: torch.Tensor, point_labels: torch.Tensor, size: in
                 margin: float) -> torch.Tensor:
     """KxSxS bool: each box prompt's box grown by ``margin`` of its size per side (input frame);
     all True for prompts without a box."""
-    count = point_coords.shape[0]
-    is_box = (point_labels == LABEL_BOX_TOP_LEFT).any(dim=1)
-    top_left = _corner(point_coords, point_labels, LABEL_BOX_TOP_LEFT)
-    bottom_right = _corner(point_coords, point_labels, LABEL_BOX_BOTTOM_RIGHT)
-    extent = (bottom_right - top_left).clamp_min(1.0) * margin
-    low, high = top_left - extent, bottom_right + extent
-    grid = torch.arange(size, device=point_coords.device, dtype=torch.float32) + 0.5
-    inside_x = (grid[None] >= low[:, 0:1]) & (grid[None] <= high[:, 0:1] + 1)
-    inside_y = (grid[None] >= low[:, 1:2]) & (grid[None] <= high[:, 1:2] + 1)
-    focus = inside_y[:, :, None] & inside_x[:, None, :]
-    return focus | ~is_box.view(count, 1, 1)
-
-
-def _corner(coords: torch.Tensor, labels: torch.Tensor, label: int) -> torch.Tensor:
-    pick = (labels == label).float().unsqueeze(-1)
-    return (coords.float() * pick).sum(dim=1) / pick.sum(dim=1).clamp_min(1.0)
+    return box_region(point_coords, point_labels, size, size, margin)
 
 
 def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
@@ -64,14 +54,34 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
     the mean inside it plus ``weights.outside`` times the mean outside it."""
     per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if focus is None:
-        bce = per_pixel.mean()
+        inside = torch.ones_like(per_pixel)
     else:
         inside = focus.float()
-        outside = 1.0 - inside
-        bce = ((per_pixel * inside).flatten(1).sum(-1) / inside.flatten(1).sum(-1).clamp_min(1)
-               + weights.outside * (per_pixel * outside).flatten(1).sum(-1)
-               / outside.flatten(1).sum(-1).clamp_min(1)).mean()
+    if weights.defect_share > 0:
+        bce = _balanced_mean(per_pixel, targets, inside, weights.defect_share)
+    else:
+        bce = _mean(per_pixel, inside)
+    if focus is not None and weights.outside > 0:
+        bce = bce + weights.outside * _mean(per_pixel, 1.0 - inside)
+    bce = bce.mean()
     return weights.bce * bce + weights.dice * dice_loss(logits, targets)
+
+
+def _mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-prompt weighted mean of KxHxW values (K)."""
+    return (values * weight).flatten(1).sum(-1) / weight.flatten(1).sum(-1).clamp_min(1)
+
+
+def _balanced_mean(values: torch.Tensor, targets: torch.Tensor, inside: torch.Tensor,
+                   defect_share: float) -> torch.Tensor:
+    """Per-prompt mean of defect pixels inside the focus weighted ``defect_share``, plus the
+    mean of background pixels weighted the rest (K)."""
+    positive = inside * (targets > 0.5).float()
+    negative = inside - positive
+    has_positive = positive.flatten(1).sum(-1) > 0
+    balanced = (defect_share * _mean(values, positive)
+                + (1.0 - defect_share) * _mean(values, negative))
+    return torch.where(has_positive, balanced, _mean(values, negative))
 
 
 def to_input_frame(low_res: torch.Tensor, size: int) -> torch.Tensor:

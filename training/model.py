@@ -19,6 +19,7 @@ from segment_anything.modeling.transformer import Attention as DecoderAttention
 from torch import nn
 
 from samspt.runtime.errors import ConfigError
+from samspt.training.box_region import BoxClip
 from samspt.training.config import LoraConfig, ModelConfig
 from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
 from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
@@ -72,6 +73,8 @@ class SptSam(nn.Module):
                     config.pe_scale)
         self.draft_decoder = _decoder(config)
         self.refine_decoder = _decoder(config)
+        self.box_clip = (None if config.box_clip_margin is None
+                         else BoxClip(config.image_size, config.box_clip_margin))
         self.relation = RelationBuilder()
         if lora is not None:
             self._inject_lora(lora)
@@ -102,9 +105,16 @@ class SptSam(nn.Module):
             sparse = embed_points(self.prompt_encoder, point_coords.float(), point_labels)
         draft_logits, _ = self.draft_decoder(
             image_embedding, image_pe, sparse, no_mask_dense(self.prompt_encoder), relation)
+        draft_logits = self._clip(draft_logits, point_coords, point_labels)
         dense = mask_dense(self.prompt_encoder, draft_logits.detach())
         logits, scores = self.refine_decoder(image_embedding, image_pe, sparse, dense, relation)
-        return SptOutput(draft_logits, logits, scores)
+        return SptOutput(draft_logits, self._clip(logits, point_coords, point_labels), scores)
+
+    def _clip(self, logits: torch.Tensor, point_coords: torch.Tensor,
+              point_labels: torch.Tensor) -> torch.Tensor:
+        if self.box_clip is None:
+            return logits
+        return self.box_clip(logits, point_coords, point_labels)
 
     def forward(self, image: torch.Tensor, point_coords: torch.Tensor,
                 point_labels: torch.Tensor) -> SptOutput:

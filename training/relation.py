@@ -7,18 +7,22 @@ both decoders then mixes it into its image keys: ``keys + (R @ keys) * scale``.
 
 How it is computed (once per image, shared by both decoders and all B prompts):
 
-* Cosine similarities lie in [-1, 1], so ``exp(s - 1)`` lies in [e^-2, 1]: the softmax needs no
-  running maximum and no large negative mask constant, and nothing over- or underflows in FP16.
+* ``E = exp(S - ln T)`` with ``S`` the cosine similarities in [-1, 1]: entries lie in
+  [e^-1 / T, e / T] (normal FP16 numbers up to T = 4096), so the softmax needs no running maximum
+  and no large negative mask constant. ``E`` is the only TxT tensor: the exponential is taken in
+  place on the similarity product, and the rows are never normalised in TxT.
 * The self term is removed algebraically instead of by a TxT diagonal mask:
-  ``R @ V = P @ V - p_self * V`` where ``P = exp(S - 1) / d``, ``d_i = sum_j exp(s_ij - 1) -
-  exp(|n_i|^2 - 1)`` and ``p_self_i = exp(|n_i|^2 - 1) / d_i``. Rows of P sum to at most
-  ``1 + 1/((T-1) e^-2)``, so ``P @ V`` stays bounded by max|V| (FP16-safe).
-* ``P`` (TxT) is built once per image; the B prompts' keys are folded into the channel axis and
-  mixed with one TxT @ Tx(B*C) product, so no TxT matrix exists per prompt.
+  ``R @ V = (E @ V - e_self * V) / d`` with ``d_i = sum_j E_ij - e_self_i`` and
+  ``e_self_i = exp(|n_i|^2 - ln T)``. Rows of E sum to at most e, so ``E @ V`` stays within
+  e * max|V| (FP16-safe), and ``d`` lies in [e^-1 (T-1)/T, e].
+* The B prompts' keys are folded into the channel axis and mixed with one TxT @ Tx(B*C)
+  product, so no TxT matrix exists per prompt; the row normalisation ``1/d`` is applied to that
+  product (T x B*C) instead of to E.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -32,10 +36,12 @@ NORM_EPS = 1e-4
 
 @dataclass
 class ImageRelation:
-    """The relation of one image's tokens. ``weights``: TxT (P above); ``self_weight``: T."""
+    """The relation of one image's tokens: ``weights`` E (TxT), ``self_weight`` e_self (T) and
+    ``inv_denom`` 1/d (T), as in the module doc."""
 
     weights: torch.Tensor
     self_weight: torch.Tensor
+    inv_denom: torch.Tensor
 
     @classmethod
     def from_embedding(cls, image_embedding: torch.Tensor) -> "ImageRelation":
@@ -47,25 +53,31 @@ class ImageRelation:
         num_tokens, channels = keys.shape[1], keys.shape[2]
         folded = keys.transpose(0, 1).reshape(num_tokens, -1)  # T x (B*C)
         mixed = (self.weights.to(keys.dtype) @ folded).reshape(num_tokens, -1, channels)
-        return mixed.transpose(0, 1) - self.self_weight.to(keys.dtype)[None, :, None] * keys
+        mixed = mixed.transpose(0, 1) - self.self_weight.to(keys.dtype)[None, :, None] * keys
+        return mixed * self.inv_denom.to(keys.dtype)[None, :, None]
 
 
-def relation_weights(image_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(P: TxT float32, p_self: T float32) of a 1xCxhxw image embedding (see the module doc)."""
+def relation_weights(image_embedding: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(E: TxT, e_self: T, 1/d: T), float32, of a 1xCxhxw image embedding (see the module doc)."""
     if image_embedding.dim() != 4 or image_embedding.shape[0] != 1:
         raise ValueError("relation expects one image embedding of shape 1xCxhxw, got "
                          f"{tuple(image_embedding.shape)}")
     tokens = image_embedding[0].flatten(1).transpose(0, 1).float()  # T x C
+    log_count = math.log(tokens.shape[0])
     unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
-    similar = torch.exp(unit @ unit.transpose(0, 1) - 1.0)  # T x T, in [e^-2, 1]
-    self_term = torch.exp((unit * unit).sum(dim=-1) - 1.0)  # T, the diagonal of `similar`
-    denom = similar.sum(dim=-1) - self_term  # > (T-1) e^-2 > 0
-    return similar / denom[:, None], self_term / denom
+    # One TxT tensor: the product, shifted and exponentiated in place (autograd keeps the
+    # result, which exp's backward needs; the product itself is not needed by mm's backward).
+    weights = (unit @ unit.transpose(0, 1)).sub_(log_count).exp_()
+    self_weight = torch.exp((unit * unit).sum(dim=-1) - log_count)  # T, the diagonal of E
+    inv_denom = 1.0 / (weights.sum(dim=-1) - self_weight)
+    return weights, self_weight, inv_denom
 
 
 class RelationBuilder(nn.Module):
     """The relation's construction as a module (no parameters), so exported graphs hold it in
     one named scope (``/relation/``) that FP16 conversion keeps in FP32."""
 
-    def forward(self, image_embedding: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image_embedding: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return relation_weights(image_embedding)

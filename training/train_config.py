@@ -73,6 +73,7 @@ class LossSection:
     score: float = 0.0
     focus_margin: float = 0.25  # BCE inside each box grown by this share of its size ...
     outside: float = 0.5  # ... plus this weight times BCE outside it (see training/losses.py)
+    defect_share: float = 0.0  # > 0: class-balanced BCE, defect pixels weigh this share
 
 
 @dataclass
@@ -220,6 +221,10 @@ def _validate(config: TrainConfig) -> None:
         (config.optim.amp in ("auto", "off", "bf16", "fp16"),
          "optim.amp must be auto, off, bf16 or fp16"),
         (config.log.checkpoint_every >= 1, "log.checkpoint_every must be >= 1"),
+        (0 <= config.loss.defect_share < 1, "loss.defect_share must be in [0, 1): 0 turns "
+                                            "class balancing off, 0.5 balances"),
+        (config.loss.focus_margin >= 0 and config.loss.outside >= 0,
+         "loss.focus_margin and loss.outside must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

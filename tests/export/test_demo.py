@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from samspt.export.demo import main
@@ -45,3 +46,21 @@ def test_without_bundled_weights_the_demo_says_so_and_still_runs(tmp_path, capsy
     captured = capsys.readouterr()
     assert "no trained example model" in captured.err and "meaningless" in captured.err
     assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 6
+
+
+def test_the_quick_start_demo_runs_the_bundled_example_model(tmp_path, capsys):
+    """The README's main job: export of the bundled example model (verified), then inspection."""
+    out = tmp_path / "out"
+    assert main(["--model-dir", str(tmp_path / "model"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "exporting example_small to" in captured.err and "verified against PyTorch" in captured.err
+    assert "meaningless" not in captured.err
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["verification"]["fp32"]["mean_iou"] >= 0.999
+    results = json.loads((out / "results.json").read_text())
+    defects = [r for r in results if "free" not in r["image"]]
+    assert len(results) == 6 and all(0.0 <= r["iou_final"] <= 1.0 for r in results)
+    assert np.mean([r["iou_final"] for r in defects]) > 0.2  # a trained model, not noise
+    # Run again: the export is up to date and is not redone.
+    assert main(["--model-dir", str(tmp_path / "model"), "--out", str(out)]) == 0
+    assert "already holds this model's export" in capsys.readouterr().err

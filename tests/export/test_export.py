@@ -16,10 +16,11 @@ import torch
 from samspt.export.fp16 import FP32_OP_TYPES
 from samspt.export.onnx_export import export_model
 from samspt.export.to_onnx import main as export_main
-from samspt.export.verify import VerificationError, bundled_verify_images
+from samspt.export.verify import VerificationError
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError, ModelFolderError
 from samspt.runtime.manifest import MANIFEST, read_manifest
+from samspt.runtime.samples import bundled_verify_images
 from samspt.training.checkpoints import save_spt_weights
 from samspt.training.config import ModelConfig
 
@@ -254,3 +255,55 @@ def test_vit_b_exports(tmp_path):
     model = build_model("vit_b")
     result = export_model(model, tmp_path / "vit_b", "vit_b", verify_images=IMAGES[:1])
     assert result.manifest["verification"]["fp32"]["mean_iou"] >= 0.999
+
+
+def test_box_clip_exports_inside_the_decoder_graph(tmp_path):
+    """A model that clips to its box prompts clips in both graphs, and passes both parity gates."""
+    import dataclasses
+
+    from samspt.training.box_region import CLIPPED_LOGIT
+    from samspt.training.config import get_config
+    from samspt.training.model import SptSam
+
+    torch.manual_seed(0)
+    model = randomize_spt_(SptSam(dataclasses.replace(get_config("tiny"),
+                                                      box_clip_margin=0.0)), scale=0.1)
+    result = export_model(model, tmp_path / "clip", "clip", verify_images=IMAGES[:2])
+    assert result.manifest["verification"]  # parity was checked, and passed
+    session = _session(tmp_path / "clip" / "decoder.fp16.onnx")
+    embedding = np.random.default_rng(0).standard_normal((1, 32, 8, 8)).astype(np.float32)
+    coords = np.array([[[8.0, 8.0], [23.0, 23.0]]], np.float32)
+    labels = np.array([[2.0, 3.0]], np.float32)
+    outputs = dict(zip([o.name for o in session.get_outputs()],
+                       session.run(None, {tensors.IMAGE_EMBEDDINGS: embedding,
+                                          tensors.POINT_COORDS: coords,
+                                          tensors.POINT_LABELS: labels})))
+    logits = outputs[tensors.LOGITS][0, 0]  # 32x32 cells of 2 px: box cells 4..11, slack 3..12
+    assert (logits[:, 14:] == CLIPPED_LOGIT).all() and (logits[14:, :] == CLIPPED_LOGIT).all()
+    assert (logits[4:12, 4:12] != CLIPPED_LOGIT).all()
+
+
+def test_large_encoders_go_to_external_data_that_the_manifest_protects(tmp_path, tiny_spt,
+                                                                      monkeypatch):
+    """vit_h (and anything over 2 GB) is saved with ONNX external data; here the size threshold is
+    lowered so the tiny model takes that path."""
+    import samspt.export.onnx_export as onnx_export
+    from samspt.runtime.inspector import Inspector
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "big"
+    export_model(tiny_spt, out, "big", precision="fp32", verify_images=IMAGES[:1])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decoder.fp32.onnx", "encoder.fp32.onnx", "encoder.fp32.onnx.data", MANIFEST]
+    manifest = read_manifest(out)
+    assert manifest["graphs"]["encoder"]["fp32"]["external_data"] == ["encoder.fp32.onnx.data"]
+    assert "encoder.fp32.onnx.data" in manifest["files"]
+    assert (out / "encoder.fp32.onnx").stat().st_size < 100_000  # the weights live in .data
+    image = IMAGES[0][1]
+    with Inspector(out, backend="onnxruntime", precision="fp32") as inspector:
+        assert inspector.inspect(image).masks.shape == (1,) + image.shape[:2]
+    data = bytearray((out / "encoder.fp32.onnx.data").read_bytes())
+    data[-1] ^= 0xFF
+    (out / "encoder.fp32.onnx.data").write_bytes(bytes(data))
+    with pytest.raises(ModelFolderError, match="encoder.fp32.onnx.data does not match"):
+        read_manifest(out)

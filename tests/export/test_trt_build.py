@@ -1,5 +1,5 @@
 """TensorRT engine builds: trtexec lines, the CLI, the check against ONNX Runtime, and the build
-flow on a stand-in TensorRT (see tests/runtime/test_trt_backend.py); ``trt`` tests use the real one.
+flow on a stand-in TensorRT (tests/runtime/fake_tensorrt.py); ``trt`` tests use the real one.
 """
 
 from __future__ import annotations
@@ -7,23 +7,29 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from samspt.export import trt_build as tb
 from samspt.export.to_tensorrt import main as build_main
-from samspt.export.verify import bundled_verify_images
+from samspt.export.trt_build import adopt_engines, build_engines
+from samspt.export.trt_check import ENGINE_GATES, EngineVerificationError, verify_engines
+from samspt.export.trt_options import BuildOptions, check_profiles
+from samspt.export.trtexec import format_trtexec, trtexec_commands
 from samspt.runtime import engines as eng
 from samspt.runtime.errors import BackendError, ConfigError, ModelFolderError
 from samspt.runtime.files import sha256_file
 from samspt.runtime.ort_backend import OrtGraphs
+from samspt.runtime.samples import bundled_verify_images
 
-from ..runtime.test_trt_backend import install_fake_tensorrt
+from ..runtime.fake_tensorrt import install_fake_tensorrt
 
 IMAGES = bundled_verify_images()[:2]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
 FAKE_DIR = "nvidia-fake-gpu-24gb-trt10.3.0"
 
@@ -61,11 +67,11 @@ def _drop_precision(folder, precision):
 # ---- trtexec lines (pure Python) ----------------------------------------------------------------
 
 def test_trtexec_lines_build_what_the_python_builder_builds(tmp_path):
-    options = tb.BuildOptions(profiles=eng.ShapeProfiles(eng.parse_profile("1,16,64"),
-                                                         eng.parse_profile("1,4,16")),
-                              workspace_mb=2048)
+    options = BuildOptions(profiles=eng.ShapeProfiles(eng.parse_profile("1,16,64"),
+                                                      eng.parse_profile("1,4,16")),
+                           workspace_mb=2048)
     engine_dir = tmp_path / "engines" / "orin-trt10.3.0"
-    encoder, decoder = tb.trtexec_commands(tmp_path, engine_dir, options)
+    encoder, decoder = trtexec_commands(tmp_path, engine_dir, options)
     common = ["--stronglyTyped", "--memPoolSize=workspace:2048M",
               f"--timingCacheFile={engine_dir / 'timing.cache'}", "--skipInference"]
     assert encoder[0] == "trtexec" and f"--onnx={tmp_path / 'encoder.fp16.onnx'}" in encoder
@@ -83,10 +89,10 @@ def test_trtexec_lines_build_what_the_python_builder_builds(tmp_path):
 
 def test_trtexec_script_quotes_paths_and_ends_with_adopt(tmp_path):
     folder = tmp_path / "my models" / "tiny"
-    options = tb.BuildOptions(precision="fp32", device=1)
+    options = BuildOptions(precision="fp32", device=1)
     engine_dir = folder / "engines" / "orin-trt10.3.0"
-    script = tb.format_trtexec(folder, engine_dir, options, gpu_name="Orin",
-                               trt_version="10.3.0.30")
+    script = format_trtexec(folder, engine_dir, options, gpu_name="Orin",
+                            trt_version="10.3.0.30")
     lines = [line for line in script.splitlines() if not line.startswith("#")]
     assert shlex.split(lines[0]) == ["mkdir", "-p", str(engine_dir)]
     assert shlex.split(lines[1])[1] == f"--onnx={folder / 'encoder.fp32.onnx'}"
@@ -103,16 +109,16 @@ def test_trtexec_script_quotes_paths_and_ends_with_adopt(tmp_path):
 ])
 def test_bad_build_options_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        tb.BuildOptions(**kwargs).validate()
+        BuildOptions(**kwargs).validate()
 
 
 def test_a_profile_must_fit_fixed_decoder_dimensions(model_dir):
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    tb.check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
+    check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
     for spec in manifest["graphs"]["decoder"]["fp16"]["inputs"][1:]:
         spec["shape"][0] = 1  # a graph exported for one prompt per call
     with pytest.raises(ConfigError, match="fixes axis 0 of point_coords at 1.*--prompts 1"):
-        tb.check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
+        check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
 
 
 # ---- the CLI without TensorRT -------------------------------------------------------------------
@@ -205,7 +211,7 @@ class _Limited:
         return self.inner.embed(image)
 
     def decode(self, embedding, coords, labels):
-        from samspt.runtime.trt_backend import check_profile_limits
+        from samspt.runtime.trt_engine import check_profile_limits
 
         check_profile_limits(coords, labels, self.profiles)
         self.shapes.append(coords.shape[:2])
@@ -221,8 +227,8 @@ def test_fp16_graphs_pass_the_engine_gates(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
     profiles = eng.ShapeProfiles(eng.Profile(1, 2, 3), eng.Profile(3, 3, 4))
     candidate = _Limited(_ort(exported, "fp16"), profiles)
-    figures = tb.verify_engines(candidate, _Limited(_ort(exported, "fp32"), profiles), manifest,
-                                IMAGES, "fp16", profiles)
+    figures = verify_engines(candidate, _Limited(_ort(exported, "fp32"), profiles), manifest,
+                             IMAGES, "fp16", profiles)
     assert figures["mean_iou"] >= 0.99 and figures["min_iou"] >= 0.97
     # four boxes in batches of at most 3, two points padded to 3; once at B=3, N=4
     assert set(candidate.shapes) == {(3, 3), (1, 3), (3, 4)}
@@ -233,17 +239,17 @@ def test_fp16_graphs_pass_the_engine_gates(exported):
 def test_a_wrong_engine_fails_the_check(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
     candidate = _Limited(_ort(exported, "fp16"), eng.DEFAULT_PROFILES, corrupt=True)
-    with pytest.raises(tb.EngineVerificationError, match="do not match ONNX Runtime.*not recorded"):
-        tb.verify_engines(candidate, _ort(exported, "fp32"), manifest, IMAGES, "fp16",
-                          eng.DEFAULT_PROFILES)
+    with pytest.raises(EngineVerificationError, match="do not match ONNX Runtime.*not recorded"):
+        verify_engines(candidate, _ort(exported, "fp32"), manifest, IMAGES, "fp16",
+                       eng.DEFAULT_PROFILES)
 
 
 # ---- the build flow on the stand-in TensorRT ----------------------------------------------------
 
 def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch):
     trt, _ = install_fake_tensorrt(monkeypatch)
-    result = tb.build_engines(model_dir, tb.BuildOptions(profiles=SMALL, workspace_mb=512),
-                              images=IMAGES)
+    result = build_engines(model_dir, BuildOptions(profiles=SMALL, workspace_mb=512),
+                           images=IMAGES)
     engine_dir = model_dir / "engines" / FAKE_DIR
     assert result.engine_dir == engine_dir
     assert sorted(p.name for p in engine_dir.iterdir()) == [
@@ -278,27 +284,27 @@ def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch):
 def test_the_timing_cache_persists_across_builds_and_precisions_accumulate(model_dir,
                                                                          monkeypatch):
     trt, _ = install_fake_tensorrt(monkeypatch)
-    options = tb.BuildOptions(profiles=SMALL)
-    tb.build_engines(model_dir, options, images=IMAGES[:1])
+    options = BuildOptions(profiles=SMALL)
+    build_engines(model_dir, options, images=IMAGES[:1])
     cache = model_dir / "engines" / FAKE_DIR / "timing.cache"
     assert cache.read_bytes() == b"++"  # one entry per engine built
-    result = tb.build_engines(model_dir, tb.BuildOptions(precision="fp32", profiles=SMALL),
-                              images=IMAGES[:1])
+    result = build_engines(model_dir, BuildOptions(precision="fp32", profiles=SMALL),
+                           images=IMAGES[:1])
     assert trt.calls[2]["cache"].data.startswith(b"++")  # the stored cache was loaded
     assert cache.read_bytes() == b"++++"
     assert sorted(result.build["precisions"]) == ["fp16", "fp32"]
-    assert result.build["precisions"]["fp32"]["verification"]["gates"] == tb.ENGINE_GATES["fp32"]
+    assert result.build["precisions"]["fp32"]["verification"]["gates"] == ENGINE_GATES["fp32"]
 
 
 def test_a_failed_check_records_nothing_and_keeps_the_old_engines(model_dir, monkeypatch):
     install_fake_tensorrt(monkeypatch)
-    tb.build_engines(model_dir, tb.BuildOptions(profiles=SMALL), images=IMAGES[:1])
+    build_engines(model_dir, BuildOptions(profiles=SMALL), images=IMAGES[:1])
     engine_dir = model_dir / "engines" / FAKE_DIR
     before = {p.name: p.read_bytes() for p in engine_dir.iterdir() if p.name != "timing.cache"}
-    monkeypatch.setitem(tb.ENGINE_GATES, "fp16", {"mean_iou": 1.01, "min_iou": 0.97})
-    with pytest.raises(tb.EngineVerificationError):
-        tb.build_engines(model_dir, tb.BuildOptions(profiles=eng.DEFAULT_PROFILES),
-                         images=IMAGES[:1])
+    monkeypatch.setitem(ENGINE_GATES, "fp16", {"mean_iou": 1.01, "min_iou": 0.97})
+    with pytest.raises(EngineVerificationError):
+        build_engines(model_dir, BuildOptions(profiles=eng.DEFAULT_PROFILES),
+                      images=IMAGES[:1])
     after = {p.name: p.read_bytes() for p in engine_dir.iterdir() if p.name != "timing.cache"}
     assert after == before
     assert not [p for p in engine_dir.iterdir() if p.name.startswith(".")]
@@ -308,7 +314,7 @@ def test_a_failed_build_leaves_no_engines(model_dir, monkeypatch):
     trt, _ = install_fake_tensorrt(monkeypatch)
     monkeypatch.setattr(trt.Builder, "build_serialized_network", lambda *a: None)
     with pytest.raises(BackendError, match="could not build an engine from encoder.fp16.onnx"):
-        tb.build_engines(model_dir, tb.BuildOptions(), images=IMAGES[:1])
+        build_engines(model_dir, BuildOptions(), images=IMAGES[:1])
     engine_dir = model_dir / "engines" / FAKE_DIR
     assert [p.name for p in engine_dir.iterdir()] == []
 
@@ -316,11 +322,11 @@ def test_a_failed_build_leaves_no_engines(model_dir, monkeypatch):
 def test_adopt_records_engines_that_trtexec_built(model_dir, monkeypatch):
     install_fake_tensorrt(monkeypatch)
     with pytest.raises(ModelFolderError, match="--print-trtexec"):
-        tb.adopt_engines(model_dir, images=IMAGES[:1])
-    tb.build_engines(model_dir, tb.BuildOptions(profiles=SMALL), images=IMAGES[:1])
+        adopt_engines(model_dir, images=IMAGES[:1])
+    build_engines(model_dir, BuildOptions(profiles=SMALL), images=IMAGES[:1])
     engine_dir = model_dir / "engines" / FAKE_DIR
     (engine_dir / "build.json").unlink()  # as trtexec leaves them
-    result = tb.adopt_engines(model_dir, images=IMAGES[:1])
+    result = adopt_engines(model_dir, images=IMAGES[:1])
     entry = eng.read_build_json(engine_dir)["precisions"]["fp16"]
     assert entry["built_by"] == "trtexec" and entry["flags"] is None
     assert entry["profiles"] == SMALL.to_dict()  # read from the engine itself
@@ -329,13 +335,58 @@ def test_adopt_records_engines_that_trtexec_built(model_dir, monkeypatch):
 
 def test_cli_builds_with_progress_and_a_summary(model_dir, monkeypatch, capsys):
     install_fake_tensorrt(monkeypatch)
-    monkeypatch.setattr("samspt.export.verify.bundled_verify_images", lambda: IMAGES[:1])
+    monkeypatch.setattr("samspt.export.trt_check.bundled_verify_images", lambda: IMAGES[:1])
     assert build_main([str(model_dir), "--prompts", "1,4,8", "--points", "1,2,6"]) == 0
     captured = capsys.readouterr()
     assert "building the fp16 encoder engine" in captured.err
     assert "checking the fp16 engines against onnxruntime fp32" in captured.err
     assert f"fp16 TensorRT engines in {model_dir / 'engines' / FAKE_DIR}" in captured.out
     assert "prompts 1,4,8, points 1,2,6" in captured.out and "mean IoU" in captured.out
+
+
+# ---- without torch (a Jetson with samspt's base install and [trt]) ------------------------------
+
+WITHOUT_TORCH = """
+import sys
+from importlib.abc import MetaPathFinder
+
+BLOCKED = ("torch", "torchvision", "segment_anything")
+
+
+class NoTorch(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not installed here")
+        return None
+
+
+sys.meta_path.insert(0, NoTorch())
+import samspt.export
+import samspt.export.to_tensorrt
+import samspt.export.trt_build
+import samspt.export.trt_check
+import samspt.export.trt_folder
+import samspt.export.trt_network
+import samspt.export.trt_options
+import samspt.export.trtexec
+from tests.runtime.fake_tensorrt import fake_modules
+
+sys.modules.update(fake_modules())
+code = samspt.export.to_tensorrt.main([sys.argv[1], "--prompts", "1,4,8", "--points", "1,2,6"])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print("loaded:", loaded)
+sys.exit(code or bool(loaded))
+"""
+
+
+def test_engines_build_and_check_without_torch(model_dir):
+    """The build and its check against ONNX Runtime (default: the bundled samples) import no
+    torch: the stand-in TensorRT builds, samspt checks and records."""
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(model_dir)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    entry = eng.read_build_json(model_dir / "engines" / FAKE_DIR)["precisions"]["fp16"]
+    assert entry["verification"]["images"] == len(bundled_verify_images())
 
 
 # ---- the real TensorRT --------------------------------------------------------------------------
@@ -348,13 +399,13 @@ def test_real_build_of_tiny_engines(request, precision):
     model_dir = request.getfixturevalue("model_dir")
     from samspt.runtime.trt_backend import TrtGraphs
 
-    options = tb.BuildOptions(precision=precision, profiles=SMALL, workspace_mb=512)
-    result = tb.build_engines(model_dir, options, images=IMAGES)
+    options = BuildOptions(precision=precision, profiles=SMALL, workspace_mb=512)
+    result = build_engines(model_dir, options, images=IMAGES)
     entry = result.entry
-    assert entry["verification"]["mean_iou"] >= tb.ENGINE_GATES[precision]["mean_iou"]
+    assert entry["verification"]["mean_iou"] >= ENGINE_GATES[precision]["mean_iou"]
     cache = result.engine_dir / "timing.cache"
     assert cache.stat().st_size > 0
-    again = tb.build_engines(model_dir, options, images=IMAGES[:1])  # reuses the cache
+    again = build_engines(model_dir, options, images=IMAGES[:1])  # reuses the cache
     assert again.engine_dir == result.engine_dir and cache.stat().st_size > 0
     with TrtGraphs.from_model_dir(model_dir, precision) as graphs:
         assert graphs.profiles == SMALL

@@ -45,6 +45,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("model:\n  mode: half\n", "model.mode must be spt or full"),
     ("data:\n  val_fraction: 1.5\n", "val_fraction"),
     ("optim: [\n", "not valid YAML"),
+    ("loss:\n  defect_share: 1.0\n", "loss.defect_share must be in"),
 ])
 def test_bad_configs_say_what_is_wrong(tmp_path, text, match):
     path = tmp_path / "bad.yaml"

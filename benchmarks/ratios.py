@@ -1,0 +1,128 @@
+"""The ratios the project tracks, each from calls timed side by side (interleaved) in one run.
+
+* ``encoder_ort_vs_torch``: exported FP32 encoder on ONNX Runtime / PyTorch eager FP32, same device.
+* ``spt_vs_vanilla_encoder``: merged SPT encoder / plain SAM encoder (PyTorch eager FP32); 1.00
+  within noise, since merging LoRA leaves SAM's structure.
+* ``spt_vs_vanilla_decoder``: SPT decoder (prompt encoder + draft + relation + refine) / plain
+  SAM decoder (prompt encoder + mask decoder, single mask), one box prompt, PyTorch eager FP32.
+* ``batched_vs_single_k16``: one ONNX Runtime decoder call with 16 prompts / 16 calls with one
+  prompt each (FP32 graph, the runtime's ``OrtGraphs``).
+* ``relation_vs_materialized_time`` and ``relation_vs_materialized_mem``: see
+  :mod:`samspt.benchmarks.relation_compare`.
+
+Below 1 means the first is faster (or smaller).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from samspt.benchmarks import stats
+from samspt.benchmarks.backends import ort_providers
+from samspt.runtime import preprocess as pp
+from samspt.runtime.manifest import graph_entry, read_manifest
+from samspt.runtime.ort_backend import OrtGraphs
+
+log = logging.getLogger(__name__)
+
+RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_decoder",
+              "batched_vs_single_k16", "relation_vs_materialized_time",
+              "relation_vs_materialized_mem")
+BATCH = 16
+
+
+def _sync_after(fn: Callable[[], Any], device: str) -> Callable[[], None]:
+    def call() -> None:
+        with torch.no_grad():
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return call
+
+
+def _vanilla_decode(sam: torch.nn.Module, embedding: torch.Tensor, box: torch.Tensor) -> Any:
+    sparse, dense = sam.prompt_encoder(points=None, boxes=box, masks=None)
+    return sam.mask_decoder(image_embeddings=embedding,
+                            image_pe=sam.prompt_encoder.get_dense_pe(),
+                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                            multimask_output=False)
+
+
+def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Path, device: str,
+                   image: np.ndarray, boxes: np.ndarray, reps: int, warmup: int,
+                   relation: Dict[str, Any], threads: int = 0,
+                   tick: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """``{"ratios": {key: value}, "details": {...}}`` for the keys of :data:`RATIO_KEYS`.
+
+    ``merged``/``sam``: torch models on ``device``; ``boxes``: at least 16 boxes (Kx4 image
+    pixels) on ``image``; ``relation``: the result of ``relation_compare.compare_relation``.
+    """
+    config = merged.config
+    tensor, resized = pp.preprocess_image(image, config.image_size, config.pixel_mean,
+                                          config.pixel_std)
+    coords, labels = pp.pack_prompts(boxes[:BATCH])
+    coords = pp.scale_coords(coords, image.shape[:2], resized)
+    manifest = read_manifest(model_dir, verify_files=False)
+    providers = ort_providers(device)
+    graphs = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "fp32")["file"],
+                       model_dir / graph_entry(manifest, "decoder", "fp32")["file"],
+                       providers=providers, threads=threads)
+    ort_device = "cuda" if graphs.providers[0] == "CUDAExecutionProvider" else "cpu"
+    embedding = graphs.embed(tensor)
+
+    image_t = torch.from_numpy(tensor).to(device)
+    embedding_t = torch.from_numpy(embedding).to(device)
+    coords_t, labels_t = (torch.from_numpy(a[:1]).to(device) for a in (coords, labels))
+    box_t = coords_t.reshape(1, 4)
+    encoder = merged.image_encoder
+    if ort_device != device:  # compare on one device: a CPU copy of the torch encoder
+        encoder = copy.deepcopy(encoder).cpu()
+    image_ort_t = image_t.to(ort_device)
+
+    calls = {
+        "encoder_torch": _sync_after(lambda: encoder(image_ort_t), ort_device),
+        "encoder_ort": lambda: graphs.embed(tensor),
+        "encoder_spt": _sync_after(lambda: merged.image_encoder(image_t), device),
+        "encoder_sam": _sync_after(lambda: sam.image_encoder(image_t), device),
+        "decoder_spt_1": _sync_after(lambda: merged.decode(embedding_t, coords_t, labels_t),
+                                     device),
+        "decoder_sam_1": _sync_after(lambda: _vanilla_decode(sam, embedding_t, box_t), device),
+        f"decoder_ort_{BATCH}x1": lambda: graphs.decode(embedding, coords, labels),
+        f"decoder_ort_1x{BATCH}": lambda: [graphs.decode(embedding, coords[i:i + 1],
+                                                         labels[i:i + 1])
+                                           for i in range(len(coords))],
+    }
+    log.info("timing the tracked ratios (%d calls, %d reps, interleaved)", len(calls), reps)
+    medians = {name: stats.summarize(values)["median_ms"]
+               for name, values in stats.interleaved(calls, reps, warmup, tick).items()}
+    ratios = {
+        "encoder_ort_vs_torch": stats.ratio(medians["encoder_ort"], medians["encoder_torch"]),
+        "spt_vs_vanilla_encoder": stats.ratio(medians["encoder_spt"], medians["encoder_sam"]),
+        "spt_vs_vanilla_decoder": stats.ratio(medians["decoder_spt_1"], medians["decoder_sam_1"]),
+        "batched_vs_single_k16": stats.ratio(medians[f"decoder_ort_{BATCH}x1"],
+                                             medians[f"decoder_ort_1x{BATCH}"]),
+        "relation_vs_materialized_time": relation.get("time_ratio"),
+        "relation_vs_materialized_mem": relation.get("mem_ratio"),
+    }
+    basis = {
+        "encoder_ort_vs_torch": f"ONNX Runtime ({graphs.providers[0]}) / PyTorch eager, FP32, "
+                                f"{ort_device}, encoder",
+        "spt_vs_vanilla_encoder": f"PyTorch eager FP32 on {device}: merged SPT / plain SAM "
+                                  "image encoder",
+        "spt_vs_vanilla_decoder": f"PyTorch eager FP32 on {device}, 1 box: SPT draft+relation+"
+                                  "refine / SAM mask decoder (single mask), prompt encoder in both",
+        "batched_vs_single_k16": f"ONNX Runtime FP32 decoder on {ort_device}: 1 call x 16 "
+                                 "prompts / 16 calls x 1 prompt",
+        "relation_vs_materialized_time": f"{relation['tokens']} tokens x {relation['channels']} "
+                                         f"channels, {relation['prompts']} prompt, "
+                                         f"{relation['device']}: built / materialized",
+        "relation_vs_materialized_mem": "peak memory above baseline: built / materialized ("
+                                        f"{relation['memory'].get('method', 'not measured')})",
+    }
+    return {"ratios": ratios, "details": {"medians_ms": medians, "basis": basis}}

@@ -1,0 +1,139 @@
+"""The relation adapter as built (:mod:`samspt.training.relation`) against its naive, materialised
+form, at vit_b's size by default (T = 64x64 = 4096 tokens, C = 256 channels, one prompt).
+
+Both compute ``R @ keys`` with ``R[i, j] = softmax_{j != i}(cos(n_i, n_j))`` from one image
+embedding, construction included:
+
+* built: ``ImageRelation.from_embedding(e).apply(keys)`` (self term removed algebraically, no
+  running maximum, keys folded into the channel axis);
+* materialized: the TxT cosine-similarity matrix, its diagonal set to -inf, a softmax over each
+  row, times the keys.
+
+Time is measured here (interleaved, float32). Memory is the peak above the resident baseline
+during one call, measured in a fresh child process: on a CPU the resident-set high-water mark
+(``VmHWM``, reset before each call) with glibc told to map every block >= 64 KiB on its own and
+unmap it on free (so the resident set follows allocations); on a GPU PyTorch's
+``max_memory_allocated`` above what was allocated before the call.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from samspt.benchmarks import stats
+from samspt.benchmarks.memory import MB, current_rss_mb, peak_rss_mb, reset_peak_rss, run_probe
+from samspt.benchmarks.settings import VIT_B_CHANNELS, VIT_B_TOKENS
+from samspt.training.relation import NORM_EPS, ImageRelation
+
+log = logging.getLogger(__name__)
+
+PROMPTS = 1
+
+
+def materialized_relation_apply(image_embedding: torch.Tensor,
+                                keys: torch.Tensor) -> torch.Tensor:
+    """The naive form: TxT similarity, diagonal masked, softmax, times BxTxC keys (float32)."""
+    tokens = image_embedding[0].flatten(1).transpose(0, 1).float()  # T x C
+    unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    similarity = unit @ unit.transpose(0, 1)  # T x T
+    similarity.fill_diagonal_(float("-inf"))  # each token's similarity to itself excluded
+    relation = torch.softmax(similarity, dim=-1)  # T x T
+    return relation.to(keys.dtype) @ keys
+
+
+def built_relation_apply(image_embedding: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """The project's relation, as the decoder graph builds and applies it."""
+    return ImageRelation.from_embedding(image_embedding).apply(keys)
+
+
+VARIANTS: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "built": built_relation_apply, "materialized": materialized_relation_apply}
+
+
+def relation_inputs(tokens: int, channels: int, prompts: int, device: str,
+                    seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(image embedding 1xCx1xT, keys BxTxC), float32, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    embedding = torch.randn(1, channels, 1, tokens, generator=gen)
+    keys = torch.randn(prompts, tokens, channels, generator=gen)
+    return embedding.to(device), keys.to(device)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_relation(tokens: int, channels: int, prompts: int, device: str, reps: int,
+                  warmup: int, tick: Optional[Callable[[], None]] = None) -> Dict[str, dict]:
+    """Latency statistics of both forms, run interleaved."""
+    embedding, keys = relation_inputs(tokens, channels, prompts, device)
+
+    def call(fn):
+        def run():
+            with torch.no_grad():
+                fn(embedding, keys)
+            _sync(device)
+        return run
+
+    samples = stats.interleaved({name: call(fn) for name, fn in VARIANTS.items()}, reps, warmup,
+                                tick)
+    return {name: stats.summarize(values) for name, values in samples.items()}
+
+
+def relation_memory(tokens: int, channels: int, prompts: int, device: str,
+                    rounds: int = 2) -> Dict[str, object]:
+    """Peak memory (MiB) above the baseline during one call of each form (run in a child)."""
+    embedding, keys = relation_inputs(tokens, channels, prompts, device)
+    peaks = {name: 0.0 for name in VARIANTS}
+    exact = True
+    with torch.no_grad():
+        for fn in VARIANTS.values():  # warm-up: thread pools, kernels, workspaces
+            fn(embedding, keys)
+        for _ in range(rounds):
+            for name, fn in VARIANTS.items():
+                gc.collect()
+                _sync(device)
+                if device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated() / MB
+                else:
+                    exact = reset_peak_rss() and exact
+                    base = current_rss_mb()
+                result = fn(embedding, keys)
+                _sync(device)
+                peak = torch.cuda.max_memory_allocated() / MB if device == "cuda" \
+                    else peak_rss_mb()
+                del result
+                peaks[name] = max(peaks[name], peak - base)
+    method = ("torch.cuda.max_memory_allocated above the allocation before the call"
+              if device == "cuda" else
+              "peak resident set (VmHWM, reset per call) above the resident set before the "
+              "call, fresh process, glibc mmap threshold 64 KiB" if exact else
+              "ru_maxrss above the resident set before the call (peak not resettable here: "
+              "an upper bound at best)")
+    return {"built_mb": peaks["built"], "materialized_mb": peaks["materialized"],
+            "method": method, "txt_matrix_mb": tokens * tokens * 4 / MB}
+
+
+def compare_relation(device: str, reps: int, warmup: int, tokens: int = VIT_B_TOKENS,
+                     channels: int = VIT_B_CHANNELS, prompts: int = PROMPTS, threads: int = 0,
+                     tick: Optional[Callable[[], None]] = None) -> Dict[str, object]:
+    """Time (here) and memory (child process) of both forms, with their ratios."""
+    log.info("relation adapter vs materialized form: %d tokens, %d channels, %d prompt(s)",
+             tokens, channels, prompts)
+    timing = time_relation(tokens, channels, prompts, device, reps, warmup, tick)
+    memory = run_probe({"probe": "relation", "tokens": tokens, "channels": channels,
+                        "prompts": prompts, "device": device, "threads": threads},
+                       exact_malloc=device == "cpu")
+    return {
+        "tokens": tokens, "channels": channels, "prompts": prompts, "device": device,
+        "precision": "fp32", "timing": timing, "memory": memory,
+        "time_ratio": stats.ratio(timing["built"]["median_ms"],
+                                  timing["materialized"]["median_ms"]),
+        "mem_ratio": stats.ratio(memory.get("built_mb"), memory.get("materialized_mb")),
+    }

@@ -1,0 +1,143 @@
+"""Checking engines against ONNX Runtime before they are recorded: mask IoU on sample images.
+
+:func:`verify_engines` compares any two backends with ``embed``/``decode`` (a TensorRT
+:class:`samspt.runtime.trt_backend.TrtGraphs` against ONNX Runtime's
+:class:`samspt.runtime.ort_backend.OrtGraphs`) within the engines' optimization profile;
+:func:`check_engines` runs it against a model folder's FP32 graphs on the bundled samples. Needs
+numpy and ONNX Runtime only (no torch), so engines can be built and checked on a machine with
+just samspt's base install and TensorRT.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from samspt.runtime import preprocess as pp
+from samspt.runtime import tensors
+from samspt.runtime.engines import ShapeProfiles
+from samspt.runtime.errors import SamsptError
+from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
+from samspt.runtime.samples import VerifyImage, bundled_verify_images
+
+log = logging.getLogger(__name__)
+
+# Mask IoU of engine vs ONNX Runtime (FP32 graphs), draft and final masks. FP32 engines may use
+# TF32 (TensorRT's default on Ampere and later), so their gate allows FP16-like differences.
+ENGINE_GATES = {"fp32": {"mean_iou": 0.995, "min_iou": 0.97},
+                "fp16": {"mean_iou": 0.99, "min_iou": 0.97}}
+Stage = Callable[[str], None]
+
+
+class EngineVerificationError(SamsptError):
+    """A built engine does not compute what ONNX Runtime computes from the same model."""
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _fit(coords: np.ndarray, labels: np.ndarray, batch: int,
+         points: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Repeat prompts up to ``batch`` rows and pad with padding points up to ``points``."""
+    reps = -(-batch // len(coords))
+    coords, labels = np.tile(coords, (reps, 1, 1))[:batch], np.tile(labels, (reps, 1))[:batch]
+    extra = points - coords.shape[1]
+    if extra > 0:
+        coords = np.concatenate([coords, np.zeros((batch, extra, 2), np.float32)], axis=1)
+        labels = np.concatenate([labels, np.full((batch, extra), tensors.LABEL_PADDING,
+                                                 np.float32)], axis=1)
+    return np.ascontiguousarray(coords), np.ascontiguousarray(labels)
+
+
+def _decode_all(graphs: Any, embedding: Any, coords: np.ndarray, labels: np.ndarray,
+                profiles: ShapeProfiles) -> Tuple[np.ndarray, ...]:
+    """Decode B prompts in batches the profile allows (N padded up to its minimum)."""
+    n = max(coords.shape[1], profiles.points.min)
+    outs = []
+    for start in range(0, len(coords), profiles.prompts.max):
+        chunk = slice(start, start + profiles.prompts.max)
+        rows = len(coords[chunk])
+        c, l = _fit(coords[chunk], labels[chunk], max(rows, profiles.prompts.min), n)
+        outs.append([o[:rows] for o in graphs.decode(embedding, c, l)])
+    return tuple(np.concatenate(parts) for parts in zip(*outs))
+
+
+def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
+                   images: Sequence[VerifyImage], precision: str,
+                   profiles: ShapeProfiles) -> Dict[str, Any]:
+    """Mask IoU of ``candidate`` (TrtGraphs) against ``reference`` (OrtGraphs), draft and final
+    masks at each image's resolution, plus one call at the profile's largest B and N.
+
+    Both take ``embed(1x3xSxS)`` and ``decode(embedding, BxNx2, BxN)``. Returns the figures;
+    raises :class:`EngineVerificationError` when :data:`ENGINE_GATES` ``[precision]`` is missed.
+    """
+    size = int(manifest["input"]["image_size"])
+    mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
+    threshold = float(manifest.get("mask_threshold", pp.MASK_THRESHOLD))
+    per_image, logit_err, score_err = [], 0.0, 0.0
+    for index, (name, image, boxes) in enumerate(images):
+        x, resized = pp.preprocess_image(image, size, mean, std)
+        coords, labels = pp.pack_prompts(boxes=boxes)
+        coords = pp.scale_coords(coords, image.shape[:2], resized)
+        cases = [(name, coords, labels)]
+        if index == 0:  # the profile's largest shapes, once
+            big = _fit(coords, labels, profiles.prompts.max, profiles.points.max)
+            cases.append((f"{name}@B{profiles.prompts.max}xN{profiles.points.max}", *big))
+        ref_emb, cand_emb = reference.embed(x), candidate.embed(x)
+        for label, c, l in cases:
+            ref = _decode_all(reference, ref_emb, c, l, profiles)
+            got = _decode_all(candidate, cand_emb, c, l, profiles)
+            logit_err = max(logit_err, float(np.abs(got[1] - ref[1]).max()))
+            score_err = max(score_err, float(np.abs(got[2] - ref[2]).max()))
+            ious = []
+            for mine, theirs in ((got[0], ref[0]), (got[1], ref[1])):  # draft, final
+                a = pp.upscale_logits(mine, resized, image.shape[:2], size) > threshold
+                b = pp.upscale_logits(theirs, resized, image.shape[:2], size) > threshold
+                ious += [_iou(a[k], b[k]) for k in range(len(a))]
+            per_image.append({"image": label, "prompts": int(c.shape[0]),
+                              "points": int(c.shape[1]), "mean_iou": float(np.mean(ious)),
+                              "min_iou": float(np.min(ious))})
+    gate = ENGINE_GATES[precision]
+    figures = {"gates": gate, "images": len(images),
+               "mean_iou": float(np.mean([r["mean_iou"] for r in per_image])),
+               "min_iou": float(np.min([r["min_iou"] for r in per_image])),
+               "max_logit_error": logit_err, "max_score_error": score_err,
+               "per_image": per_image}
+    log.info("%s engines vs ONNX Runtime: mean mask IoU %.5f, min %.5f, max logit error %.3g",
+             precision, figures["mean_iou"], figures["min_iou"], logit_err)
+    if figures["mean_iou"] < gate["mean_iou"] or figures["min_iou"] < gate["min_iou"]:
+        worst = min(per_image, key=lambda r: r["min_iou"])
+        raise EngineVerificationError(
+            f"the {precision} TensorRT engines do not match ONNX Runtime: mean mask IoU "
+            f"{figures['mean_iou']:.4f} (gate {gate['mean_iou']}), minimum "
+            f"{figures['min_iou']:.4f} (gate {gate['min_iou']}) at {worst['image']}, max logit "
+            f"error {logit_err:.3g}. The engines were not recorded. Try --precision fp32, check "
+            "the ONNX graphs with samspt-export's verification, or report the model and GPU")
+    return figures
+
+
+def _reference(model_dir: Path, manifest: Dict[str, Any], precision: str) -> Tuple[Any, str]:
+    """ONNX Runtime on the FP32 graphs when the folder has them, on CPU."""
+    from samspt.runtime.ort_backend import OrtGraphs
+
+    ref = "fp32" if "fp32" in manifest["graphs"]["encoder"] else precision
+    files = [model_dir / graph_entry(manifest, k, ref)["file"] for k in GRAPH_KINDS]
+    return OrtGraphs(*files), f"onnxruntime {ref} (CPU)"
+
+
+def check_engines(graphs: Any, model_dir: Path, manifest: Dict[str, Any], precision: str,
+                  images: Optional[Sequence[VerifyImage]], stage: Stage) -> Dict[str, Any]:
+    """:func:`verify_engines` of ``graphs`` against ONNX Runtime on ``model_dir``'s graphs, on
+    ``images`` (default: the bundled samples); the figures name the reference."""
+    if images is None:
+        images = bundled_verify_images()
+    reference, described = _reference(model_dir, manifest, precision)
+    stage(f"checking the {precision} engines against {described} on {len(images)} images")
+    figures = verify_engines(graphs, reference, manifest, images, precision, graphs.profiles)
+    figures["reference"] = described
+    return figures

@@ -1,0 +1,80 @@
+"""What an engine folder keeps besides the engines: the timing cache and ``build.json`` records
+(see :mod:`samspt.runtime.engines` for the folder's layout and schema).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import samspt
+from samspt.runtime.engines import (BUILD_JSON, BUILD_SCHEMA_VERSION, TIMING_CACHE, GpuInfo,
+                                    check_compatible, engine_file_name, read_build_json,
+                                    write_build_json)
+from samspt.runtime.errors import ModelFolderError
+from samspt.runtime.files import sha256_file
+from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
+from samspt.runtime.trt_env import cuda_versions
+
+log = logging.getLogger(__name__)
+
+
+def utc_stamp(seconds: Optional[float] = None) -> str:
+    """A time (``time.time()`` seconds, default now) as build.json records it, in UTC:
+    ``2025-01-31T12:00:00Z``."""
+    when = _dt.datetime.now(_dt.timezone.utc) if seconds is None else \
+        _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_timing_cache(config: Any, path: Path) -> Any:
+    """The engine folder's timing cache (empty when absent or unreadable)."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except Exception as exc:  # noqa: BLE001 - TensorRT raises its own types
+            log.warning("ignoring the unreadable timing cache %s (%s)", path, exc)
+        if cache is None:
+            log.warning("ignoring the timing cache %s: TensorRT cannot read it", path)
+        else:
+            log.info("reusing the timing cache %s (%d bytes)", path, len(data))
+    return cache or config.create_timing_cache(b"")
+
+
+def engine_entry(engine_dir: Path, manifest: Dict[str, Any], precision: str) -> Dict[str, Any]:
+    """build.json's record of the two engines of ``precision``: file, sha256, size, ONNX source."""
+    entry = {}
+    for kind in GRAPH_KINDS:
+        name = engine_file_name(kind, precision)
+        source = graph_entry(manifest, kind, precision)["file"]
+        entry[kind] = {"file": name, "sha256": sha256_file(engine_dir / name),
+                       "bytes": (engine_dir / name).stat().st_size,
+                       "source": {"file": source, "sha256": manifest["files"][source]["sha256"]}}
+    return entry
+
+
+def record_build(engine_dir: Path, gpu: GpuInfo, version: str, manifest: Dict[str, Any],
+                 precision: str, entry: Dict[str, Any]) -> Dict[str, Any]:
+    """build.json with ``entry`` for ``precision``, keeping other precisions' records."""
+    build = None
+    if (engine_dir / BUILD_JSON).is_file():
+        try:
+            build = read_build_json(engine_dir)
+            check_compatible(build, gpu, version)
+        except ModelFolderError as exc:
+            log.warning("replacing %s: %s", engine_dir / BUILD_JSON, exc)
+            build = None
+    build = build or {"precisions": {}}
+    build.update({"schema_version": BUILD_SCHEMA_VERSION,
+                  "gpu": {"name": gpu.name, "compute_capability":
+                          list(gpu.compute_capability) if gpu.compute_capability else None},
+                  "tensorrt_version": version, "cuda": cuda_versions(),
+                  "model": {"name": manifest.get("name")}, "timing_cache": TIMING_CACHE,
+                  "tools": {"samspt": samspt.__version__, "tensorrt": version}})
+    build["precisions"][precision] = entry
+    write_build_json(engine_dir, build)
+    return build

@@ -1,0 +1,117 @@
+"""samspt-bench end to end on the tiny model (real export, ONNX Runtime, PyTorch, child
+processes for memory), and its refusals of bad arguments."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from samspt.benchmarks.backends import STAGES
+from samspt.benchmarks.latency import main
+from samspt.benchmarks.ratios import RATIO_KEYS
+
+PROMPTS = (1, 16)
+FAST = ["--model", "tiny", "--reps", "2", "--warmup", "1", "--relation-tokens", "256",
+        "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([*FAST, "--prompts", ",".join(map(str, PROMPTS)),
+                     "--out", str(out / "record.json"), "--plot", str(out / "latency.png")])
+    return code, stdout.getvalue(), out
+
+
+def test_run_writes_a_record_with_the_six_ratios(run):
+    code, _, out = run
+    assert code == 0
+    record = json.loads((out / "record.json").read_text())
+    assert set(record["ratios"]) == set(RATIO_KEYS)
+    for key, value in record["ratios"].items():
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, key
+    for key in ("machine", "versions", "git", "settings", "results", "relation"):
+        assert key in record
+    assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
+    assert {"python", "torch", "onnxruntime", "numpy", "samspt"} <= set(record["versions"])
+    assert record["settings"]["model"] == "tiny"
+
+
+def test_record_has_every_stage_for_every_backend_and_prompt_count(run):
+    _, _, out = run
+    record = json.loads((out / "record.json").read_text())
+    backends = set(record["backends"]) | set(record["skipped"])
+    assert backends == {"torch", "ort", "ort-fp16"}
+    assert {"torch", "ort"} <= set(record["backends"])
+    pairs = {(e["backend"], e["prompts"]) for e in record["results"]}
+    assert pairs == {(b, k) for b in record["backends"] for k in PROMPTS}
+    for entry in record["results"]:
+        for stage in STAGES:
+            figures = entry["stages"][stage]
+            assert figures["n"] == 2
+            assert 0 < figures["median_ms"] <= figures["p90_ms"] <= figures["p99_ms"]
+        assert entry["throughput"]["prompts_per_s"] == pytest.approx(
+            entry["throughput"]["images_per_s"] * entry["prompts"])
+        assert entry["memory"]["host_peak_mb"] > 0
+    # An ONNX Runtime process never imports torch: its memory is what a deployment sees.
+    assert record["backends"]["ort"]["memory"]["torch_imported"] is False
+
+
+def test_markdown_table_is_printed(run):
+    _, text, _ = run
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| backend |"))
+    columns = header.count("|")
+    rows = [line for line in lines if line.startswith(("| torch |", "| ort |", "| ort-fp16 |"))]
+    assert len(rows) >= 2 * len(PROMPTS)
+    assert all(row.count("|") == columns for row in rows)
+    for key in RATIO_KEYS:
+        assert f"`{key}`" in text
+
+
+def test_plot_is_a_png(run):
+    _, _, out = run
+    from PIL import Image
+
+    data = (out / "latency.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(out / "latency.png") as image:
+        assert image.width > 400 and image.height > 200
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--prompts", "0"], ">= 1"),
+    (["--prompts", "1,x"], "whole numbers"),
+    (["--reps", "0"], ">= 1"),
+    (["--warmup", "-1"], ">= 0"),
+    (["--model", "vit_z"], "invalid choice"),
+    (["--device", "tpu"], "invalid choice"),
+])
+def test_bad_arguments_exit_with_usage(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backends", "torch,nope"], "unknown backend"),
+    (["--backends", "torch-fp16", "--device", "cpu"], "only on a CUDA device"),
+    (["--plot", "latency.jpg"], "PNG"),
+])
+def test_bad_settings_are_clear_errors(argv, message, capsys):
+    assert main([*FAST, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(capsys):
+    assert main([*FAST, "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
