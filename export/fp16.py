@@ -2,7 +2,11 @@
 
 Kept in FP32 (Casts at their borders): layer norms (``LayerNormalization`` and SAM's
 ``LayerNorm2d`` scopes), softmax, reductions, powers, square roots, exponentials, and the whole
-relation construction (``/relation/`` scope: L2 normalisation, similarity, softmax statistics).
+relation construction (``/relation/`` scope: L2 normalisation, similarity, softmax statistics),
+the box clip (``/box_clip`` scopes), and everything computed from the prompts alone (point
+coordinates and labels, with weights and constants: the prompt encoder's Fourier features and
+label embeddings). Prompt work is tiny, and coordinates up to 1024 px keep only 0.5 px in FP16:
+that moves the phases of the positional encoding and the edges of a clipped box.
 Everything else computes in FP16. Graph inputs and outputs stay FP32, so callers feed and read
 float32 whatever the precision. Every tensor has one type and every precision change is an
 explicit ``Cast``: a typed graph TensorRT builds as a strongly typed network.
@@ -17,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from samspt.runtime import tensors
 from samspt.runtime.errors import SamsptError
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 FP32_OP_TYPES = frozenset({"LayerNormalization", "Softmax", "ReduceMean", "ReduceSum",
                            "ReduceL2", "Pow", "Sqrt", "Exp"})
 FP32_SCOPES = ("/relation/", "/box_clip")  # /box_clip/ and /box_clip_1/: one per pass
+# Graph inputs whose values, and everything computed from them alone, stay FP32.
+FP32_INPUTS = (tensors.POINT_COORDS, tensors.POINT_LABELS)
 # Inputs that ONNX requires to be float32 whatever the data type (index per op type).
 FLOAT32_ONLY_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -104,9 +111,10 @@ def to_fp16(model: onnx.ModelProto, extra_scopes: Iterable[str] = ()) -> onnx.Mo
             graph.initializer.append(numpy_helper.from_array(array, half_inits[name]))
         return half_inits[name]
 
+    prompt_only = _computed_from(graph, FP32_INPUTS)
     fp32_nodes = 0
     for node in graph.node:
-        fp32 = keeps_fp32(node, scopes)
+        fp32 = keeps_fp32(node, scopes) or any(name in prompt_only for name in node.output)
         fp32_nodes += fp32
         only32 = FLOAT32_ONLY_INPUTS.get(node.op_type, set())
         for index, name in enumerate(node.input):
@@ -143,6 +151,23 @@ def to_fp16(model: onnx.ModelProto, extra_scopes: Iterable[str] = ()) -> onnx.Mo
     del graph.value_info[:]
     log.info("FP16 graph: %d of %d nodes kept in FP32", fp32_nodes, len(new_nodes))
     return model
+
+
+def _computed_from(graph: onnx.GraphProto, inputs: Iterable[str]) -> Set[str]:
+    """Output names of the nodes that depend only on the graph inputs ``inputs``, initializers and
+    constants, and on at least one of ``inputs`` (the graph is topologically sorted)."""
+    seeds = {i.name for i in graph.input} & set(inputs)
+    fixed = {i.name for i in graph.initializer}
+    derived: Set[str] = set(seeds)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            fixed.update(node.output)
+            continue
+        names = [name for name in node.input if name]
+        if names and all(name in derived or name in fixed for name in names) and \
+                any(name in derived for name in names):
+            derived.update(node.output)
+    return derived - seeds
 
 
 def _casts_to_float16(node: onnx.NodeProto) -> bool:

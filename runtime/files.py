@@ -24,9 +24,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; readers are other accounts too
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600; readers are other accounts too
+    os.chmod(tmp_path, mode)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # again: some writers (safetensors) replace the file
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

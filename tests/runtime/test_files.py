@@ -41,3 +41,17 @@ def test_written_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
+
+
+def test_files_that_writers_replace_still_follow_the_umask(tmp_path):
+    """safetensors' save_file replaces the temporary file with one of mode 0600."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
