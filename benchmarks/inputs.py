@@ -7,7 +7,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from samspt.runtime.preprocess import as_rgb_uint8
-from samspt.runtime.samples import bundled_samples
+from samspt.runtime.samples import bundled_samples, prompt_boxes
 
 # The largest bundled Magnetic Tile Defect tile (488x354 grey), as RGB.
 SAMPLE_NAME = "fray_exp0_num_797"
@@ -21,11 +21,9 @@ def sample_image() -> Tuple[str, np.ndarray]:
 
 
 def random_boxes(count: int, height: int, width: int, seed: int) -> np.ndarray:
-    """``count`` x4 float32 boxes (x0, y0, x1, y1) inside an HxW image, 5-50 % of each side."""
-    rng = np.random.default_rng(seed)
-    size = rng.uniform(0.05, 0.5, (count, 2)) * (width - 1, height - 1)
-    start = rng.uniform(0, 1, (count, 2)) * ((width - 1, height - 1) - size)
-    return np.concatenate([start, start + size], axis=1).round().astype(np.float32)
+    """``count`` x4 float32 seeded boxes inside an HxW image: the verification images' random
+    boxes (:func:`samspt.runtime.samples.prompt_boxes` on a defect-free mask)."""
+    return prompt_boxes(np.zeros((height, width), bool), np.random.default_rng(seed), count)
 
 
 def benchmark_inputs(prompt_counts: Sequence[int],

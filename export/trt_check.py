@@ -1,4 +1,6 @@
-"""Checking engines against ONNX Runtime before they are recorded: mask IoU on sample images.
+"""Checking engines against ONNX Runtime before they are recorded: mask IoU on sample images,
+per image and pass with its prompts pooled, as export verification takes it
+(:func:`samspt.runtime.parity.pooled_mask_iou`).
 
 :func:`verify_engines` compares any two backends with ``embed``/``decode`` (a TensorRT
 :class:`samspt.runtime.trt_backend.TrtGraphs` against ONNX Runtime's
@@ -21,6 +23,7 @@ from samspt.runtime import tensors
 from samspt.runtime.engines import ShapeProfiles
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
+from samspt.runtime.parity import pooled_mask_iou
 from samspt.runtime.samples import VerifyImage, bundled_verify_images
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,6 @@ Stage = Callable[[str], None]
 
 class EngineVerificationError(SamsptError):
     """A built engine does not compute what ONNX Runtime computes from the same model."""
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def _fit(coords: np.ndarray, labels: np.ndarray, batch: int,
@@ -98,7 +96,7 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
             for mine, theirs in ((got[0], ref[0]), (got[1], ref[1])):  # draft, final
                 a = pp.upscale_logits(mine, resized, image.shape[:2], size) > threshold
                 b = pp.upscale_logits(theirs, resized, image.shape[:2], size) > threshold
-                ious += [_iou(a[k], b[k]) for k in range(len(a))]
+                ious.append(pooled_mask_iou(a, b))
             per_image.append({"image": label, "prompts": int(c.shape[0]),
                               "points": int(c.shape[1]), "mean_iou": float(np.mean(ious)),
                               "min_iou": float(np.min(ious))})

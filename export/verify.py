@@ -3,8 +3,9 @@
 For every precision: the encoder graph's embedding against PyTorch's (max error), the decoder
 graph alone on PyTorch's embedding, and both graphs end to end; masks compared at the image's
 resolution through the runtime's post-processing, several prompts per image in one call. Mask
-IoU is taken per image and pass (draft, final), all its prompts' pixels pooled. Gates (end to end, draft and final masks): FP32 mean IoU >= 0.999; FP16 mean >= 0.99 and
-minimum >= 0.97. A missed gate raises :class:`VerificationError` naming the graph, the image and
+IoU is taken per image and pass (draft, final), all its prompts' pixels pooled
+(:func:`samspt.runtime.parity.pooled_mask_iou`). Gates (end to end): FP32 mean IoU >= 0.999;
+FP16 mean >= 0.99 and minimum >= 0.97. A missed gate raises :class:`VerificationError` naming the graph, the image and
 the figure.
 """
 
@@ -20,6 +21,7 @@ import torch
 from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.ort_backend import OrtGraphs
+from samspt.runtime.parity import pooled_mask_iou
 from samspt.runtime.samples import (PROMPTS_PER_IMAGE, VerifyImage, bundled_verify_images,
                                     prompt_boxes)
 from samspt.training.model import SptSam
@@ -54,14 +56,6 @@ def folder_verify_images(root: Path, limit: int = 8, seed: int = 0) -> List[Veri
 
 def _masks(low_res: np.ndarray, resized, original, size) -> np.ndarray:
     return pp.upscale_logits(low_res, resized, original, size) > pp.MASK_THRESHOLD
-
-
-def _pooled_iou(mine: np.ndarray, theirs: np.ndarray) -> float:
-    """Mask IoU of one image's K prompts pooled (KxHxW bool each): all intersections over all
-    unions. Per prompt, a mask of a dozen pixels would turn one threshold-close pixel into an
-    IoU of 0.92; pooled, the figure weighs pixels, not prompts. 1.0 when all masks are empty."""
-    union = np.logical_or(mine, theirs).sum()
-    return 1.0 if union == 0 else float(np.logical_and(mine, theirs).sum() / union)
 
 
 def verify_folder(model: SptSam, folder: Path, graphs: Dict[str, Dict[str, Any]],
@@ -100,7 +94,7 @@ def verify_folder(model: SptSam, folder: Path, graphs: Dict[str, Dict[str, Any]]
             logit_err = max(logit_err, float(np.abs(both[1] - ref["final"]).max()))
             ious = {}
             for label, (draft, final) in (("decoder", alone[:2]), ("end_to_end", both[:2])):
-                ious[label] = [_pooled_iou(_masks(mine, resized, original, size),
+                ious[label] = [pooled_mask_iou(_masks(mine, resized, original, size),
                                            _masks(theirs, resized, original, size))
                                for mine, theirs in ((draft, ref["draft"]), (final, ref["final"]))]
             per_image.append({"image": name, "mean_iou": float(np.mean(ious["end_to_end"])),

@@ -46,8 +46,9 @@ def clip_to_boxes(logits: torch.Tensor, point_coords: torch.Tensor, point_labels
 
 class BoxClip(nn.Module):
     """:func:`clip_to_boxes` as a module, so the exported graph holds it in one named scope
-    (``/box_clip``, one per pass) that the FP16 converter keeps in FP32: coordinates up to the input size do
-    not survive float16."""
+    (``/box_clip``, one per pass) that the FP16 converter keeps in FP32: its grid of cell centres
+    (a ``Range`` on constants, which ONNX does not define for float16) and the comparisons with
+    box corners of up to 1024 px, which float16 rounds to 0.5 px."""
 
     def __init__(self, image_size: int, margin: float) -> None:
         super().__init__()
