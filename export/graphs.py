@@ -1,6 +1,7 @@
 """Export-only views of the SPT model: what each ONNX graph computes.
 
-* Encoder graph: the LoRA-merged image encoder, a plain segment-anything ``ImageEncoderViT``.
+* Encoder graph: the LoRA-merged image encoder (a plain segment-anything ``ImageEncoderViT``, or
+  the conv family's timm trunk and neck), on a batch of V views.
 * Decoder graph: prompt encoder + draft decoder + relation adapter + refine decoder. The relation
   is built once per call from the image embedding (its own ``/relation/`` scope) and shared by
   both decoders and all B prompts.
@@ -45,6 +46,9 @@ def example_inputs(model: SptSam, prompts: int = 2, points: int = 3):
                           dtype=torch.float32).repeat(prompts, 1)
     return (image,), (embedding, coords, labels)
 
+
+# The encoder takes a batch of V views (ONNX Runtime encodes all of a call's views at once).
+ENCODER_DYNAMIC_AXES = {tensors.IMAGE: {0: "V"}, tensors.IMAGE_EMBEDDINGS: {0: "V"}}
 
 DECODER_DYNAMIC_AXES = {
     tensors.POINT_COORDS: {0: "B", 1: "N"},

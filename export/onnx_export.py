@@ -26,8 +26,9 @@ from samspt.runtime.files import atomic_dir, atomic_write_text
 from samspt.runtime.manifest import (MANIFEST, PRECISIONS, SCHEMA_VERSION, file_entry,
                                      graph_file_name)
 from samspt.runtime.preprocess import MASK_THRESHOLD
-from samspt.export.fp16 import layer_norm_2d_scopes, to_fp16
-from samspt.export.graphs import DECODER_DYNAMIC_AXES, DecoderGraph, example_inputs
+from samspt.export.fp16 import layer_norm_2d_scopes, store_weights_fp16, to_fp16
+from samspt.export.graphs import (DECODER_DYNAMIC_AXES, ENCODER_DYNAMIC_AXES, DecoderGraph,
+                                  example_inputs)
 from samspt.training.model import SptSam
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,12 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                  opset: int = DEFAULT_OPSET, verify: bool = True,
                  verify_images: Optional[Sequence] = None,
                  sources: Optional[Dict[str, Any]] = None,
-                 stage: Optional[Stage] = None) -> ExportResult:
+                 stage: Optional[Stage] = None, compact: bool = False) -> ExportResult:
     """Export ``model`` (unmerged SPT, float32) into ``out_dir`` (replaced only on success).
 
     ``verify_images``: list of (name, HxWx3 uint8, Kx4 boxes) for the parity check; default:
-    the bundled samples. Raises :class:`samspt.export.verify.VerificationError` when a parity
+    the bundled samples. ``compact``: FP32 graphs store their weights as float16 (computed in
+    float32; see :func:`samspt.export.fp16.store_weights_fp16`). Raises :class:`samspt.export.verify.VerificationError` when a parity
     gate is missed.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -128,7 +130,7 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
         fp32_protos: Dict[str, onnx.ModelProto] = {}
         for kind, module, args, inputs, outputs, axes in (
                 ("encoder", merged.image_encoder, enc_args, tensors.ENCODER_INPUTS,
-                 tensors.ENCODER_OUTPUTS, None),
+                 tensors.ENCODER_OUTPUTS, ENCODER_DYNAMIC_AXES),
                 ("decoder", DecoderGraph(merged), dec_args, tensors.DECODER_INPUTS,
                  tensors.DECODER_OUTPUTS, DECODER_DYNAMIC_AXES)):
             stage(f"tracing the {kind} graph (opset {opset})")
@@ -146,6 +148,8 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                 if prec == "fp16":
                     stage(f"converting the {kind} graph to FP16")
                     proto = to_fp16(proto, scopes)
+                elif compact:
+                    proto = store_weights_fp16(proto)
                 path = tmp / graph_file_name(kind, prec)
                 names = _save(proto, path, external and kind == "encoder")
                 try:
@@ -154,6 +158,8 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                     raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
                 files += names
                 graphs[kind][prec] = {"file": path.name, "opset": opset,
+                                      "weights_storage": "float16" if compact or prec == "fp16"
+                                      else "float32",
                                       "external_data": names[1:],
                                       "inputs": _io_spec(proto.graph.input),
                                       "outputs": _io_spec(proto.graph.output)}
@@ -173,10 +179,12 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                      "alpha": model.lora.alpha if model.lora else None, "merged": True},
             "input": {"image_size": config.image_size, "pixel_mean": list(config.pixel_mean),
                       "pixel_std": list(config.pixel_std), "preprocessing": "runtime",
-                      "layout": "1x3xSxS float32, resized longest side to S (bilinear), "
-                                "normalised (x - mean) / std, zero-padded bottom and right"},
+                      "layout": "Vx3xSxS float32: each view (samspt.runtime.views; the whole "
+                                "image: its longest side) resized to S (bilinear), normalised "
+                                "(x - mean) / std, zero-padded"},
             "mask_threshold": MASK_THRESHOLD,
             "low_res_size": config.embedding_size * tensors.LOW_RES_UPSCALE,
+            "views": config.view_settings.to_dict() if config.view_settings else None,
             "graphs": graphs,
             "files": {f: file_entry(tmp / f) for f in files},
             "verification": verification,

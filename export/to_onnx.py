@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="model name in the manifest")
     parser.add_argument("--precision", choices=("fp32", "fp16", "both"), default="both")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
+    parser.add_argument("--compact", action="store_true",
+                        help="store the FP32 graphs' weights as float16 (half the files; they "
+                             "still compute in FP32, and the parity check judges the rounding): "
+                             "how the bundled example model ships")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against "
                         "PyTorch with ONNX Runtime")
     parser.add_argument("--verify-data", type=Path, default=None,
@@ -75,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         images = folder_verify_images(args.verify_data) if args.verify_data else None
         result = export_model(model, out, name, precision=args.precision, opset=args.opset,
                               verify=not args.no_verify, verify_images=images, sources=sources,
-                              stage=stage)
+                              stage=stage, compact=args.compact)
     except SamsptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

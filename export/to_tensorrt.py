@@ -1,6 +1,6 @@
 """Build TensorRT engines for this machine's GPU from an exported model folder.
 
-    python export/to_tensorrt.py models/example_small                 # FP16, default profile
+    python export/to_tensorrt.py models/example_cnn                 # FP16, default profile
     python export/to_tensorrt.py MODEL_DIR --precision fp32 --prompts 1,8,32 --points 1,2,8
     python export/to_tensorrt.py MODEL_DIR --print-trtexec             # no Python builder here
     python export/to_tensorrt.py MODEL_DIR --adopt                     # record trtexec's engines

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from samspt.export.trt_options import BuildOptions
+from samspt.runtime import tensors
 from samspt.runtime.errors import BackendError
 
 
@@ -30,6 +31,11 @@ def build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, options: Bu
     if dynamic:
         profile = builder.create_optimization_profile()
         for tensor in dynamic:
+            if tensor.name == tensors.IMAGE:
+                # The encoder graph takes V views; its engines encode one view per call.
+                one = tuple(1 if d < 0 else d for d in tuple(tensor.shape))
+                profile.set_shape(tensor.name, one, one, one)
+                continue
             if tensor.name not in shapes:
                 raise BackendError(f"{onnx_path.name} has a dynamic input {tensor.name} "
                                    f"{tuple(tensor.shape)} that samspt has no profile for; export "

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from samspt.export.trt_options import BuildOptions
+from samspt.runtime import tensors
 from samspt.runtime.engines import BUILD_COMMAND, TIMING_CACHE, build_command, engine_file_name
 from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
 
@@ -32,6 +33,11 @@ def trtexec_commands(model_dir: Union[str, Path], engine_dir: Union[str, Path],
         onnx_name = (graph_entry(manifest, kind, options.precision)["file"] if manifest
                      else f"{kind}.{options.precision}.onnx")
         cmd = [trtexec, f"--onnx={model_dir / onnx_name}", "--stronglyTyped"]
+        if kind == "encoder":
+            size = int(manifest["input"]["image_size"]) if manifest else None
+            if size:  # the graph takes V views; the engine encodes one per call
+                one = f"{tensors.IMAGE}:1x3x{size}x{size}"
+                cmd += [f"--minShapes={one}", f"--optShapes={one}", f"--maxShapes={one}"]
         if kind == "decoder":
             shapes = options.profiles.shapes()
             for index, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):

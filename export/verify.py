@@ -2,7 +2,8 @@
 
 For every precision: the encoder graph's embedding against PyTorch's (max error), the decoder
 graph alone on PyTorch's embedding, and both graphs end to end; masks compared at the image's
-resolution through the runtime's post-processing, several prompts per image in one call. Mask
+resolution through the runtime's views and post-processing (each box in its view, as the
+Inspector answers it), several prompts per image in one call. Mask
 IoU is taken per image and pass (draft, final), all its prompts' pixels pooled
 (:func:`samspt.runtime.parity.pooled_mask_iou`). Gates (end to end): FP32 mean IoU >= 0.999;
 FP16 mean >= 0.99 and minimum >= 0.97. A missed gate raises :class:`VerificationError` naming the graph, the image and
@@ -12,6 +13,7 @@ the figure.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -24,6 +26,8 @@ from samspt.runtime.ort_backend import OrtGraphs
 from samspt.runtime.parity import pooled_mask_iou
 from samspt.runtime.samples import (PROMPTS_PER_IMAGE, VerifyImage, bundled_verify_images,
                                     prompt_boxes)
+from samspt.runtime.view_inference import infer_views
+from samspt.runtime.views import plan_views
 from samspt.training.model import SptSam
 
 log = logging.getLogger(__name__)
@@ -54,28 +58,36 @@ def folder_verify_images(root: Path, limit: int = 8, seed: int = 0) -> List[Veri
     return out
 
 
-def _masks(low_res: np.ndarray, resized, original, size) -> np.ndarray:
-    return pp.upscale_logits(low_res, resized, original, size) > pp.MASK_THRESHOLD
+def _torch_fns(model: SptSam):
+    def encode(batch: np.ndarray) -> np.ndarray:
+        return model.encode(torch.from_numpy(batch)).numpy()
+
+    def decode(embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray):
+        out = model.decode(torch.from_numpy(embedding), torch.from_numpy(coords),
+                           torch.from_numpy(labels))
+        return out.draft_logits.numpy(), out.logits.numpy(), out.scores[:, 0].numpy()
+
+    return encode, decode
 
 
 def verify_folder(model: SptSam, folder: Path, graphs: Dict[str, Dict[str, Any]],
                   images: Optional[Sequence[VerifyImage]] = None,
                   stage: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Parity figures of every precision in ``graphs`` (manifest GRAPH records in ``folder``)."""
+    """Parity figures of every precision in ``graphs`` (manifest GRAPH records in ``folder``),
+    each image's box prompts answered in their views (the Inspector's default policy)."""
     images = list(images) if images is not None else bundled_verify_images()
     config = model.config
-    size = config.image_size
+    encode, decode = _torch_fns(model)
     prepared = []
     with torch.no_grad():
         for name, image, boxes in images:
-            x, resized = pp.preprocess_image(image, size, config.pixel_mean, config.pixel_std)
-            coords, labels = pp.pack_prompts(boxes=boxes)
-            coords = pp.scale_coords(coords, image.shape[:2], resized)
-            emb = model.encode(torch.from_numpy(x))
-            out = model.decode(emb, torch.from_numpy(coords), torch.from_numpy(labels))
-            ref = {"emb": emb.numpy(), "draft": out.draft_logits.numpy(),
-                   "final": out.logits.numpy()}
-            prepared.append((name, x, coords, labels, resized, image.shape[:2], ref))
+            plan = plan_views(image.shape[:2], config.image_size, config.view_settings, "auto",
+                              boxes=boxes)
+            run = partial(infer_views, image, plan, pixel_mean=config.pixel_mean,
+                          pixel_std=config.pixel_std)
+            embeddings: Dict[Any, np.ndarray] = {}
+            ref = run(encode, decode, cache=embeddings)
+            prepared.append((name, run, embeddings, ref))
 
     report: Dict[str, Any] = {"images": len(prepared), "prompts_per_image": PROMPTS_PER_IMAGE,
                               "gates": GATES}
@@ -86,17 +98,18 @@ def verify_folder(model: SptSam, folder: Path, graphs: Dict[str, Dict[str, Any]]
         ort = OrtGraphs(folder / graphs["encoder"][precision]["file"],
                         folder / graphs["decoder"][precision]["file"])
         per_image, enc_err, logit_err = [], 0.0, 0.0
-        for name, x, coords, labels, resized, original, ref in prepared:
-            emb = ort.embed(x)
-            enc_err = max(enc_err, float(np.abs(emb - ref["emb"]).max()))
-            alone = ort.decode(ref["emb"], coords, labels)
-            both = ort.decode(emb, coords, labels)
-            logit_err = max(logit_err, float(np.abs(both[1] - ref["final"]).max()))
+        for name, run, ref_embeddings, ref in prepared:
+            alone = run(ort.embed, ort.decode, cache=dict(ref_embeddings))
+            mine: Dict[Any, np.ndarray] = {}
+            both = run(ort.embed, ort.decode, cache=mine)
+            enc_err = max(enc_err, max(float(np.abs(mine[v] - ref_embeddings[v]).max())
+                                       for v in ref_embeddings))
+            logit_err = max(logit_err, float(np.abs(both.low_res - ref.low_res).max()))
             ious = {}
-            for label, (draft, final) in (("decoder", alone[:2]), ("end_to_end", both[:2])):
-                ious[label] = [pooled_mask_iou(_masks(mine, resized, original, size),
-                                           _masks(theirs, resized, original, size))
-                               for mine, theirs in ((draft, ref["draft"]), (final, ref["final"]))]
+            for label, out in (("decoder", alone), ("end_to_end", both)):
+                ious[label] = [pooled_mask_iou(a > pp.MASK_THRESHOLD, b > pp.MASK_THRESHOLD)
+                               for a, b in ((out.draft_logits, ref.draft_logits),
+                                            (out.logits, ref.logits))]
             per_image.append({"image": name, "mean_iou": float(np.mean(ious["end_to_end"])),
                               "min_iou": float(np.min(ious["end_to_end"])),
                               "decoder_min_iou": float(np.min(ious["decoder"]))})

@@ -21,7 +21,7 @@ live per machine kind inside the model folder::
       "gpu": {"name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]},
       "tensorrt_version": "10.3.0.26",
       "cuda": {"driver": "12.4", "pycuda": "12.2"},
-      "model": {"name": "example_small"},
+      "model": {"name": "example_cnn"},
       "timing_cache": "timing.cache",
       "tools": {"samspt": "0.1.0", "tensorrt": "10.3.0.26"},
       "precisions": {

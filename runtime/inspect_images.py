@@ -1,6 +1,6 @@
 """Inspect images with an exported model: overlay PNGs and results.json.
 
-    samspt-inspect models/example_small tile1.jpg tile2.png --box 120,200,140,240 --out out/
+    samspt-inspect models/example_cnn tile1.jpg tile2.png --box 120,200,140,240 --out out/
 """
 
 from __future__ import annotations
@@ -33,13 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment defects in images with an exported samspt model folder. Writes an "
                     "overlay PNG per image (prompt box cyan, draft outline orange, final mask "
                     "red, score) and results.json, and prints a table.")
-    parser.add_argument("model_dir", type=Path, help="exported model folder (samspt-export)")
-    parser.add_argument("images", type=Path, nargs="+", help="image files (any PIL format)")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="[MODEL_DIR] IMAGE",
+                        help="an exported model folder (samspt-export; default: the shipped "
+                             "example model), then image files (any PIL format)")
     parser.add_argument("--box", type=_box, action="append", default=None, metavar="X0,Y0,X1,Y1",
                         help="box prompt in image pixels, applied to every image (repeatable: "
-                             "one prompt each); default: the whole image")
+                             "one prompt each); default: none, the prompt-free scan")
+    parser.add_argument("--views", choices=("auto", "image"), default="auto",
+                        help="auto (default): each prompt in its zoomed view; image: the whole "
+                             "image")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
+                        help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
+                             "Runtime)")
     parser.add_argument("--out", type=Path, default=Path("inspections"),
                         help="output folder (default: inspections/)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -66,11 +72,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     from samspt.runtime.inspector import Inspector
     from samspt.runtime.overlay import render_overlay, save_overlay
 
+    from samspt.runtime.manifest import MANIFEST
+    from samspt.runtime.samples import EXAMPLE_MODEL_DIR
+
+    first = args.paths[0]
+    if first.is_dir() or (first / MANIFEST).exists():
+        model_dir, images = first, args.paths[1:]
+    else:
+        model_dir, images = EXAMPLE_MODEL_DIR, args.paths
+    if not images:
+        print(f"error: no image given after the model folder {model_dir}", file=sys.stderr)
+        return 2
     rows, records = [], []
     try:
-        with Inspector(args.model_dir, backend=args.backend, precision=args.precision) as ins:
-            print(f"model {args.model_dir} on {ins.backend}, {args.precision}", file=sys.stderr)
-            paths = args.images
+        with Inspector(model_dir, backend=args.backend, precision=args.precision,
+                       views=args.views) as ins:
+            print(f"model {model_dir} on {ins.backend}, {ins.precision}", file=sys.stderr)
+            paths = images
             if progress_enabled() and len(paths) > 1:
                 from tqdm import tqdm
 
@@ -79,9 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 image = load_image(path)
                 boxes = np.asarray(args.box, np.float32) if args.box else None
                 result = ins.inspect(image, boxes=boxes)
-                used = boxes if boxes is not None else \
-                    np.array([[0, 0, image.shape[1] - 1, image.shape[0] - 1]], np.float32)
-                overlay = save_overlay(render_overlay(image, result, used),
+                used = boxes if boxes is not None else np.zeros((0, 4), np.float32)
+                overlay = save_overlay(render_overlay(image, result, boxes),
                                        args.out / f"{path.stem}_overlay.png")
                 records.append({"image": str(path), "overlay": str(overlay),
                                 "size": [int(image.shape[1]), int(image.shape[0])],

@@ -2,11 +2,12 @@
 
     from samspt.runtime import Inspector
 
-    with Inspector("models/example_small") as inspector:          # ONNX Runtime on the CPU
-        result = inspector.inspect(image, boxes=[[120, 200, 140, 240]])
+    with Inspector("models/example_cnn") as inspector:            # ONNX Runtime on the CPU
+        result = inspector.inspect(image, boxes=[[120, 200, 140, 240]])   # zoomed to the box
         result.masks, result.pred_label, result.timings_ms
+        scan = inspector.inspect(image)                                    # no prompt: scan
 
-    inspector.set_image(image)                 # one encoder run ...
+    inspector.set_image(image)                 # views encoded once each ...
     first = inspector.predict(boxes=...)       # ... many prompt rounds
     second = inspector.predict(points=..., point_labels=...)
 
@@ -28,9 +29,11 @@ import numpy as np
 
 from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
-from samspt.runtime.manifest import graph_entry, read_manifest
+from samspt.runtime.manifest import graph_entry, read_manifest, view_settings
 from samspt.runtime.result import InspectionResult, summarize_masks
 from samspt.runtime.validation import DEFAULT_MAX_PIXELS, check_image, check_prompts
+from samspt.runtime.view_inference import infer_views
+from samspt.runtime.views import VIEW_POLICIES, View, plan_views
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,11 @@ DEFAULT_MAX_PROMPTS = 64
 
 
 class _ImageState:
-    """One image's embedding and sizes (the state ``set_image`` keeps for ``predict``)."""
+    """One image and the embeddings of its views (what ``set_image`` keeps for ``predict``)."""
 
-    def __init__(self, embedding: Any, original: tuple, resized: tuple, ms: Dict[str, float]):
-        self.embedding, self.original, self.resized, self.ms = embedding, original, resized, ms
+    def __init__(self, rgb: np.ndarray, check_ms: float) -> None:
+        self.rgb, self.check_ms = rgb, check_ms
+        self.embeddings: Dict[View, Any] = {}
 
 
 class Inspector:
@@ -60,11 +64,14 @@ class Inspector:
                  precision: Optional[str] = None, providers: Optional[Sequence[str]] = None,
                  threads: int = 0, max_prompts: int = DEFAULT_MAX_PROMPTS,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS, min_defect_area: int = 1,
-                 warmup: bool = True) -> None:
+                 views: str = "auto", warmup: bool = True) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if precision not in (None, "fp32", "fp16"):
             raise ConfigError(f"precision must be fp32 or fp16, got {precision!r}")
+        if views not in VIEW_POLICIES:
+            raise ConfigError(f"views must be one of {VIEW_POLICIES}, got {views!r}")
+        self.views = views
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.precision = precision
@@ -72,6 +79,7 @@ class Inspector:
         self.pixel_mean = tuple(self.manifest["input"]["pixel_mean"])
         self.pixel_std = tuple(self.manifest["input"]["pixel_std"])
         self.threshold = float(self.manifest["mask_threshold"])
+        self.view_settings = view_settings(self.manifest)
         self.max_prompts = int(max_prompts)
         self.max_image_pixels = int(max_image_pixels)
         self.min_defect_area = int(min_defect_area)
@@ -81,8 +89,9 @@ class Inspector:
         self.max_prompts = min(self.max_prompts,
                                int(getattr(self._graphs, "max_prompts", self.max_prompts)))
         self._local = threading.local()
-        log.info("Inspector: %s (%s, %s), input %dpx", self.model_dir.name, self.backend,
-                 self.precision, self.image_size)
+        log.info("Inspector: %s (%s, %s), input %dpx, views %s", self.model_dir.name,
+                 self.backend, self.precision, self.image_size,
+                 self.views if self.view_settings else "image (a whole-image model)")
         if warmup:
             self.inspect(np.zeros((self.image_size, self.image_size, 3), np.uint8))
 
@@ -111,23 +120,21 @@ class Inspector:
     def inspect(self, image: np.ndarray, boxes: Optional[object] = None,
                 points: Optional[object] = None,
                 point_labels: Optional[object] = None) -> InspectionResult:
-        """Segment the defect each prompt points at. With no prompt the whole image is the box.
+        """Segment the defect each prompt points at; with no prompt, scan the whole image.
 
         ``image``: HxWx3 RGB or HxW uint8; ``boxes``: Kx4 (x0, y0, x1, y1) image pixels;
         ``points``: KxPx2 with ``point_labels`` KxP (1 foreground, 0 background, -1 padding).
+        Each prompt is answered in its view (``views="auto"``: zoomed to the prompt; ``"image"``:
+        the whole image). No prompt: the prompt-free scan covers the image with overlapping
+        views and answers one row, their merged mask (``pred_label``: the image holds a defect).
         """
-        with self._lock or contextlib.nullcontext():
-            state = self._embed(image)
-            return self._decode(state, boxes, points, point_labels, dict(state.ms))
+        state = self._state(image)
+        return self._run(state, boxes, points, point_labels)
 
     def set_image(self, image: np.ndarray) -> None:
-        """Run the encoder once; ``predict`` then answers prompts on this image (per thread)."""
-        with self._lock or contextlib.nullcontext():
-            state = self._embed(image)
-            download = getattr(self._graphs, "download", None)
-            if download is not None:  # a TensorRT handle lives only until the next embed
-                state.embedding = download(state.embedding)
-        self._local.state = state
+        """Keep ``image`` for ``predict`` (per thread); its views are encoded on first use and
+        kept, so many prompt rounds on one image run the encoder once per view."""
+        self._local.state = self._state(image)
 
     def predict(self, boxes: Optional[object] = None, points: Optional[object] = None,
                 point_labels: Optional[object] = None) -> InspectionResult:
@@ -135,8 +142,7 @@ class Inspector:
         state = getattr(self._local, "state", None)
         if state is None:
             raise InputError("predict needs an image: call set_image(image) first")
-        return self._decode(state, boxes, points, point_labels,
-                            {"preprocess": 0.0, "encoder": 0.0})
+        return self._run(state, boxes, points, point_labels)
 
     def close(self) -> None:
         close = getattr(self._graphs, "close", None)
@@ -150,37 +156,39 @@ class Inspector:
         self.close()
 
     # ----------------------------------------------------------------------- internals
-    def _embed(self, image: np.ndarray) -> _ImageState:
+    def _state(self, image: np.ndarray) -> _ImageState:
         start = time.perf_counter()
         rgb = check_image(image, self.max_image_pixels)
-        tensor, resized = pp.preprocess_image(rgb, self.image_size, self.pixel_mean,
-                                              self.pixel_std)
-        mid = time.perf_counter()
-        embedding = self._graphs.embed(tensor)
-        end = time.perf_counter()
-        return _ImageState(embedding, rgb.shape[:2], resized,
-                           {"preprocess": (mid - start) * 1e3, "encoder": (end - mid) * 1e3})
+        return _ImageState(rgb, (time.perf_counter() - start) * 1e3)
 
-    def _decode(self, state: _ImageState, boxes, points, point_labels,
-                timings: Dict[str, float]) -> InspectionResult:
+    def _encode(self, batch: np.ndarray) -> Any:
+        download = getattr(self._graphs, "download", None)
+        if download is None:        # ONNX Runtime: all views in one call
+            return self._graphs.embed(batch)
+        # TensorRT: engines built for one view; a device handle lives only until the next embed.
+        return np.concatenate([download(self._graphs.embed(batch[i:i + 1]))
+                               for i in range(len(batch))])
+
+    def _run(self, state: _ImageState, boxes, points, point_labels) -> InspectionResult:
         start = time.perf_counter()
-        boxes, points, labels = check_prompts(boxes, points, point_labels, state.original,
-                                              self.max_prompts)
-        coords, packed = pp.pack_prompts(boxes, points, labels)
-        coords = pp.scale_coords(coords, state.original, state.resized)
+        hw = state.rgb.shape[:2]
+        boxes, points, labels = check_prompts(boxes, points, point_labels, hw, self.max_prompts)
+        plan = plan_views(hw, self.image_size, self.view_settings, self.views, boxes, points,
+                          labels)
         prep = time.perf_counter()
-        draft, logits, scores = self._graphs.decode(state.embedding, coords, packed)
-        decoded = time.perf_counter()
-        masks = pp.upscale_logits(logits, state.resized, state.original,
-                                  self.image_size) > self.threshold
-        draft_masks = pp.upscale_logits(draft, state.resized, state.original,
-                                        self.image_size) > self.threshold
+        with self._lock or contextlib.nullcontext():
+            out = infer_views(state.rgb, plan, self._encode, self._graphs.decode,
+                              self.pixel_mean, self.pixel_std, cache=state.embeddings)
+        inferred = time.perf_counter()
+        masks = out.logits > self.threshold
+        draft_masks = out.draft_logits > self.threshold
         end = time.perf_counter()
-        timings["preprocess"] += (prep - start) * 1e3
-        timings["decoder"] = (decoded - prep) * 1e3
-        timings["postprocess"] = (end - decoded) * 1e3
+        timings = {key: value * 1e3 for key, value in out.timings.items()}
+        timings["preprocess"] += (prep - start) * 1e3 + state.check_ms
+        state.check_ms = 0.0
+        timings["postprocess"] += (end - inferred) * 1e3
         timings["total"] = sum(timings.values())
         return InspectionResult(masks=masks, draft_masks=draft_masks,
-                                scores=np.asarray(scores, np.float32).reshape(-1),
-                                timings_ms=timings,
+                                scores=np.asarray(out.scores, np.float32).reshape(-1),
+                                timings_ms=timings, views=out.views,
                                 **summarize_masks(masks, self.min_defect_area))

@@ -2,17 +2,20 @@
 
 Export writes it last; the runtime reads it first and refuses a folder whose files do not match.
 
-Schema (``schema_version`` 1)::
+Schema (``schema_version`` 2; version-1 folders still load, as whole-image models)::
 
     {
-      "schema_version": 1,
-      "name": "example_small",
+      "schema_version": 2,
+      "name": "example_cnn",
       "model": {...ModelConfig...},            # architecture of the exported model
       "lora": {"rank": 8, "alpha": 1.0, "merged": true},
       "input": {"image_size": 512, "pixel_mean": [...], "pixel_std": [...],
                 "preprocessing": "runtime"},    # resize/normalise/pad happen in runtime numpy
       "mask_threshold": 0.0,
       "low_res_size": 128,
+      "views": {"context": 2.0, "min_side": 64, "scan_side": 160, "scan_overlap": 0.25} | null,
+                                                # samspt.runtime.views.ViewSettings; null (or
+                                                # absent, version 1): a whole-image model
       "graphs": {"encoder": {"fp32": GRAPH, "fp16": GRAPH}, "decoder": {...}},
       "files": {"encoder.fp32.onnx": {"sha256": "...", "bytes": 123}, ...},
       "verification": {...parity figures...} | null,
@@ -21,7 +24,7 @@ Schema (``schema_version`` 1)::
       "created": "2026-11-24T17:00:00Z"
     }
     GRAPH = {"file": "encoder.fp32.onnx", "opset": 17, "external_data": [],
-             "inputs": [{"name": "image", "shape": [1, 3, 512, 512], "dtype": "float32"}],
+             "inputs": [{"name": "image", "shape": ["V", 3, 512, 512], "dtype": "float32"}],
              "outputs": [...]}                  # symbolic dims are strings ("B", "N")
 """
 
@@ -29,13 +32,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Union
 
-from samspt.runtime.errors import ModelFolderError
+from samspt.runtime.errors import ConfigError, ModelFolderError
 from samspt.runtime.files import sha256_file
+from samspt.runtime.views import ViewSettings
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 GRAPH_KINDS = ("encoder", "decoder")
 PRECISIONS = ("fp32", "fp16")
 REQUIRED_KEYS = ("schema_version", "name", "model", "input", "mask_threshold", "low_res_size",
@@ -71,10 +76,11 @@ def read_manifest(model_dir: Union[str, Path], verify_files: bool = True) -> Dic
                                "model, or its export did not finish; export it again")
     manifest = read_json_object(path, "export the model again")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise ModelFolderError(f"{path} has schema_version {version!r}; this samspt reads "
-                               f"version {SCHEMA_VERSION}: export the model again with this "
-                               "samspt, or install the samspt that wrote it")
+                               f"versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: export "
+                               "the model again with this samspt, or install the samspt that "
+                               "wrote it")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelFolderError(f"{path} lacks {', '.join(missing)}; export the model again")
@@ -98,6 +104,18 @@ def verify_files_against(model_dir: Path, manifest: Dict[str, Any]) -> None:
     if problems:
         raise ModelFolderError(f"{model_dir} is damaged: {'; '.join(problems)}. Export the model "
                                "again; do not edit files of an exported model")
+
+
+def view_settings(manifest: Dict[str, Any]) -> Optional[ViewSettings]:
+    """The views the model was trained on, or None for a whole-image model (version 1)."""
+    data = manifest.get("views")
+    if data is None:
+        return None
+    try:
+        return ViewSettings.from_dict(data)
+    except (ConfigError, TypeError) as exc:
+        raise ModelFolderError(f"the manifest's views entry is invalid ({exc}); export the "
+                               "model again") from None
 
 
 def file_entry(path: Path) -> Dict[str, Any]:

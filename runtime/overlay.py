@@ -1,19 +1,24 @@
-"""Overlay pictures of inspection results (PIL only): draft and final outlines, scores."""
+"""Overlay pictures of inspection results (PIL only): draft and final outlines, scores, and each
+prompt's view enlarged beside the whole image, so a 10 px defect's outline can be seen."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from samspt.runtime.files import atomic_path
 from samspt.runtime.result import InspectionResult
+from samspt.runtime.views import View, ViewSettings, box_view
 
 DRAFT_COLOR = (255, 170, 0)
 FINAL_COLOR = (255, 0, 60)
 BOX_COLOR = (0, 200, 255)
+VIEW_COLOR = (120, 255, 120)
+INSET_SIDE = 256     # pixels of an enlarged view beside the image
+MAX_INSETS = 6
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -24,9 +29,66 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def render_overlay(image: np.ndarray, result: InspectionResult,
-                   boxes: Optional[np.ndarray] = None) -> Image.Image:
+                   boxes: Optional[np.ndarray] = None, insets: bool = True) -> Image.Image:
     """The RGB image with each prompt's box (cyan), draft outline (orange), final mask (red tint
-    and outline) and score."""
+    and outline) and score; with ``insets``, each prompt's view (green frame) enlarged in a
+    column on the right, outlines drawn at the enlarged size (a scan: its detection)."""
+    picture = _render_whole(image, result, boxes)
+    windows = _inset_windows(image.shape[:2], result) if insets else []
+    if not windows:
+        return picture
+    draw = ImageDraw.Draw(picture)
+    for _, view in windows:
+        draw.rectangle([view.x0, view.y0, view.x0 + view.side - 1, view.y0 + view.side - 1],
+                       outline=VIEW_COLOR)
+    column = [_inset(image, result, k, view) for k, view in windows]
+    height = max(picture.height, sum(tile.height for tile in column))
+    out = Image.new("RGB", (picture.width + INSET_SIDE + 4, height), (32, 32, 32))
+    out.paste(picture, (0, 0))
+    top = 0
+    for tile in column:
+        out.paste(tile, (picture.width + 4, top))
+        top += tile.height
+    return out
+
+
+def _inset_windows(image_hw: Tuple[int, int], result: InspectionResult) -> List[Tuple[int, View]]:
+    """(row, window) of the rows worth enlarging: a prompt's own view when it is smaller than the
+    image; for a scan row (several views), a view around what it found."""
+    out = []
+    for k in range(len(result)):
+        views = result.views[k:k + 1] if len(result.views) == len(result) else result.views
+        if len(views) == 1:
+            view = views[0]
+        elif result.pred_label[k]:
+            view = box_view(result.bbox[k], image_hw, INSET_SIDE, ViewSettings(min_side=32))
+        else:
+            continue
+        if not view.is_whole_image:
+            out.append((k, view))
+    return out[:MAX_INSETS]
+
+
+def _inset(image: np.ndarray, result: InspectionResult, k: int, view: View) -> Image.Image:
+    """Row ``k``'s masks and image inside ``view``, enlarged to INSET_SIDE, with a caption."""
+    inset = View(view.x0, view.y0, view.side, view.image_hw, INSET_SIDE)
+    rgb = inset.crop(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
+    final = inset.crop(result.masks[k].astype(np.uint8) * 255, Image.NEAREST) > 127
+    draft = inset.crop(result.draft_masks[k].astype(np.uint8) * 255, Image.NEAREST) > 127
+    canvas = rgb.astype(np.float32)
+    canvas[final] = canvas[final] * 0.6 + np.asarray(FINAL_COLOR) * 0.4
+    canvas = canvas.astype(np.uint8)
+    canvas[outline(draft)] = DRAFT_COLOR
+    canvas[outline(final)] = FINAL_COLOR
+    tile = Image.new("RGB", (INSET_SIDE, INSET_SIDE + 14), (32, 32, 32))
+    tile.paste(Image.fromarray(canvas), (0, 14))
+    ImageDraw.Draw(tile).text((2, 1), f"prompt {k}: x{INSET_SIDE / view.side:.1f}",
+                              fill=VIEW_COLOR)
+    return tile
+
+
+def _render_whole(image: np.ndarray, result: InspectionResult,
+                  boxes: Optional[np.ndarray]) -> Image.Image:
     rgb = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image.copy()
     canvas = rgb.astype(np.float32)
     for k in range(len(result)):

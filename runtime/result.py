@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -16,7 +16,9 @@ class InspectionResult:
     ``scores``: K float32, the model's predicted IoU of each final mask; ``area_px``: K int64
     defect pixels; ``bbox``: Kx4 int64 (x0, y0, x1, y1), inclusive, -1 where no defect;
     ``pred_label``: K bool, True where a defect of at least ``min_defect_area`` pixels was found;
-    ``timings_ms``: milliseconds per stage (preprocess, encoder, decoder, postprocess, total).
+    ``timings_ms``: milliseconds per stage (preprocess, encoder, decoder, postprocess, total);
+    ``views``: the view (:class:`samspt.runtime.views.View`) of each prompt, or of a prompt-free
+    scan all its views (its one row is their merged mask).
     """
 
     masks: np.ndarray
@@ -26,6 +28,7 @@ class InspectionResult:
     bbox: np.ndarray
     pred_label: np.ndarray
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    views: List[Any] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -37,6 +40,7 @@ class InspectionResult:
                              "bbox": [int(v) for v in self.bbox[k]],
                              "draft_area_px": int(self.draft_masks[k].sum())}
                             for k in range(len(self))],
+                "views": [[v.x0, v.y0, v.side] for v in self.views],
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
 
 

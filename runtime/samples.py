@@ -1,4 +1,5 @@
-"""The sample images bundled with samspt (MTD tiles with masks), for demos and parity checks.
+"""The sample images bundled with samspt (MTD tiles with masks), for demos and parity checks, and
+where the shipped example model folder lives.
 
 Parity checks (the ONNX graphs against PyTorch, TensorRT engines against ONNX Runtime) take
 :data:`VerifyImage` triples: :func:`bundled_verify_images` gives the bundled samples with box
@@ -17,6 +18,9 @@ from PIL import Image
 from samspt.runtime import preprocess as pp
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
+#: The exported example model (graphs + manifest) shipped with the base install: the embedded
+#: default of samspt-demo and samspt-inspect. Its weights and model card are in training/assets.
+EXAMPLE_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "example_model"
 PROMPTS_PER_IMAGE = 4
 VerifyImage = Tuple[str, np.ndarray, np.ndarray]  # name, HxWx3 uint8, Kx4 float32 boxes
 

@@ -110,7 +110,7 @@ def check_points(points: object, labels: object, hw: Tuple[int, int],
 
 def _check_count(count: int, max_prompts: int, what: str) -> None:
     if count < 1:
-        raise InputError(f"{what} is empty: give at least one, or none for the whole image")
+        raise InputError(f"{what} is empty: give at least one, or none for the prompt-free scan")
     if count > max_prompts:
         raise InputError(f"{count} {what} in one call, more than the limit of {max_prompts}; "
                          "split them over several calls or raise max_prompts (TensorRT: rebuild "
@@ -122,7 +122,7 @@ def check_prompts(boxes: Optional[object], points: Optional[object],
                   max_prompts: int) -> Tuple[Optional[np.ndarray], Optional[np.ndarray],
                                              Optional[np.ndarray]]:
     """Validated (boxes Kx4 | None, points KxPx2 | None, labels KxP | None); no prompt at all
-    means one box over the whole image."""
+    gives (None, None, None): the prompt-free scan."""
     if point_labels is not None and points is None:
         raise InputError("point_labels given without points")
     checked_boxes = check_boxes(boxes, hw, max_prompts) if boxes is not None else None
@@ -132,7 +132,4 @@ def check_prompts(boxes: Optional[object], points: Optional[object],
         if checked_boxes is not None and checked_boxes.shape[0] != checked_points.shape[0]:
             raise InputError(f"{checked_boxes.shape[0]} boxes but {checked_points.shape[0]} point "
                              "prompts: give one of each per prompt, or only one kind")
-    if checked_boxes is None and checked_points is None:
-        h, w = hw
-        checked_boxes = np.array([[0, 0, w - 1, h - 1]], np.float32)
     return checked_boxes, checked_points, checked_labels

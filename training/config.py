@@ -13,6 +13,10 @@ from typing import Dict, Optional, Tuple
 
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
+from samspt.runtime.views import ViewSettings
+
+
+ENCODER_FAMILIES = ("vit", "conv")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,17 @@ class ModelConfig:
     box_clip_margin: Optional[float] = None
     pixel_mean: Tuple[float, float, float] = PIXEL_MEAN
     pixel_std: Tuple[float, float, float] = PIXEL_STD
+    # Image encoder family: "vit" (SAM's ImageEncoderViT, the encoder_* fields above) or "conv"
+    # (a timm CNN trunk named by encoder_arch, cut at stride patch_size; see conv_encoder.py).
+    encoder: str = "vit"
+    encoder_arch: Optional[str] = None
+    # Views (samspt.runtime.views): a model trained on zoomed views records how they are chosen;
+    # view_context None is a whole-image model (SAM's protocol, the SAM sizes).
+    view_context: Optional[float] = None
+    view_min_side: int = 64
+    scan_side: int = 160
+    scan_overlap: float = 0.25
+    view_max_side: int = 0
 
     def __post_init__(self) -> None:
         if self.mask_in_chans < 8 or self.mask_in_chans % 4:
@@ -55,9 +70,17 @@ class ModelConfig:
         if self.image_size % self.patch_size:
             raise ConfigError(f"{self.name}: image_size {self.image_size} is not a multiple of "
                               f"patch_size {self.patch_size}")
-        if self.encoder_embed_dim % self.encoder_num_heads:
+        if self.encoder not in ENCODER_FAMILIES:
+            raise ConfigError(f"{self.name}: encoder must be one of {ENCODER_FAMILIES}, got "
+                              f"{self.encoder!r}")
+        if self.encoder == "conv" and not self.encoder_arch:
+            raise ConfigError(f"{self.name}: the conv encoder needs encoder_arch (a timm "
+                              "architecture name, e.g. 'resnet18')")
+        if self.encoder == "vit" and self.encoder_embed_dim % self.encoder_num_heads:
             raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
                               f"divide encoder_embed_dim {self.encoder_embed_dim}")
+        if self.view_context is not None:
+            self.view_settings  # raises ConfigError on bad values
         if self.box_clip_margin is not None and not 0 <= self.box_clip_margin <= 10:
             raise ConfigError(f"{self.name}: box_clip_margin must be None or in [0, 10], got "
                               f"{self.box_clip_margin}")
@@ -65,6 +88,14 @@ class ModelConfig:
         if bad:
             raise ConfigError(f"{self.name}: global attention indexes {bad} outside 0.."
                               f"{self.encoder_depth - 1}")
+
+    @property
+    def view_settings(self) -> Optional[ViewSettings]:
+        """The views this model was trained on, or None for a whole-image model."""
+        if self.view_context is None:
+            return None
+        return ViewSettings(self.view_context, self.view_min_side, self.scan_side,
+                            self.scan_overlap, self.view_max_side)
 
     @property
     def embedding_size(self) -> int:
@@ -127,6 +158,23 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         encoder_global_attn_indexes=(2, 5), encoder_window_size=8, image_size=512,
         prompt_embed_dim=128, decoder_num_heads=4, decoder_mlp_dim=512,
         iou_head_hidden_dim=128, pe_scale=4.0, box_clip_margin=0.0,
+    ),
+    # The bundled example model: a light conv encoder (timm ResNet-18 trunk to stride 8) and
+    # SPT's decoders, on 128 px views (16x16 tokens); trained from scratch on a CPU.
+    "cnn_small": ModelConfig(
+        "cnn_small", encoder_embed_dim=0, encoder_depth=0, encoder_num_heads=1,
+        encoder_global_attn_indexes=(), image_size=128, patch_size=8, prompt_embed_dim=128,
+        decoder_num_heads=4, decoder_mlp_dim=512, iou_head_hidden_dim=128, pe_scale=2.0,
+        box_clip_margin=0.0, encoder="conv", encoder_arch="resnet18", view_context=2.0,
+        view_min_side=64, scan_side=160, scan_overlap=0.25,
+    ),
+    # The conv family for unit tests (8x8 tokens).
+    "cnn_tiny": ModelConfig(
+        "cnn_tiny", encoder_embed_dim=0, encoder_depth=0, encoder_num_heads=1,
+        encoder_global_attn_indexes=(), image_size=64, patch_size=8, prompt_embed_dim=32,
+        decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32, encoder="conv",
+        encoder_arch="resnet10t", box_clip_margin=0.0, view_context=2.0, view_min_side=16,
+        scan_side=48, scan_overlap=0.25,
     ),
     # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
     "tiny": ModelConfig(

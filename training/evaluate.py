@@ -2,7 +2,7 @@
 
     samspt-eval --checkpoint spt.safetensors [--sam-checkpoint sam_vit_b_01ec64.pth] --data DIR
     samspt-eval --baseline box|grabcut --data DIR [--prompt box|point] [--limit N] [--json]
-    samspt-eval --model models/example_small --data DIR      # an exported folder, via the runtime
+    samspt-eval --model models/example_cnn --data DIR      # an exported folder, via the runtime
 
 One tight ground-truth box per defective image (``--prompt point``: one seeded foreground point),
 one seeded random box per defect-free image. Prints mIoU and boundary IoU of the final and draft
@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate SPT weights or a baseline on a defect dataset: one tight "
                     "ground-truth box (or point) per defective image, one random box per "
                     "defect-free image; mIoU and boundary IoU of the final and draft masks per "
-                    "class, and the empty-answer rate on defect-free images.")
+                    "class, and the empty-answer rate on defect-free images; then the "
+                    "prompt-free scan of every image (share of defective and of defect-free "
+                    "images flagged, mIoU of the merged mask).")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset folder (MTD, MVTec AD, VisA, SPT paper or images/+masks/ "
                              "layout); default: the bundled sample images")
@@ -60,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluate one side of it instead of the whole folder")
     parser.add_argument("--subset", choices=("train", "val"), default=None,
                         help="side of --split to evaluate (default: val)")
+    parser.add_argument("--views", choices=("auto", "image"), default="auto",
+                        help="how a model sees each prompt: auto (default; zoomed to the prompt's "
+                             "view, as the Inspector answers) or image (the whole image: the "
+                             "paper's protocol)")
+    parser.add_argument("--min-defect-area", type=int, default=1, metavar="PX",
+                        help="a prompt-free scan flags an image when its merged mask has at "
+                             "least this many pixels (the Inspector's min_defect_area; default 1)")
+    parser.add_argument("--no-scan", action="store_true",
+                        help="skip the prompt-free scan figures (share of defective and "
+                             "defect-free images flagged, merged-mask mIoU)")
     parser.add_argument("--device", default="auto",
                         help="torch device for a model: auto (cuda if available, default), cpu, "
                              "cuda, cuda:1, ...")
@@ -102,7 +114,8 @@ def _predictor(args: argparse.Namespace):
     if args.model is not None:
         from samspt.training.evaluation import RuntimePredictor
 
-        predictor = RuntimePredictor(args.model)
+        predictor = RuntimePredictor(args.model, views=args.views,
+                                     min_defect_area=args.min_defect_area)
         return predictor, f"{args.model} on {predictor.inspector.backend}"
     from samspt.training.evaluation import TorchPredictor
     from samspt.training.example import EXAMPLE_MODEL
@@ -127,7 +140,8 @@ def _predictor(args: argparse.Namespace):
         raise ConfigError(f"--device {args.device!r} is not a torch device ({exc}); use cpu, "
                           "cuda or cuda:N") from None
     model = load_spt_model(weights, args.sam_checkpoint).to(device)
-    return TorchPredictor(model, name=Path(weights).name), f"{weights} on {device}"
+    return (TorchPredictor(model, name=Path(weights).name, views=args.views,
+                           min_defect_area=args.min_defect_area), f"{weights} on {device}")
 
 
 def _per_image_lines(images: List[dict]) -> List[str]:
@@ -177,7 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         predictor, model = _predictor(args)
         bar, progress = _progress_bar(len(records))
         report = evaluate_records(predictor, records, prompt=args.prompt, seed=args.seed,
-                                  progress=progress)
+                                  progress=progress, scan=not args.no_scan)
     except SamsptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

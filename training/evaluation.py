@@ -39,6 +39,7 @@ import numpy as np
 
 from samspt.runtime.errors import ConfigError, InputError
 from samspt.runtime.preprocess import mask_box
+from samspt.runtime.result import summarize_masks
 from samspt.runtime.samples import bundled_samples
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 from samspt.training.metrics import boundary_iou, false_positive_area, mask_iou
@@ -55,7 +56,9 @@ Progress = Callable[[int, int], None]
 
 
 class Predictor(Protocol):
-    """What :func:`evaluate_records` calls: one image, K prompts, K final and K draft masks."""
+    """What :func:`evaluate_records` calls: one image, K prompts, K final and K draft masks.
+    A predictor that also has ``scan(image) -> (HxW bool mask, flagged bool)`` (the prompt-free
+    scan) gets the prompt-free figures too."""
 
     name: str
 
@@ -70,11 +73,17 @@ class RuntimePredictor:
     """An exported model folder through :class:`samspt.runtime.Inspector` (what the line runs)
     as a :class:`Predictor`; points are foreground (label 1)."""
 
-    def __init__(self, model_dir, backend: str = "auto", precision: Optional[str] = None) -> None:
+    def __init__(self, model_dir, backend: str = "auto", precision: Optional[str] = None,
+                 views: str = "auto", min_defect_area: int = 1) -> None:
         from samspt.runtime.inspector import Inspector
 
-        self.inspector = Inspector(model_dir, backend=backend, precision=precision)
-        self.name = f"{Path(model_dir).name} ({self.inspector.backend})"
+        self.inspector = Inspector(model_dir, backend=backend, precision=precision, views=views,
+                                   min_defect_area=min_defect_area)
+        self.name = f"{Path(model_dir).name} ({self.inspector.backend}, views {views})"
+
+    def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool]:
+        result = self.inspector.inspect(image)
+        return result.masks[0], bool(result.pred_label[0])
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -91,12 +100,19 @@ class TorchPredictor:
     mode (a training loop sets ``model.train()`` again after validating).
     """
 
-    def __init__(self, model, name: str = "spt") -> None:
+    def __init__(self, model, name: str = "spt", views: str = "auto",
+                 min_defect_area: int = 1) -> None:
         from samspt.training.predict import predict  # torch only when a model is evaluated
 
         self.model = model.eval()
-        self.name = name
+        self.name = name if views == "auto" else f"{name} (views {views})"
+        self.views = views
+        self.min_defect_area = int(min_defect_area)
         self._predict = predict
+
+    def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool]:
+        mask = self._predict(self.model, image, views=self.views).masks[0]
+        return mask, bool(summarize_masks(mask[None], self.min_defect_area)["pred_label"][0])
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -106,7 +122,8 @@ class TorchPredictor:
             if points.ndim != 3 or points.shape[2] != 2:
                 raise InputError(f"points must be KxPx2 (x, y), got shape {points.shape}")
             labels = np.ones(points.shape[:2], dtype=np.float32)
-        result = self._predict(self.model, image, boxes=boxes, points=points, point_labels=labels)
+        result = self._predict(self.model, image, boxes=boxes, points=points, point_labels=labels,
+                               views=self.views)
         return result.masks, result.draft_masks
 
 
@@ -228,9 +245,10 @@ class ImageResult:
 
 
 def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
-                   seed: int = 0) -> Optional[ImageResult]:
+                   seed: int = 0, scan: bool = True) -> Optional[ImageResult]:
     """Prompt ``predictor`` once on ``record`` and score its answer (``None``: a defect-class
-    record with an empty mask, which cannot be prompted)."""
+    record with an empty mask, which cannot be prompted); with ``scan``, also the prompt-free
+    scan of a predictor that has one (``scan_flagged``, and ``scan_iou`` on defective images)."""
     _check_prompt(prompt)
     image = record.load_image()
     gt = record.load_mask(image.shape[:2])
@@ -249,6 +267,11 @@ def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
         value = defect_prompt(gt, prompt, rng)
     final, draft = _ask(predictor, image, prompt, value)
     scores: Dict[str, float] = {}
+    if scan and hasattr(predictor, "scan"):
+        scanned, flagged = predictor.scan(image)
+        scores["scan_flagged"] = float(flagged)
+        if not record.is_defect_free:
+            scores["scan_iou"] = mask_iou(np.asarray(scanned, bool), gt)
     for which, mask in (("final", final), ("draft", draft)):
         scores[f"{which}_area"] = float(np.count_nonzero(mask)) / mask.size
         if record.is_defect_free:
@@ -261,21 +284,22 @@ def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
 
 
 def iter_results(predictor: Predictor, records: Sequence[Record], prompt: str = "box",
-                 seed: int = 0, progress: Optional[Progress] = None) -> Iterator[ImageResult]:
+                 seed: int = 0, progress: Optional[Progress] = None,
+                 scan: bool = True) -> Iterator[ImageResult]:
     """:func:`evaluate_image` over ``records``, yielding results with their masks (for overlays;
     skipped records yield nothing); ``progress(done, total)`` is called after each record."""
-    for _, result in _evaluate_all(predictor, records, prompt, seed, progress):
+    for _, result in _evaluate_all(predictor, records, prompt, seed, progress, scan):
         if result is not None:
             yield result
 
 
 def _evaluate_all(predictor: Predictor, records: Sequence[Record], prompt: str, seed: int,
-                  progress: Optional[Progress]
+                  progress: Optional[Progress], scan: bool = True
                   ) -> Iterator[Tuple[Record, Optional[ImageResult]]]:
     _check_prompt(prompt)
     total = len(records)
     for done, record in enumerate(records, start=1):
-        result = evaluate_image(predictor, record, prompt, seed)
+        result = evaluate_image(predictor, record, prompt, seed, scan)
         if progress is not None:
             progress(done, total)
         yield record, result
@@ -314,21 +338,33 @@ def summarize(results: Iterable[ImageResult], prompt: str = "box", seed: int = 0
                    "fp_area": _mean([r["final_fp_area"] for r in free]),
                    "draft": {"empty_rate": _mean([r["draft_empty"] for r in free]),
                              "fp_area": _mean([r["draft_fp_area"] for r in free])}}
+    scanned = [r for r in rows if "scan_flagged" in r]
+    scanned_free = [r for r in free if "scan_flagged" in r]
+    scan = {"defective_flagged": _mean([r["scan_flagged"] for r in scanned]),
+            "defect_free_flagged": _mean([r["scan_flagged"] for r in scanned_free]),
+            "miou": _mean([r["scan_iou"] for r in scanned]),
+            "per_class": {cls: {"flagged": _mean([r["scan_flagged"] for r in group
+                                                  if "scan_flagged" in r]),
+                                "miou": _mean([r["scan_iou"] for r in group if "scan_iou" in r])}
+                          for cls, group in sorted(defective.items())}}
     return {"predictor": predictor_name, "prompt": prompt, "seed": int(seed),
-            "n_images": len(images), "n_defective": len(rows),
+            "n_images": len(images), "n_defective": len(rows), "scan": scan,
             "final": _pass_means(rows, "final"), "draft": _pass_means(rows, "draft"),
             "class_mean": class_mean, "per_class": per_class, "defect_free": defect_free,
             "skipped": list(skipped), "images": images}
 
 
 def evaluate_records(predictor: Predictor, records: Sequence[Record], prompt: str = "box",
-                     seed: int = 0, progress: Optional[Progress] = None) -> Dict[str, object]:
+                     seed: int = 0, progress: Optional[Progress] = None,
+                     scan: bool = True) -> Dict[str, object]:
     """Evaluate ``predictor`` on ``records`` with one ``prompt`` ("box" or "point") per image.
 
     Returns the report: ``final``/``draft`` ``{"miou", "biou"}`` over defective images,
     ``class_mean`` (mean of the class means), ``per_class`` ``{cls: {"final", "draft",
     "n_images"}}``, ``defect_free`` ``{"n_images", "empty_rate", "fp_area", "draft": {...}}``,
-    ``n_images``, ``n_defective``, ``prompt``, ``seed``, ``predictor``, ``skipped`` (names of
+    ``scan`` (prompt-free figures, where the predictor scans: ``defective_flagged``,
+    ``defect_free_flagged`` shares of images, ``miou`` of the merged mask on defective images,
+    ``per_class``), ``n_images``, ``n_defective``, ``prompt``, ``seed``, ``predictor``, ``skipped`` (names of
     defect-class records with empty masks) and ``images`` (:meth:`ImageResult.to_dict` of every
     image). Means are ``None`` where no image contributes.
     """
@@ -338,7 +374,7 @@ def evaluate_records(predictor: Predictor, records: Sequence[Record], prompt: st
         raise InputError("no images to evaluate: the record list is empty; check the dataset "
                          "folder, the split file and --subset")
     skipped, kept = [], []
-    for record, result in _evaluate_all(predictor, records, prompt, seed, progress):
+    for record, result in _evaluate_all(predictor, records, prompt, seed, progress, scan):
         if result is None:
             skipped.append(record.name)
         else:
@@ -389,6 +425,12 @@ def format_table(report: Dict[str, object]) -> str:
                      f"(draft {fmt_figure(free['draft']['fp_area'])})")
     else:
         lines.append("defect-free images: none")
+    scan = report.get("scan") or {}
+    if scan.get("defective_flagged") is not None or scan.get("defect_free_flagged") is not None:
+        lines.append(f"prompt-free scan: defective images flagged "
+                     f"{fmt_figure(scan['defective_flagged'])}, defect-free images flagged "
+                     f"{fmt_figure(scan['defect_free_flagged'])}, merged-mask mIoU "
+                     f"{fmt_figure(scan['miou'])}")
     if report["skipped"]:
         lines.append(f"skipped (defect class, empty mask): {', '.join(report['skipped'])}")
     return "\n".join(lines)

@@ -3,6 +3,6 @@
 from pathlib import Path
 
 EXAMPLE_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "example_model"
-#: Full-mode weights (fp16 safetensors) of the ``small`` configuration trained on MTD.
+#: Full-mode weights (fp16 safetensors) of the ``cnn_small`` configuration trained on MTD views.
 EXAMPLE_MODEL = EXAMPLE_MODEL_DIR / "model.safetensors"
-EXAMPLE_MODEL_NAME = "example_small"
+EXAMPLE_MODEL_NAME = "example_cnn"

@@ -21,6 +21,7 @@ from torch import nn
 from samspt.runtime.errors import ConfigError
 from samspt.training.box_region import BoxClip
 from samspt.training.config import LoraConfig, ModelConfig
+from samspt.training.conv_encoder import ConvImageEncoder
 from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
 from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
 from samspt.training.relation import ImageRelation, RelationBuilder
@@ -37,6 +38,18 @@ class SptOutput:
     draft_logits: torch.Tensor
     logits: torch.Tensor
     scores: torch.Tensor
+
+
+def _image_encoder(config: ModelConfig) -> nn.Module:
+    if config.encoder == "conv":
+        return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim)
+    return ImageEncoderViT(
+        depth=config.encoder_depth, embed_dim=config.encoder_embed_dim,
+        img_size=config.image_size, mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=config.encoder_num_heads,
+        patch_size=config.patch_size, qkv_bias=True, use_rel_pos=True,
+        global_attn_indexes=config.encoder_global_attn_indexes,
+        window_size=config.encoder_window_size, out_chans=config.prompt_embed_dim)
 
 
 def _decoder(config: ModelConfig) -> SptMaskDecoder:
@@ -56,13 +69,7 @@ class SptSam(nn.Module):
         self.config = config
         self.lora = lora
         size = config.embedding_size
-        self.image_encoder = ImageEncoderViT(
-            depth=config.encoder_depth, embed_dim=config.encoder_embed_dim,
-            img_size=config.image_size, mlp_ratio=4,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=config.encoder_num_heads,
-            patch_size=config.patch_size, qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-            window_size=config.encoder_window_size, out_chans=config.prompt_embed_dim)
+        self.image_encoder = _image_encoder(config)
         self.prompt_encoder = PromptEncoder(
             embed_dim=config.prompt_embed_dim, image_embedding_size=(size, size),
             input_image_size=(config.image_size, config.image_size),
@@ -80,7 +87,7 @@ class SptSam(nn.Module):
             self._inject_lora(lora)
 
     def _inject_lora(self, lora: LoraConfig) -> None:
-        for block in self.image_encoder.blocks:
+        for block in getattr(self.image_encoder, "blocks", ()):  # conv encoders have no attention
             block.attn.qkv = lora_from_linear(LoRAQKV, block.attn.qkv, lora)
         for decoder in (self.draft_decoder, self.refine_decoder):
             for attention in decoder.transformer.modules():
@@ -95,7 +102,8 @@ class SptSam(nn.Module):
 
     def decode(self, image_embedding: torch.Tensor, point_coords: torch.Tensor,
                point_labels: torch.Tensor) -> SptOutput:
-        """One image embedding (1xCxhxw), B prompts (BxNx2 coords in the input frame, BxN labels)."""
+        """One image embedding (1xCxhxw) and B prompts (BxNx2 coords in the input frame, BxN
+        labels), or B views' embeddings (BxCxhxw) with one prompt each."""
         relation = ImageRelation(*self.relation(image_embedding))
         # Positional encodings in float32 even under autocast: they are sin/cos of a random
         # projection of coordinates, and a bf16 projection scrambles the phases that say where

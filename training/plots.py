@@ -10,7 +10,10 @@ import numpy as np
 from samspt.runtime.files import atomic_path
 
 # (name, HxWx3 uint8 image, HxW bool truth, HxW bool draft, HxW bool final, (4,) box prompt)
-OverlayRow = Tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# (name, image, truth, draft, final, box[, view]): HxW(x3) uint8, HxW bool masks, (4,) box, and
+# optionally the samspt.runtime.views.View the prompt was answered in (shown enlarged).
+OverlayRow = Tuple[Any, ...]
+VIEW_PANEL_SIDE = 256
 
 
 def _pyplot():
@@ -63,15 +66,34 @@ def _tint(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int]) -> n
     return out.astype(np.uint8)
 
 
+def _view_panel(image: np.ndarray, truth: np.ndarray, draft: np.ndarray, final: np.ndarray,
+                view) -> np.ndarray:
+    """The prompt's view enlarged, outlines of truth (green), draft (orange), final (red) drawn
+    at the enlarged size, so a few-pixel defect's shape can be seen."""
+    from PIL import Image
+
+    from samspt.runtime.overlay import outline
+    from samspt.runtime.views import View
+
+    inset = View(view.x0, view.y0, view.side, view.image_hw, VIEW_PANEL_SIDE)
+    rgb = inset.crop(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
+    for mask, color in ((truth, (0, 200, 0)), (draft, (230, 160, 0)), (final, (220, 0, 0))):
+        big = inset.crop(mask.astype(np.uint8) * 255, Image.NEAREST) > 127
+        rgb[outline(big)] = color
+    return rgb
+
+
 def overlay_grid(rows: List[OverlayRow], path: Path, title: str = "") -> Path:
-    """One row per image: image with the box prompt, ground truth, draft mask, final mask."""
+    """One row per image: image with the box prompt, ground truth, draft mask, final mask, and
+    (rows with a view) the view enlarged with the three outlines."""
     plt = _pyplot()
     n = max(1, len(rows))
-    fig, axes = plt.subplots(n, 4, figsize=(12, 2.8 * n), squeeze=False)
-    for row, (name, image, truth, draft, final, box) in zip(axes, rows):
-        panels = (("image", image), ("ground truth", _tint(image, truth, (0, 200, 0))),
+    columns = 5 if any(len(r) > 6 for r in rows) else 4
+    fig, axes = plt.subplots(n, columns, figsize=(3 * columns, 2.8 * n), squeeze=False)
+    for row, (name, image, truth, draft, final, box, *rest) in zip(axes, rows):
+        panels = [("image", image), ("ground truth", _tint(image, truth, (0, 200, 0))),
                   ("draft", _tint(image, draft, (230, 160, 0))),
-                  ("final", _tint(image, final, (220, 0, 0))))
+                  ("final", _tint(image, final, (220, 0, 0)))]
         for ax, (label, picture) in zip(row, panels):
             ax.imshow(picture)
             x0, y0, x1, y1 = (float(v) for v in box)
@@ -79,6 +101,13 @@ def overlay_grid(rows: List[OverlayRow], path: Path, title: str = "") -> Path:
                                        fill=False, edgecolor="cyan", linewidth=0.8))
             ax.set_title(f"{name}: {label}" if label == "image" else label, fontsize=8)
             ax.axis("off")
+        if columns == 5:
+            row[4].axis("off")
+            if rest and rest[0] is not None:
+                view = rest[0]
+                row[4].imshow(_view_panel(image, truth, draft, final, view))
+                row[4].set_title(f"view x{VIEW_PANEL_SIDE / view.side:.1f}: truth / draft / "
+                                 "final", fontsize=8)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

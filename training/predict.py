@@ -1,50 +1,57 @@
 """Run the PyTorch SPT model on HxW(x3) uint8 images with pixel-space prompts, through the
-runtime's shared pre- and post-processing (the reference path export and runtime are checked
-against)."""
+runtime's shared views, pre- and post-processing (the reference path export and runtime are
+checked against)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 
 from samspt.runtime import preprocess as pp
+from samspt.runtime.view_inference import infer_views
+from samspt.runtime.views import View, plan_views
 from samspt.training.model import SptSam
 
 
 @dataclass
 class TorchPrediction:
-    """Masks KxHxW bool at the image's size; logits Kx1x4hx4w low-res float32; scores K."""
+    """Masks KxHxW bool at the image's size; logits Kx1x4hx4w low-res float32 (each prompt's
+    view frame); scores K; the view of each prompt (a scan: one row, all its views)."""
 
     masks: np.ndarray
     draft_masks: np.ndarray
     logits: np.ndarray
     draft_logits: np.ndarray
     scores: np.ndarray
+    views: List[View]
 
 
 @torch.no_grad()
 def predict(model: SptSam, image: np.ndarray, boxes: Optional[np.ndarray] = None,
-            points: Optional[np.ndarray] = None,
-            point_labels: Optional[np.ndarray] = None) -> TorchPrediction:
-    """K prompts on one image; boxes Kx4 / points KxPx2 in image pixels."""
+            points: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
+            views: str = "auto") -> TorchPrediction:
+    """K prompts on one image; boxes Kx4 / points KxPx2 in image pixels. ``views``: "auto"
+    (each prompt in its view, the model's view settings) or "image" (the whole image). No
+    prompt at all: the prompt-free scan, one merged row."""
     config = model.config
     rgb = pp.as_rgb_uint8(image)
-    original = rgb.shape[:2]
-    tensor, resized = pp.preprocess_image(rgb, config.image_size, config.pixel_mean,
-                                          config.pixel_std)
-    coords, labels = pp.pack_prompts(boxes, points, point_labels)
-    coords = pp.scale_coords(coords, original, resized)
+    image_hw = rgb.shape[:2]
     device = next(model.parameters()).device
-    out = model(torch.from_numpy(tensor).to(device), torch.from_numpy(coords).to(device),
-                torch.from_numpy(labels).to(device))
-    draft = out.draft_logits.float().cpu().numpy()
-    final = out.logits.float().cpu().numpy()
+    plan = plan_views(image_hw, config.image_size, config.view_settings, views, boxes, points,
+                      point_labels)
 
-    def full(low_res: np.ndarray) -> np.ndarray:
-        return pp.upscale_logits(low_res, resized, original, config.image_size) > pp.MASK_THRESHOLD
+    def encode(batch: np.ndarray) -> torch.Tensor:
+        return model.encode(torch.from_numpy(batch).to(device))
 
-    return TorchPrediction(full(final), full(draft), final, draft,
-                           out.scores[:, 0].float().cpu().numpy())
+    def decode(embedding: torch.Tensor, view_coords: np.ndarray, view_labels: np.ndarray):
+        out = model.decode(embedding, torch.from_numpy(view_coords).to(device),
+                           torch.from_numpy(view_labels).to(device))
+        return (out.draft_logits.float().cpu().numpy(), out.logits.float().cpu().numpy(),
+                out.scores[:, 0].float().cpu().numpy())
+
+    out = infer_views(rgb, plan, encode, decode, config.pixel_mean, config.pixel_std)
+    return TorchPrediction(out.logits > pp.MASK_THRESHOLD, out.draft_logits > pp.MASK_THRESHOLD,
+                           out.low_res, out.draft_low_res, out.scores, out.views)

@@ -49,7 +49,12 @@ class ImageRelation:
         return cls(*relation_weights(image_embedding))
 
     def apply(self, keys: torch.Tensor) -> torch.Tensor:
-        """``R @ keys`` for keys of shape BxTxC (B prompts of one image); same dtype as keys."""
+        """``R @ keys`` for keys of shape BxTxC (B prompts of one image); same dtype as keys.
+        A relation of B views (weights BxTxT) mixes each view's keys with its own relation."""
+        if self.weights.dim() == 3:
+            mixed = self.weights.to(keys.dtype) @ keys \
+                - self.self_weight.to(keys.dtype)[:, :, None] * keys
+            return mixed * self.inv_denom.to(keys.dtype)[:, :, None]
         num_tokens, channels = keys.shape[1], keys.shape[2]
         folded = keys.transpose(0, 1).reshape(num_tokens, -1)  # T x (B*C)
         mixed = (self.weights.to(keys.dtype) @ folded).reshape(num_tokens, -1, channels)
@@ -59,16 +64,20 @@ class ImageRelation:
 
 def relation_weights(image_embedding: torch.Tensor
                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(E: TxT, e_self: T, 1/d: T), float32, of a 1xCxhxw image embedding (see the module doc)."""
-    if image_embedding.dim() != 4 or image_embedding.shape[0] != 1:
-        raise ValueError("relation expects one image embedding of shape 1xCxhxw, got "
+    """(E: TxT, e_self: T, 1/d: T), float32, of a 1xCxhxw image embedding (see the module doc);
+    of a BxCxhxw batch of views (B > 1): (BxTxT, BxT, BxT), one relation per view."""
+    if image_embedding.dim() != 4:
+        raise ValueError("relation expects image embeddings of shape BxCxhxw, got "
                          f"{tuple(image_embedding.shape)}")
-    tokens = image_embedding[0].flatten(1).transpose(0, 1).float()  # T x C
-    log_count = math.log(tokens.shape[0])
+    if image_embedding.shape[0] == 1:
+        tokens = image_embedding[0].flatten(1).transpose(0, 1).float()  # T x C
+    else:
+        tokens = image_embedding.flatten(2).transpose(1, 2).float()  # B x T x C
+    log_count = math.log(tokens.shape[-2])
     unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
     # One TxT tensor: the product, shifted and exponentiated in place (autograd keeps the
     # result, which exp's backward needs; the product itself is not needed by mm's backward).
-    weights = (unit @ unit.transpose(0, 1)).sub_(log_count).exp_()
+    weights = (unit @ unit.transpose(-1, -2)).sub_(log_count).exp_()
     self_weight = torch.exp((unit * unit).sum(dim=-1) - log_count)  # T, the diagonal of E
     inv_denom = 1.0 / (weights.sum(dim=-1) - self_weight)
     return weights, self_weight, inv_denom

@@ -1,6 +1,6 @@
 """Train SPT weights (or a small model from scratch) on defect images.
 
-    samspt-train --config training/configs/example_small.yaml
+    samspt-train --config training/configs/example_cnn.yaml
     samspt-train --config my.yaml --set optim.lr=3e-4 --set data.root=/data/mvtec
     samspt-train --config my.yaml --resume          # continue exactly where it stopped
     torchrun --nproc-per-node 4 training/train.py --config my.yaml   # DDP, one GPU each

@@ -52,16 +52,23 @@ class _TrainStep(nn.Module):
     def forward(self, images: torch.Tensor, coords: List[torch.Tensor],
                 labels: List[torch.Tensor], targets: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
         embeddings = self.model.encode(images)
+        if all(c.shape == coords[0].shape for c in coords) and coords[0].shape[0] == 1:
+            # One prompt per image (views): all images' prompts in one decoder call, each with
+            # its own image's embedding and relation.
+            return self._terms(embeddings, torch.cat(coords), torch.cat(labels),
+                               torch.cat(targets))
         totals: Dict[str, torch.Tensor] = {}
         for i in range(len(coords)):
-            out = self.model.decode(embeddings[i:i + 1], coords[i], labels[i])
-            focus = focus_masks(coords[i], labels[i], targets[i].shape[-1],
-                                self.weights.focus_margin)
-            terms = spt_loss(out.draft_logits, out.logits, out.scores, targets[i], self.weights,
-                             focus)
+            terms = self._terms(embeddings[i:i + 1], coords[i], labels[i], targets[i])
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0) + value / len(coords)
         return totals
+
+    def _terms(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+               targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = self.model.decode(embeddings, coords, labels)
+        focus = focus_masks(coords, labels, targets.shape[-1], self.weights.focus_margin)
+        return spt_loss(out.draft_logits, out.logits, out.scores, targets, self.weights, focus)
 
 
 def build_training_model(config: TrainConfig) -> SptSam:
@@ -333,7 +340,8 @@ class Trainer:
             truth = record.load_mask(image.shape[:2])
             box = mask_box(truth)
             result = predict(self.model, image, boxes=box[None])
-            rows.append((record.name, image, truth, result.draft_masks[0], result.masks[0], box))
+            rows.append((record.name, image, truth, result.draft_masks[0], result.masks[0], box,
+                         result.views[0]))
         self.model.train()
         if rows:
             overlay_grid(rows, self.files.plots / "val_overlays.png",

@@ -151,7 +151,8 @@ def test_manifest_describes_and_protects_the_folder(exported):
     model, out, result = exported
     manifest = read_manifest(out)
     assert manifest == json.loads((out / MANIFEST).read_text())
-    assert manifest["schema_version"] == 1 and manifest["name"] == "tiny"
+    assert manifest["schema_version"] == 2 and manifest["name"] == "tiny"
+    assert manifest["views"] is None  # a whole-image model
     assert ModelConfig.from_dict(manifest["model"]) == model.config
     assert manifest["input"]["image_size"] == 64 and manifest["low_res_size"] == 32
     assert manifest["input"]["pixel_mean"] == list(model.config.pixel_mean)

@@ -274,7 +274,8 @@ def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch):
     assert [c["flags"] for c in trt.calls] == [1 << 1] * 2
     assert all(c["precision_flags"] == [] for c in trt.calls)
     assert all(c["pools"] == {"workspace": 512 << 20} for c in trt.calls)
-    assert trt.calls[0]["profiles"] == []
+    # The encoder graph takes V views; its engine is built for one view per call.
+    assert trt.calls[0]["profiles"] == [{"image": [[1, 3, 64, 64]] * 3}]
     assert trt.calls[1]["profiles"] == [{"point_coords": [[1, 1, 2], [4, 2, 2], [8, 6, 2]],
                                          "point_labels": [[1, 1], [4, 2], [8, 6]]}]
     assert engine_dir.parent.parent == model_dir

@@ -390,3 +390,39 @@ def test_cli_evaluates_an_exported_model_folder_through_the_runtime(tmp_path, ca
     torch_report = json.loads(capsys.readouterr().out)
     assert runtime["n_images"] == torch_report["n_images"] == 6
     assert abs(runtime["final"]["miou"] - torch_report["final"]["miou"]) < 1e-3
+
+
+class _ScanningOracle:
+    """A predictor whose scan answers each image's ground truth (and flags a defect-free image
+    only when told to): the prompt-free figures must then be exact."""
+
+    name = "oracle"
+
+    def __init__(self, masks, flag_free=()):
+        self.masks, self.flag_free = masks, set(flag_free)
+
+    def predict(self, image, boxes=None, points=None):
+        empty = np.zeros((1,) + image.shape[:2], bool)
+        return empty, empty
+
+    def scan(self, image):
+        mask = self.masks[image.tobytes()]
+        return mask, bool(mask.any()) or image.tobytes() in self.flag_free
+
+
+def test_prompt_free_figures_of_a_scanning_predictor():
+    records = sample_records()
+    masks, free = {}, []
+    for record in records:
+        image = record.load_image()
+        masks[image.tobytes()] = record.load_mask(image.shape[:2])
+        if record.is_defect_free:
+            free.append(image.tobytes())
+    report = evaluate_records(_ScanningOracle(masks), records)
+    assert report["scan"]["defective_flagged"] == 1.0
+    assert report["scan"]["defect_free_flagged"] == 0.0
+    assert report["scan"]["miou"] == 1.0
+    report = evaluate_records(_ScanningOracle(masks, flag_free=free), records, scan=True)
+    assert report["scan"]["defect_free_flagged"] == 1.0
+    assert "prompt-free scan: defective images flagged 1.000" in format_table(report)
+    assert evaluate_records(_ScanningOracle(masks), records, scan=False)["scan"]["miou"] is None

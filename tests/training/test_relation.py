@@ -64,6 +64,14 @@ def test_fp16_relation_has_no_inf_or_nan_even_for_extreme_embeddings():
     assert (out.float() - ref).abs().max() <= 2.0  # FP16 resolution at |keys| ~ 1e3
 
 
-def test_relation_rejects_batched_embeddings():
-    with pytest.raises(ValueError, match="1xCxhxw"):
-        ImageRelation.from_embedding(torch.randn(2, 8, 4, 4))
+def test_a_batch_of_views_gets_one_relation_per_view():
+    """B view embeddings (training on views): each view's keys are mixed with its own relation,
+    exactly as one-image relations do."""
+    embeddings = torch.randn(3, 8, 4, 4)
+    keys = torch.randn(3, 16, 8)
+    batched = ImageRelation.from_embedding(embeddings).apply(keys)
+    for i in range(3):
+        alone = ImageRelation.from_embedding(embeddings[i:i + 1]).apply(keys[i:i + 1])
+        torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="BxCxhxw"):
+        ImageRelation.from_embedding(torch.randn(8, 4, 4))

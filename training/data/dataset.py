@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ from samspt.runtime.preprocess import mask_box
 from samspt.training.data.prompts import (jitter_boxes, negative_boxes, region_boxes,
                                           sample_points)
 from samspt.training.data.records import DatasetError, Record
+from samspt.training.data.view_samples import ViewSampling, view_sample
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class DefectDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[Record], config: ModelConfig,
                  settings: PromptSettings = PromptSettings(), train: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, sampling: Optional[ViewSampling] = None) -> None:
         if not records:
             raise DatasetError("no records for the dataset; read_dataset found none or the "
                                "split left this part empty")
@@ -148,6 +149,10 @@ class DefectDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = int(seed)
         self.epoch = 0
+        # On views (the model's configuration has view settings): one view and one box prompt
+        # per item, drawn by ``sampling`` in training (see view_samples.py).
+        self.views = config.view_settings
+        self.sampling = sampling if sampling is not None else ViewSampling()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -172,6 +177,8 @@ class DefectDataset(torch.utils.data.Dataset):
         mask = record.load_mask(image.shape[:2])
         if self.train:
             image, mask = augment(image, mask, rng, self.settings.augment_settings)
+        if self.views is not None:
+            return self._view_item(index, record, image, mask, rng)
         coords, labels, keys, negative, region_labels = self._prompts(mask, rng)
 
         size = self.config.image_size
@@ -202,6 +209,37 @@ class DefectDataset(torch.utils.data.Dataset):
             "name": f"{record.dataset}/{record.name}",
             "defect_class": record.defect_class,
             "dataset": record.dataset,
+        }
+
+    def _view_item(self, index: int, record: Record, image: np.ndarray, mask: np.ndarray,
+                   rng: np.random.Generator) -> Dict[str, object]:
+        """The item of one view: K = 1 box prompt, in the view's input frame."""
+        config = self.config
+        view, box, target, kind = view_sample(
+            image, mask, config.image_size, self.views, self.sampling if self.train else None,
+            rng, box_jitter=self.settings.box_jitter)
+        n = self.settings.points_per_prompt_slots
+        coords, labels = _pad(*pack_prompts(boxes=view.to_input(box.reshape(2, 2)).reshape(1, 4)),
+                              n)
+        ox, oy, rw, rh = view.placement
+        valid = np.zeros((config.image_size,) * 2, dtype=bool)
+        valid[oy:oy + rh, ox:ox + rw] = True
+        return {
+            "image": torch.from_numpy(view.input_tensor(image, config.pixel_mean,
+                                                        config.pixel_std)),
+            "point_coords": torch.from_numpy(coords),
+            "point_labels": torch.from_numpy(labels),
+            "targets": torch.from_numpy(target[None]),
+            "valid": torch.from_numpy(valid),
+            "negative": torch.tensor([not target.any()]),
+            "repeat": torch.tensor([False]),
+            "original_hw": torch.tensor(image.shape[:2], dtype=torch.int64),
+            "resized_hw": torch.tensor((rh, rw), dtype=torch.int64),
+            "index": index,
+            "name": f"{record.dataset}/{record.name}",
+            "defect_class": record.defect_class,
+            "dataset": record.dataset,
+            "kind": kind,
         }
 
     # ------------------------------------------------------------------------- prompts

@@ -20,6 +20,10 @@ Layouts (``read_dataset(root, layout="auto")`` tells them apart):
 ``spt``     The SPT paper's evaluation data: ``<dataset>/test/<stem>.jpg`` + ``<stem>.png`` beside
             it; root is the folder of datasets or one dataset. Class = dataset = ``<dataset>``;
             an image without a mask is defect-free.
+``coco``    COCO instance-segmentation JSON (CVAT, Label Studio exports): root is the JSON file
+            or a folder holding one (directly or in ``annotations/``); see
+            :mod:`samspt.training.data.coco`. Class = category name, unannotated images are
+            defect-free, dataset = the JSON's folder name.
 
 Where the layout itself says an image is defective (MTD, MVTec, VisA) but its mask file is
 missing, the image is skipped with a warning (it would otherwise teach "no defect here").
@@ -36,6 +40,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 from PIL import Image
 
+from samspt.training.data.coco import coco_files, read_coco
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,8 @@ LAYOUTS: Dict[str, str] = {
     "visa": "split_csv/1cls.csv listing object,split,label,image,mask (VisA)",
     "spt": "<dataset>/test/<stem>.jpg with mask <stem>.png beside it (SPT paper's evaluation data)",
     "folder": "images/<stem>.* with masks/<stem>.* (optionally one level of class subfolders)",
+    "coco": "a COCO instance-segmentation .json (images, annotations, categories; polygons or "
+            "RLE), given as root or alone in the folder or its annotations/",
 }
 
 
@@ -256,17 +263,21 @@ def _looks_spt(root: Path) -> bool:
     return any(_images(d / "test", non_png) for d in _spt_datasets(root))
 
 
+def _looks_coco(root: Path) -> bool:
+    return bool(coco_files(root))  # several: read_coco asks for the one to read
+
+
 def _looks_folder(root: Path) -> bool:
     return (root / "images").is_dir()
 
 
 _DETECT: Dict[str, Callable[[Path], bool]] = {
     "visa": _looks_visa, "mtd": _looks_mtd, "mvtec": _looks_mvtec, "spt": _looks_spt,
-    "folder": _looks_folder,
+    "coco": _looks_coco, "folder": _looks_folder,
 }
 _READERS: Dict[str, Callable[..., List[Record]]] = {
     "mtd": read_mtd, "mvtec": read_mvtec, "visa": read_visa, "folder": read_folder,
-    "spt": read_spt,
+    "spt": read_spt, "coco": read_coco,
 }
 
 
@@ -284,9 +295,17 @@ def _existing_dir(root: PathLike) -> Path:
     return path
 
 
+def _existing_root(root: PathLike) -> Path:
+    """A dataset folder, or a .json file (a COCO file)."""
+    path = Path(root).expanduser().absolute()
+    return path if path.is_file() and path.suffix.lower() == ".json" else _existing_dir(path)
+
+
 def detect_layout(root: PathLike) -> str:
     """The layout name of ``root`` (a key of :data:`LAYOUTS`), or a DatasetError listing them."""
-    path = _existing_dir(root)
+    path = _existing_root(root)
+    if path.is_file():
+        return "coco"
     for name, looks in _DETECT.items():
         if looks(path):
             log.debug("%s looks like the %s layout", path, name)
@@ -323,13 +342,18 @@ def check_records(records: Sequence[Record]) -> List[Record]:
 def read_dataset(root: PathLike, layout: str = "auto", check_masks: bool = True,
                  **options) -> List[Record]:
     """Read ``root`` in ``layout`` (``auto``: detected) -> records sorted by
-    (dataset, class, path). ``options`` go to the layout's reader (``include_train`` for
-    mvtec, ``splits``/``csv_path`` for visa). ``check_masks``: see :func:`check_records`."""
-    path = _existing_dir(root)
+    (dataset, class, path); ``root`` may be a COCO .json file. ``options`` go to the layout's
+    reader (``include_train`` for mvtec, ``splits``/``csv_path`` for visa, ``images_dir`` for
+    coco). ``check_masks``: see :func:`check_records`."""
+    path = _existing_root(root)
     name = detect_layout(path) if layout == "auto" else layout
     if name not in _READERS:
         raise DatasetError(f"unknown layout {layout!r}; choose auto or one of: "
                            f"{_known_layouts()}")
+    if path.is_file() and name != "coco":
+        raise DatasetError(f"dataset path {path} is a file; the {name} layout reads a folder: "
+                           "give the folder that holds the dataset (or layout coco for a COCO "
+                           "JSON file)")
     reader = _READERS[name]
     try:
         inspect.signature(reader).bind(path, **options)

@@ -107,6 +107,29 @@ def _record(entry: object, base: Path, where: str) -> Record:
                   str(entry["class"]), str(entry["dataset"]), bool(entry.get("mask_nonzero")))
 
 
+def _with_coco_masks(parts: List[List[Record]], path: Path) -> List[List[Record]]:
+    """Records whose mask is a COCO JSON file (their annotations rasterise the mask) read back
+    from that file, so a split of a COCO dataset loads its masks as the reader gave them."""
+    by_file: Dict[Path, Dict[Path, Record]] = {}
+
+    def resolve(record: Record) -> Record:
+        if record.mask_path is None or record.mask_path.suffix.lower() != ".json":
+            return record
+        if record.mask_path not in by_file:
+            from samspt.training.data.coco import read_coco
+
+            by_file[record.mask_path] = {r.image_path.absolute(): r
+                                         for r in read_coco(record.mask_path)}
+        found = by_file[record.mask_path].get(record.image_path.absolute())
+        if found is None:
+            raise DatasetError(f"split {path} names {record.image_path} with annotations "
+                               f"{record.mask_path}, which no longer annotates it; make a new "
+                               "split")
+        return found
+
+    return [[resolve(r) for r in part] for part in parts]
+
+
 def read_split(path: PathLike, root: PathLike) -> Tuple[List[Record], List[Record]]:
     """(train, val) Records of a split written by :func:`write_split`, paths joined to ``root``.
 
@@ -133,6 +156,7 @@ def read_split(path: PathLike, root: PathLike) -> Tuple[List[Record], List[Recor
         if not isinstance(entries, list):
             raise DatasetError(f"{path}: {part!r} must be a list of entries")
         parts.append([_record(e, base, f"{path} {part}") for e in entries])
+    parts = _with_coco_masks(parts, path)
     missing = [r.image_path for r in parts[0] + parts[1] if not r.image_path.is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} image(s) of split {path} are not under {base}, e.g. "

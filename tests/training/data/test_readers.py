@@ -133,8 +133,8 @@ def test_unknown_layout_lists_the_known_ones(tmp_path):
         read_dataset(tmp_path / "stuff")
     for name in LAYOUTS:
         assert f"{name}:" in str(info.value)
-    with pytest.raises(DatasetError, match="unknown layout 'coco'"):
-        read_dataset(tmp_path / "stuff", layout="coco")
+    with pytest.raises(DatasetError, match="unknown layout 'yolo'"):
+        read_dataset(tmp_path / "stuff", layout="yolo")
 
 
 def test_known_layout_without_images(tmp_path):

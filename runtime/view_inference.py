@@ -1,0 +1,100 @@
+"""Inference on views, whatever runs the model: the loop the Inspector (ONNX Runtime, TensorRT)
+and the PyTorch reference (:func:`samspt.training.predict.predict`) share, in numpy.
+
+Prompts whose views coincide share one encoder run; all distinct views of a call that ``cache``
+(View -> 1xCxhxw embedding, kept across calls on one image) lacks go through the encoder as one
+batch (``encode``: Vx3xSxS float32 -> V image embeddings, indexable), then each view's
+prompts through the decoder (``decode``: one 1xCxhxw embedding, BxNx2 coords and BxN labels in
+the view's input frame -> (draft low-res Bx1xLxL, final low-res Bx1xLxL, scores B)). Logits come
+back in image pixels, :data:`~samspt.runtime.views.BACKGROUND_LOGIT` outside a prompt's views.
+Several view prompts may feed one output row (a scan; a box larger than the views allow): their
+logits are merged by the maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from samspt.runtime.views import BACKGROUND_LOGIT, View, ViewPlan, paste_max
+
+EncodeFn = Callable[[np.ndarray], np.ndarray]
+DecodeFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass
+class ViewOutputs:
+    """``logits``/``draft_logits`` KxHxW float32 (image pixels, one row per output row),
+    ``scores`` K float32 (a merged row: the best of its views), ``low_res``/``draft_low_res``
+    Mx1xLxL (each view prompt's, in its view's frame), ``views``: each row's view where every
+    row has one, else all M views; ``timings`` seconds per stage."""
+
+    logits: np.ndarray
+    draft_logits: np.ndarray
+    scores: np.ndarray
+    low_res: np.ndarray
+    draft_low_res: np.ndarray
+    views: List[View]
+    timings: Dict[str, float]
+
+
+def group_views(views: Sequence[View]) -> List[Tuple[View, List[int]]]:
+    """Distinct views in first-seen order, each with the indices of the prompts it serves."""
+    groups: Dict[View, List[int]] = {}
+    for index, view in enumerate(views):
+        groups.setdefault(view, []).append(index)
+    return list(groups.items())
+
+
+def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: DecodeFn,
+                pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                cache: Optional[Dict[View, Any]] = None,
+                clock: Optional[Callable[[], float]] = None) -> ViewOutputs:
+    """Run a :class:`~samspt.runtime.views.ViewPlan` on an HxWx3 uint8 RGB ``image``: each view
+    prompt in its view, each output row the maximum of the logits of the prompts that feed it;
+    see the module doc."""
+    import time
+
+    clock = clock or time.perf_counter
+    timings = {"preprocess": 0.0, "encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
+    t0 = clock()
+    groups = group_views(plan.views)
+    cache = {} if cache is None else cache
+    missing = [view for view, _ in groups if view not in cache]
+    t1 = t2 = clock()
+    if missing:
+        batch = np.stack([view.input_tensor(image, pixel_mean, pixel_std) for view in missing])
+        t1 = clock()
+        embeddings = encode(batch)
+        t2 = clock()
+        for i, view in enumerate(missing):
+            cache[view] = embeddings[i:i + 1]
+    timings["preprocess"], timings["encoder"] = t1 - t0, t2 - t1
+
+    count = len(plan.views)
+    height, width = image.shape[:2]
+    logits = np.full((plan.rows, height, width), BACKGROUND_LOGIT, np.float32)
+    draft = np.full((plan.rows, height, width), BACKGROUND_LOGIT, np.float32)
+    scores = np.full(plan.rows, -np.inf, np.float32)
+    low_res = draft_low = None
+    for view, index in groups:
+        t2 = clock()
+        d_low, f_low, score = decode(cache[view], view.to_input(plan.coords[index]),
+                                     plan.labels[index])
+        t3 = clock()
+        if low_res is None:
+            low_res = np.zeros((count,) + f_low.shape[1:], np.float32)
+            draft_low = np.zeros_like(low_res)
+        low_res[index], draft_low[index] = f_low, d_low
+        for row, k in enumerate(index):
+            target = int(plan.row_of[k])
+            paste_max(logits[target:target + 1], view, f_low[row:row + 1])
+            paste_max(draft[target:target + 1], view, d_low[row:row + 1])
+            scores[target] = max(scores[target], float(np.ravel(score)[row]))
+        timings["decoder"] += t3 - t2
+        timings["postprocess"] += clock() - t3
+    views_of_rows = ([plan.views[int(np.flatnonzero(plan.row_of == r)[0])]
+                      for r in range(plan.rows)] if plan.rows == count else list(plan.views))
+    return ViewOutputs(logits, draft, scores, low_res, draft_low, views_of_rows, timings)

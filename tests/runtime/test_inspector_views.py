@@ -1,0 +1,134 @@
+"""The Inspector on views: parity with PyTorch per view, the prompt-free scan, view caching,
+policies, and version-1 (whole-image) model folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from samspt.runtime import Inspector
+from samspt.runtime.errors import ConfigError
+from samspt.runtime.parity import pooled_mask_iou
+from samspt.runtime.preprocess import mask_box
+from samspt.runtime.samples import bundled_samples
+from samspt.runtime.views import box_view, scan_views
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def cnn_model(tmp_path_factory):
+    from samspt.export.onnx_export import export_model
+    from samspt.training.checkpoints import build_model
+
+    from ..conftest import randomize_spt_
+
+    torch.manual_seed(0)
+    model = randomize_spt_(build_model("cnn_tiny"), scale=0.3).eval()
+    out = tmp_path_factory.mktemp("models") / "cnn_tiny"
+    export_model(model, out, "cnn_tiny", verify=False)
+    return model, out
+
+
+@pytest.fixture(scope="module")
+def inspector(cnn_model):
+    with Inspector(cnn_model[1], backend="onnxruntime") as ins:
+        yield ins
+
+
+def _samples():
+    return [(s.image(), s.mask()) for s in bundled_samples()]
+
+
+def test_box_prompts_are_answered_in_their_views_as_pytorch_answers_them(cnn_model, inspector):
+    from samspt.training.predict import predict
+
+    model, _ = cnn_model
+    config = model.config
+    for image, mask in _samples():
+        h, w = image.shape
+        boxes = np.array([[5, 5, 20, 30], [w // 2, h // 2, w // 2 + 12, h // 2 + 9],
+                          [0, 0, w - 1, h - 1]], np.float32)
+        if mask.any():
+            boxes = np.concatenate([mask_box(mask)[None], boxes])
+        result = inspector.inspect(image, boxes=boxes)
+        reference = predict(model, image, boxes=boxes)
+        assert result.views == reference.views
+        assert result.views == [box_view(b, (h, w), config.image_size, config.view_settings)
+                                for b in boxes]
+        assert pooled_mask_iou(result.masks, reference.masks) >= 0.999
+        assert pooled_mask_iou(result.draft_masks, reference.draft_masks) >= 0.999
+        # Nothing outside a prompt's view.
+        for k, view in enumerate(result.views):
+            ix0, iy0, ix1, iy1 = view.inside
+            outside = result.masks[k].copy()
+            outside[iy0:iy1, ix0:ix1] = False
+            assert not outside.any()
+
+
+def test_no_prompt_scans_the_image_and_merges_one_row(cnn_model, inspector):
+    from samspt.training.predict import predict
+
+    model, _ = cnn_model
+    image = bundled_samples()[0].image()
+    result = inspector.inspect(image)
+    assert len(result) == 1 and result.masks.shape == (1,) + image.shape
+    assert result.views == scan_views(image.shape, model.config.image_size,
+                                      model.config.view_settings)
+    assert len(result.views) > 1
+    reference = predict(model, image)
+    assert pooled_mask_iou(result.masks, reference.masks) >= 0.999
+    # Each view is prompted with its own extent: the merged logits never leave the image.
+    assert all(np.array_equal(v.extent_box, [*v.inside[:2], v.inside[2] - 1, v.inside[3] - 1])
+               for v in result.views)
+
+
+def test_views_image_is_the_whole_image_protocol(cnn_model):
+    from samspt.training.predict import predict
+
+    model, folder = cnn_model
+    image, mask = _samples()[1]
+    with Inspector(folder, backend="onnxruntime", views="image") as ins:
+        result = ins.inspect(image, boxes=mask_box(mask)[None])
+    assert result.views[0].is_whole_image
+    reference = predict(model, image, boxes=mask_box(mask)[None], views="image")
+    assert pooled_mask_iou(result.masks, reference.masks) >= 0.999
+    with pytest.raises(ConfigError, match="views must be one of"):
+        Inspector(folder, views="zoomed")
+
+
+def test_set_image_encodes_each_view_once(inspector, monkeypatch):
+    image = bundled_samples()[2].image()
+    calls = []
+    embed = inspector._graphs.embed
+    monkeypatch.setattr(inspector._graphs, "embed", lambda batch: calls.append(len(batch)) or
+                        embed(batch))
+    inspector.set_image(image)
+    first = inspector.predict(boxes=[[10, 10, 20, 20], [100, 150, 110, 160]])
+    again = inspector.predict(boxes=[[10, 10, 20, 20]])
+    assert calls == [2]                    # two views in one encoder call, then cached
+    assert np.array_equal(again.masks[0], first.masks[0])
+    assert again.timings_ms["encoder"] == 0.0
+    np.testing.assert_array_equal(inspector.inspect(image, boxes=[[10, 10, 20, 20]]).masks,
+                                  again.masks)
+
+
+def test_a_version_1_folder_loads_as_a_whole_image_model(cnn_model, tmp_path):
+    from samspt.runtime.files import sha256_file  # noqa: F401 - the manifest keeps its hashes
+
+    _, folder = cnn_model
+    old = tmp_path / "v1"
+    shutil.copytree(folder, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    del manifest["views"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    image, mask = _samples()[0]
+    with Inspector(old, backend="onnxruntime") as ins:
+        assert ins.view_settings is None
+        result = ins.inspect(image, boxes=mask_box(mask)[None])
+        assert result.views[0].is_whole_image
+        assert len(ins.inspect(image).views) == 1

@@ -1,0 +1,125 @@
+"""Training and validation samples on views: made by the runtime's view code."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from samspt.runtime import preprocess as pp
+from samspt.runtime.errors import ConfigError
+from samspt.runtime.views import box_view
+from samspt.training.config import get_config
+from samspt.training.data.dataset import DefectDataset
+from samspt.training.data.records import DEFECT_FREE, Record
+from samspt.training.data.view_samples import ViewSampling, box_region, view_sample
+
+from .conftest import write_image, write_mask
+
+CONFIG = get_config("cnn_tiny")
+
+
+def _mask(hw=(120, 160)):
+    mask = np.zeros(hw, bool)
+    mask[40:52, 60:75] = True
+    mask[90:94, 10:30] = True
+    return mask
+
+
+@pytest.fixture
+def records(tmp_path):
+    out = []
+    for i in range(4):
+        image = write_image(tmp_path / f"d{i}.png", hw=(120, 160), seed=i)
+        mask = write_mask(tmp_path / f"d{i}_mask.png", _mask())
+        out.append(Record(image, mask, "Blowhole", "t"))
+    free = write_image(tmp_path / "free.png", hw=(120, 160), seed=9)
+    return out + [Record(free, None, DEFECT_FREE, "t")]
+
+
+def test_validation_items_are_the_runtimes_views(records):
+    """What training validates on is what the Inspector runs: same view, pixels and prompt."""
+    dataset = DefectDataset(records, CONFIG, train=False)
+    settings = CONFIG.view_settings
+    for index in range(4):
+        item = dataset[index]
+        image = pp.as_rgb_uint8(records[index].load_image())
+        mask = records[index].load_mask(image.shape[:2])
+        box = pp.mask_box(mask)
+        view = box_view(box, image.shape[:2], CONFIG.image_size, settings)
+        np.testing.assert_array_equal(item["image"].numpy(), view.input_tensor(image))
+        np.testing.assert_array_equal(item["point_coords"].numpy()[0],
+                                      view.to_input(box.reshape(2, 2)))
+        np.testing.assert_array_equal(item["targets"].numpy()[0],
+                                      view.crop_mask(mask & box_region(box, mask.shape)))
+        assert item["point_labels"].tolist() == [[2.0, 3.0]]
+    free = dataset[4]
+    assert free["negative"].tolist() == [True] and free["targets"].sum() == 0
+
+
+def test_training_items_mix_the_kinds_and_targets_follow_the_box(records):
+    dataset = DefectDataset(records[:4], CONFIG, train=True, seed=3)
+    kinds = collections.Counter()
+    for epoch in range(30):
+        dataset.set_epoch(epoch)
+        for index in range(4):
+            item = dataset[index]
+            kinds[item["kind"]] += 1
+            coords = item["point_coords"].numpy()[0]
+            target = item["targets"].numpy()[0]
+            assert item["image"].shape == (3, CONFIG.image_size, CONFIG.image_size)
+            if target.any():        # the target lies inside the prompt's box (+ a pixel)
+                ys, xs = np.nonzero(target)
+                scale = CONFIG.image_size / CONFIG.view_min_side
+                assert xs.min() >= coords[0, 0] - 2 * scale and xs.max() <= coords[1, 0] + 2 * scale
+                assert ys.min() >= coords[0, 1] - 2 * scale and ys.max() <= coords[1, 1] + 2 * scale
+            if item["kind"] == "negative":
+                assert not target.any()
+    assert set(kinds) == {"tight", "loose", "scan", "negative"}
+    assert kinds["tight"] > kinds["negative"]
+    # Deterministic per (seed, epoch, index).
+    dataset.set_epoch(5)
+    a, b = dataset[1], dataset[1]
+    np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+    np.testing.assert_array_equal(a["point_coords"].numpy(), b["point_coords"].numpy())
+
+
+def test_scan_samples_prompt_their_own_extent():
+    rng = np.random.default_rng(0)
+    image = np.zeros((300, 400), np.uint8)
+    mask = _mask((300, 400))
+    sampling = ViewSampling(tight=0, loose=0, scan=1.0)
+    for _ in range(20):
+        view, box, target, kind = view_sample(image, mask, 64, CONFIG.view_settings, sampling, rng)
+        assert kind == "scan"
+        np.testing.assert_array_equal(box, view.extent_box)
+        np.testing.assert_array_equal(target, view.crop_mask(mask))
+
+
+def test_sampling_shares_are_checked():
+    with pytest.raises(ConfigError):
+        ViewSampling(tight=0.8, loose=0.3)
+    with pytest.raises(ConfigError):
+        ViewSampling(loose_max=0.5)
+
+
+def test_large_boxes_are_sampled_through_the_runtimes_tiles():
+    import dataclasses
+
+    from samspt.runtime.views import plan_views
+
+    views = dataclasses.replace(CONFIG.view_settings, max_side=40)
+    rng = np.random.default_rng(0)
+    image = np.zeros((120, 160), np.uint8)
+    mask = np.zeros((120, 160), bool)
+    mask[10:100, 20:140] = True                               # far larger than 40 px views
+    tiles = plan_views(mask.shape, 64, views, "auto", boxes=pp.mask_box(mask)[None]).views
+    sampling = ViewSampling(tight=1.0, loose=0.0, scan=0.0, context_jitter=0.0)
+    for _ in range(10):
+        view, box, target, kind = view_sample(image, mask, 64, views, sampling, rng,
+                                              box_jitter=0.0)
+        assert kind == "tight" and view in tiles and view.side == 40
+        ix0, iy0, ix1, iy1 = view.inside
+        assert ix0 <= box[0] <= box[2] <= ix1 - 1 and iy0 <= box[1] <= box[3] <= iy1 - 1
+        np.testing.assert_array_equal(target, view.crop_mask(mask & box_region(box, mask.shape)))
