@@ -44,6 +44,12 @@ class DataSection:
     augment: bool = True
     workers: int = 0
     val_limit: int = 0  # validate on at most this many images per class (0: all)
+    # Models on views (view_samples.py): shares of tight / loose / scan-window samples of
+    # defective images (the rest: clean areas), and of scan windows on defect-free images.
+    view_tight: float = 0.45
+    view_loose: float = 0.2
+    view_scan: float = 0.2
+    view_free_scan: float = 0.5
 
 
 @dataclass

@@ -122,14 +122,17 @@ class Trainer:
 
     def _dataset(self, records, train: bool):
         from samspt.training.data.dataset import DefectDataset, PromptSettings
+        from samspt.training.data.view_samples import ViewSampling
 
         data = self.config.data
         settings = PromptSettings(prompts_per_image=data.prompts_per_image,
                                   box_mode=data.box_mode, box_jitter=data.box_jitter,
                                   point_prob=data.point_prob, negative_prob=data.negative_prob,
                                   augment=data.augment)
+        sampling = ViewSampling(tight=data.view_tight, loose=data.view_loose,
+                                scan=data.view_scan, free_scan=data.view_free_scan)
         return DefectDataset(records, self.model.config, settings, train=train,
-                             seed=self.config.optim.seed)
+                             seed=self.config.optim.seed, sampling=sampling)
 
     def _epoch_batches(self, epoch: int) -> List[List[int]]:
         """This process's micro-batches of an epoch: every defective image, a seeded share of

@@ -1,55 +1,101 @@
-"""The bundled example model: what ships, and that every command's default uses it."""
+"""The bundled example model: what ships, that every command's default uses it, that it beats an
+untrained model of its size by a clear margin, and that its figures on the bundled samples hold."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
-from samspt.training.checkpoints import load_spt_model, read_spt_weights
+from samspt.runtime.samples import EXAMPLE_MODEL_DIR as SHIPPED_FOLDER
+from samspt.training.checkpoints import build_model, load_spt_model, read_spt_weights
 from samspt.training.config import get_config
 from samspt.training.evaluate import main as eval_main
+from samspt.training.evaluation import (RuntimePredictor, TorchPredictor, evaluate_records,
+                                        sample_records)
 from samspt.training.example import EXAMPLE_MODEL, EXAMPLE_MODEL_DIR
-from samspt.training.predict import predict
-from samspt.runtime.samples import bundled_samples
+
+# The shipped model's figures on the bundled samples (box prompts in views; the scan), pinned:
+# a retrained model updates them together with its card.
+PINNED = {"final_miou": 0.606, "draft_miou": 0.569, "scan_miou": 0.365}
+TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def example_report():
+    model = load_spt_model(EXAMPLE_MODEL)
+    return evaluate_records(TorchPredictor(model), sample_records())
 
 
 def test_the_example_model_ships_as_small_fp16_full_weights_with_its_card():
     assert EXAMPLE_MODEL.is_file(), "the bundled example model is missing"
-    assert EXAMPLE_MODEL.stat().st_size <= 25 * 2**20
+    assert EXAMPLE_MODEL.stat().st_size <= 8 * 2**20
     tensors, info = read_spt_weights(EXAMPLE_MODEL)
-    assert info.mode == "full" and info.config == get_config("small")
+    assert info.mode == "full" and info.config == get_config("cnn_small")
     with safe_open(str(EXAMPLE_MODEL), framework="pt") as handle:
         dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
     assert dtypes <= {"F16", "I64"} and "F16" in dtypes
     card = (EXAMPLE_MODEL_DIR / "MODEL_CARD.md").read_text()
-    for words in ("samspt-train --config training/configs/example_small_boxes.yaml",
-                  "box as mask", "GrabCut", "defect-free"):
+    for words in ("samspt-train --config training/configs/example_cnn.yaml",
+                  "samspt-train --config training/configs/example_cnn_scan.yaml",
+                  "box as mask", "GrabCut", "defect-free", "prompt-free"):
         assert words in card
 
 
-def test_the_example_model_answers_a_bundled_crack_inside_its_box():
-    model = load_spt_model(EXAMPLE_MODEL)
-    sample = next(s for s in bundled_samples() if s.defect_class.lower() == "crack")
-    truth = sample.mask()
-    ys, xs = np.nonzero(truth)
-    box = np.array([[xs.min(), ys.min(), xs.max(), ys.max()]], np.float32)
-    with torch.no_grad():
-        result = predict(model, sample.image(), boxes=box)
-    mask = result.masks[0]
-    # The box clip: nothing beyond the box, its one low-res cell of slack (4 px of the 512 px
-    # input) and the bilinear spread of one more cell.
-    slack = int(np.ceil(2 * 4 * max(truth.shape) / 512)) + 1
-    outside = np.ones_like(mask)
-    outside[max(0, ys.min() - slack):ys.max() + slack + 1,
-            max(0, xs.min() - slack):xs.max() + slack + 1] = False
-    assert mask.any() and not (mask & outside).any()
+def test_the_example_model_beats_an_untrained_one_by_a_clear_margin(example_report):
+    torch.manual_seed(0)
+    untrained = evaluate_records(TorchPredictor(build_model("cnn_small").eval()),
+                                 sample_records())
+    # An untrained model with the box clip answers about "the box" (0.50 here), and its scan
+    # flags everything (0.09 merged-mask IoU, the clean sample flagged).
+    assert example_report["final"]["miou"] >= untrained["final"]["miou"] + 0.08
+    assert example_report["scan"]["miou"] >= untrained["scan"]["miou"] + 0.2
+    assert example_report["scan"]["defect_free_flagged"] < untrained["scan"]["defect_free_flagged"]
+    assert example_report["final"]["miou"] > example_report["draft"]["miou"]
 
 
-def test_samspt_eval_defaults_to_the_example_model(capsys):
-    assert eval_main(["--json", "--limit", "1"]) == 0
+def test_the_example_models_figures_on_the_samples_are_pinned(example_report):
+    assert example_report["final"]["miou"] == pytest.approx(PINNED["final_miou"], abs=TOLERANCE)
+    assert example_report["draft"]["miou"] == pytest.approx(PINNED["draft_miou"], abs=TOLERANCE)
+    assert example_report["scan"]["miou"] == pytest.approx(PINNED["scan_miou"], abs=TOLERANCE)
+
+
+def test_evaluation_through_the_shipped_graphs_agrees_with_pytorch(example_report):
+    """samspt-eval's figures and the Inspector's agree on the same images."""
+    runtime = evaluate_records(RuntimePredictor(SHIPPED_FOLDER), sample_records())
+    for part in ("final", "draft"):
+        assert runtime[part]["miou"] == pytest.approx(example_report[part]["miou"], abs=0.01)
+    assert runtime["scan"]["defective_flagged"] == example_report["scan"]["defective_flagged"]
+    assert runtime["scan"]["miou"] == pytest.approx(example_report["scan"]["miou"], abs=0.01)
+
+
+def test_samspt_eval_defaults_to_the_example_model(capsys, example_report):
+    assert eval_main(["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_images"] == 6 and "example" in report["model"]
-    assert 0.0 < report["final"]["miou"] <= 1.0
+    assert report["final"]["miou"] == pytest.approx(example_report["final"]["miou"], abs=1e-6)
+    assert report["scan"]["defective_flagged"] is not None
+
+
+def test_the_box_clip_keeps_masks_near_their_box():
+    from samspt.runtime.preprocess import mask_box
+    from samspt.runtime.samples import bundled_samples
+    from samspt.training.predict import predict
+
+    model = load_spt_model(EXAMPLE_MODEL)
+    for sample in bundled_samples():
+        truth = sample.mask()
+        if not truth.any():
+            continue
+        box = mask_box(truth)
+        result = predict(model, sample.image(), boxes=box[None])
+        view = result.views[0]
+        cell = view.side / model.config.image_size * 2      # one low-res cell, image pixels
+        slack = int(np.ceil(2 * cell)) + 1
+        outside = np.ones_like(result.masks[0])
+        x0, y0, x1, y1 = box.astype(int)
+        outside[max(0, y0 - slack):y1 + slack + 1, max(0, x0 - slack):x1 + slack + 1] = False
+        assert not (result.masks[0] & outside).any(), sample.name
