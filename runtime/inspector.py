@@ -27,7 +27,6 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
 from samspt.runtime.manifest import graph_entry, read_manifest, view_settings
 from samspt.runtime.result import InspectionResult, summarize_masks

@@ -24,6 +24,7 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
       "created": "2026-11-24T17:00:00Z"
     }
     GRAPH = {"file": "encoder.fp32.onnx", "opset": 17, "external_data": [],
+             "weights_storage": "float32",      # "float16": stored half, computed as the graph says
              "inputs": [{"name": "image", "shape": ["V", 3, 512, 512], "dtype": "float32"}],
              "outputs": [...]}                  # symbolic dims are strings ("B", "N")
 """

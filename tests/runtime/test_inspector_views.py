@@ -117,8 +117,6 @@ def test_set_image_encodes_each_view_once(inspector, monkeypatch):
 
 
 def test_a_version_1_folder_loads_as_a_whole_image_model(cnn_model, tmp_path):
-    from samspt.runtime.files import sha256_file  # noqa: F401 - the manifest keeps its hashes
-
     _, folder = cnn_model
     old = tmp_path / "v1"
     shutil.copytree(folder, old)
