@@ -85,9 +85,28 @@ def read_manifest(model_dir: Union[str, Path], verify_files: bool = True) -> Dic
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelFolderError(f"{path} lacks {', '.join(missing)}; export the model again")
+    _check_graphs_are_listed(path, manifest)
     if verify_files:
         verify_files_against(model_dir, manifest)
     return manifest
+
+
+def _check_graphs_are_listed(path: Path, manifest: Dict[str, Any]) -> None:
+    """Every file a graph names (the graph and its external data) lies inside the folder and is
+    listed, with its hash, under ``files``: the runtime opens nothing it has not verified."""
+    problems = []
+    for kind, graphs in manifest["graphs"].items():
+        for precision, entry in graphs.items():
+            names = [entry.get("file")] + list(entry.get("external_data") or [])
+            for name in names:
+                where = f"the {precision} {kind} graph's {name!r}"
+                if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+                    problems.append(f"{where} is not a file name inside the model folder")
+                elif name not in manifest["files"]:
+                    problems.append(f"{where} is not listed under files (no hash to check it by)")
+    if problems:
+        raise ModelFolderError(f"{path} is inconsistent: {'; '.join(problems)}. Export the model "
+                               "again; do not edit an exported model's manifest")
 
 
 def verify_files_against(model_dir: Path, manifest: Dict[str, Any]) -> None:

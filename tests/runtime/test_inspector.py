@@ -15,8 +15,9 @@ from samspt.runtime.errors import ConfigError, InputError, ModelFolderError, Sam
 from samspt.runtime.preprocess import mask_box
 from samspt.runtime.samples import bundled_samples
 
+from ..paths import MTD_DIR
+
 torch = pytest.importorskip("torch")
-MTD = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mtd"
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,12 @@ def inspector(tiny_model):
 
 
 def _mtd_images(count=6):
-    if not MTD.is_dir():
-        pytest.skip("the MTD dataset is not beside the checkout")
+    """Real MTD images: one per class of the shared dataset, else the bundled samples."""
+    if not MTD_DIR.is_dir():
+        return [(s.name, np.repeat(s.image()[:, :, None], 3, axis=2), s.mask())
+                for s in bundled_samples()][:count]
     out = []
-    for folder in sorted(MTD.glob("MT_*")):
+    for folder in sorted(MTD_DIR.glob("MT_*")):
         for jpg in sorted((folder / "Imgs").glob("*.jpg"))[:1]:
             from PIL import Image
 
@@ -181,6 +184,8 @@ def test_constructor_errors(tiny_model, tmp_path):
     ("manifest", "no manifest.json"),
     ("schema", "schema_version 7"),
     ("json", "not valid JSON"),
+    ("unlisted", "not listed under files"),
+    ("elsewhere", "not a file name inside the model folder"),
 ])
 def test_corrupt_or_tampered_model_folders_are_refused(tiny_model, tmp_path, damage, match):
     folder = tmp_path / "model"
@@ -197,6 +202,14 @@ def test_corrupt_or_tampered_model_folders_are_refused(tiny_model, tmp_path, dam
         manifest.unlink()
     elif damage == "schema":
         manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "schema_version": 7}))
+    elif damage in ("unlisted", "elsewhere"):
+        # A graph the manifest names but does not hash (or one outside the folder) would be
+        # opened unchecked: the folder is refused instead.
+        data = json.loads(manifest.read_text())
+        shutil.copy(graph, folder / "other.onnx")
+        name = "other.onnx" if damage == "unlisted" else str(graph.resolve())
+        data["graphs"]["encoder"]["fp32"]["file"] = name
+        manifest.write_text(json.dumps(data))
     else:
         manifest.write_text("{ not json")
     with pytest.raises(ModelFolderError, match=match):

@@ -20,10 +20,10 @@ from samspt.training.data.readers import read_dataset
 from samspt.training.data.records import DatasetError, Record
 
 from .conftest import box_mask
+from ...paths import MTD_DIR
 
 TINY = get_config("tiny")
 S = TINY.image_size
-MTD_DIR = Path("/work/shared/datasets/mtd")
 EXACT = PromptSettings(box_jitter=0.0, negative_prob=0.0)
 
 
@@ -221,7 +221,7 @@ def test_settings_and_input_errors(tmp_path):
         ds[1]
 
 
-@pytest.mark.skipif(not MTD_DIR.is_dir(), reason="the MTD dataset is not on this machine")
+@pytest.mark.skipif(not MTD_DIR.is_dir(), reason=f"the MTD dataset is not at {MTD_DIR} (set SAMSPT_MTD_DIR)")
 def test_real_mtd_images():
     records = read_dataset(MTD_DIR)
     picked = {}

@@ -15,8 +15,8 @@ from samspt.training.data.readers import (LAYOUTS, check_records, detect_layout,
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 
 from .conftest import box_mask, write_image, write_mask
+from ...paths import MTD_DIR
 
-MTD_DIR = Path("/work/shared/datasets/mtd")
 
 
 def _classes(records):
@@ -178,7 +178,7 @@ def test_record_missing_mask_file_is_empty(tmp_path):
     assert not record.load_mask().any() and record.load_mask().shape == (24, 32)
 
 
-@pytest.mark.skipif(not MTD_DIR.is_dir(), reason="the MTD dataset is not on this machine")
+@pytest.mark.skipif(not MTD_DIR.is_dir(), reason=f"the MTD dataset is not at {MTD_DIR} (set SAMSPT_MTD_DIR)")
 def test_real_mtd_folder(tmp_path):
     records = read_dataset(MTD_DIR)
     counts = _classes(records)
