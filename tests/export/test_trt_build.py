@@ -421,3 +421,30 @@ def test_real_build_of_tiny_engines(request, precision):
         want = ort.decode(ort.embed(x), coords, labels)
         scale = float(np.abs(want[1]).max()) + 1.0
         assert float(np.abs(got[1] - want[1]).max()) <= 0.05 * scale
+
+
+def test_build_then_inspect_takes_the_engines_by_default(model_dir, monkeypatch, tmp_path, capsys):
+    """samspt-build -> Inspector(backend="auto") and samspt-inspect: with FP16 engines for this
+    GPU and TensorRT, the default precision follows the backend (engines, not FP32 graphs on
+    ONNX Runtime), and the answers are the ONNX Runtime graphs' within the engine gate."""
+    from samspt.runtime import Inspector
+    from samspt.runtime.inspect_images import main as inspect_main
+    from samspt.runtime.parity import pooled_mask_iou
+
+    install_fake_tensorrt(monkeypatch)
+    build_engines(model_dir, BuildOptions(profiles=SMALL, workspace_mb=512), images=IMAGES[:1])
+    name, image, boxes = IMAGES[0]
+    with Inspector(model_dir) as engines, Inspector(model_dir, backend="onnxruntime") as ort:
+        assert engines.backend == "tensorrt" and engines.precision == "fp16"
+        assert ort.precision == "fp32"
+        got, want = engines.inspect(image, boxes=boxes), ort.inspect(image, boxes=boxes)
+        assert pooled_mask_iou(got.masks, want.masks) >= ENGINE_GATES["fp16"]["mean_iou"]
+        engines.set_image(image)
+        again = engines.predict(boxes=boxes)
+        assert np.array_equal(again.masks, got.masks)
+    tile = tmp_path / f"{name}.png"
+    from PIL import Image
+
+    Image.fromarray(image).save(tile)
+    assert inspect_main([str(model_dir), str(tile), "--out", str(tmp_path / "out")]) == 0
+    assert "on tensorrt, fp16" in capsys.readouterr().err
