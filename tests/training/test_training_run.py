@@ -112,7 +112,11 @@ def test_resume_continues_exactly(tmp_path, dataset):
         Trainer(interrupted, progress=crash).run()
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(interrupted).run()
-    Trainer(interrupted).run(resume=True)
+    seen = []
+    Trainer(interrupted, progress=lambda step, total, figures: seen.append(step)).run(
+        resume=True)
+    # Resuming, not restarting: the resumed run does only the steps after its checkpoint.
+    assert seen == [4, 5, 6]
 
     a, _ = read_spt_weights(straight.run_dir / "model.safetensors")
     b, _ = read_spt_weights(interrupted.run_dir / "model.safetensors")
@@ -176,3 +180,20 @@ def test_gradient_accumulation_of_two_single_batches_equals_one_batch_of_two(tmp
         torch.testing.assert_close(two[key], value, atol=2e-5, rtol=1e-4)
     # The steps did move the weights (another learning rate lands elsewhere).
     assert any(not torch.allclose(faster[key], value) for key, value in one.items())
+
+
+def test_a_bf16_autocast_run_trains_on_the_cpu(tmp_path, dataset):
+    config = load_train_config(tiny_config_file(tmp_path, dataset, max_steps=3, amp="bf16"))
+    Trainer(config).run()
+    metrics = [json.loads(line) for line in
+               (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    (tmp_path / "fp32").mkdir()
+    reference = load_train_config(tiny_config_file(tmp_path / "fp32", dataset, max_steps=3))
+    Trainer(reference).run()
+    a, _ = read_spt_weights(config.run_dir / "model.safetensors")
+    b, _ = read_spt_weights(reference.run_dir / "model.safetensors")
+    # Same steps in another precision: close to the float32 run, and not identical to it.
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 0.05
