@@ -95,7 +95,7 @@ def build_engines(model_dir: Union[str, Path], options: Optional[BuildOptions] =
             for kind in GRAPH_KINDS:
                 stage(f"building the {options.precision} {kind} engine from {sources[kind].name} "
                       f"({gpu.name}, TensorRT {version})")
-                plan = build_plan(trt, builder, logger, sources[kind], options, cache)
+                plan, cache = build_plan(trt, builder, logger, sources[kind], options, cache)
                 atomic_write_bytes(staging / names[kind], plan)
                 atomic_write_bytes(engine_dir / TIMING_CACHE, bytes(memoryview(cache.serialize())))
             seconds = time.perf_counter() - start

@@ -53,6 +53,12 @@ def trtexec_commands(model_dir: Union[str, Path], engine_dir: Union[str, Path],
     return commands
 
 
+# trtexec is on PATH in NVIDIA's containers; JetPack installs it in /usr/src/tensorrt/bin.
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+TRTEXEC_LINE = (f'TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo {JETPACK_TRTEXEC})}}"'
+                "  # set TRTEXEC=/path/to/trtexec to choose another")
+
+
 def format_trtexec(model_dir: Union[str, Path], engine_dir: Union[str, Path],
                    options: BuildOptions, manifest: Optional[Dict[str, Any]] = None,
                    gpu_name: str = "", trt_version: str = "") -> str:
@@ -62,9 +68,10 @@ def format_trtexec(model_dir: Union[str, Path], engine_dir: Union[str, Path],
                          options.profiles.points)
     lines = [f"# {options.precision} TensorRT engines of {model_dir} for {gpu_name or 'this GPU'}"
              f" with TensorRT {trt_version or '?'}: what `{same}` builds",
+             TRTEXEC_LINE,
              shlex.join(["mkdir", "-p", str(engine_dir)])]
-    lines += [shlex.join(cmd) for cmd in trtexec_commands(model_dir, engine_dir, options,
-                                                          manifest)]
+    lines += ['"$TRTEXEC" ' + shlex.join(cmd[1:])
+              for cmd in trtexec_commands(model_dir, engine_dir, options, manifest)]
     adopt = [BUILD_COMMAND, str(model_dir), "--precision", options.precision, "--adopt"]
     if options.device:
         adopt += ["--device", str(options.device)]

@@ -94,12 +94,34 @@ def test_trtexec_script_quotes_paths_and_ends_with_adopt(tmp_path):
     script = format_trtexec(folder, engine_dir, options, gpu_name="Orin",
                             trt_version="10.3.0.30")
     lines = [line for line in script.splitlines() if not line.startswith("#")]
-    assert shlex.split(lines[0]) == ["mkdir", "-p", str(engine_dir)]
-    assert shlex.split(lines[1])[1] == f"--onnx={folder / 'encoder.fp32.onnx'}"
-    assert "--device=1" in shlex.split(lines[2])
-    assert shlex.split(lines[3]) == ["samspt-build", str(folder), "--precision", "fp32",
+    assert lines[0].startswith("TRTEXEC=")
+    assert shlex.split(lines[1]) == ["mkdir", "-p", str(engine_dir)]
+    assert shlex.split(lines[2])[:2] == ["$TRTEXEC", f"--onnx={folder / 'encoder.fp32.onnx'}"]
+    assert "--device=1" in shlex.split(lines[3])
+    assert shlex.split(lines[4]) == ["samspt-build", str(folder), "--precision", "fp32",
                                      "--adopt", "--device", "1"]
     assert "Orin with TensorRT 10.3.0.30" in script
+
+
+def test_the_trtexec_script_finds_trtexec_on_path_or_where_jetpack_puts_it(tmp_path):
+    """On JetPack trtexec is not on PATH; the script falls back to /usr/src/tensorrt/bin."""
+    from samspt.export.trtexec import JETPACK_TRTEXEC, TRTEXEC_LINE
+
+    def resolved(path_dirs, env_value=None):
+        env = {"PATH": ":".join(path_dirs)}
+        if env_value:
+            env["TRTEXEC"] = env_value
+        return subprocess.run(["/bin/bash", "-c", TRTEXEC_LINE + '\necho "$TRTEXEC"'],
+                              env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    assert resolved([str(bin_dir), "/usr/bin", "/bin"]) == JETPACK_TRTEXEC
+    tool = bin_dir / "trtexec"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert resolved([str(bin_dir), "/usr/bin", "/bin"]) == str(tool)
+    assert resolved([str(bin_dir), "/usr/bin", "/bin"], "/opt/trt/trtexec") == "/opt/trt/trtexec"
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -448,3 +470,15 @@ def test_build_then_inspect_takes_the_engines_by_default(model_dir, monkeypatch,
     Image.fromarray(image).save(tile)
     assert inspect_main([str(model_dir), str(tile), "--out", str(tmp_path / "out")]) == 0
     assert "on tensorrt, fp16" in capsys.readouterr().err
+
+
+def test_a_refused_timing_cache_is_replaced_not_written_back(model_dir, monkeypatch, caplog):
+    from ..runtime.fake_tensorrt import STALE_CACHE
+
+    install_fake_tensorrt(monkeypatch)
+    engine_dir = model_dir / "engines" / FAKE_DIR
+    engine_dir.mkdir(parents=True)
+    (engine_dir / "timing.cache").write_bytes(STALE_CACHE + b"-from-another-gpu")
+    build_engines(model_dir, BuildOptions(profiles=SMALL), images=IMAGES[:1])
+    assert (engine_dir / "timing.cache").read_bytes() == b"++"      # a new cache, two entries
+    assert "refuses the stored timing cache" in caplog.text

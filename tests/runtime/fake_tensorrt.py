@@ -22,6 +22,11 @@ FAKE_GPU = "NVIDIA Fake GPU 24GB"
 FAKE_VERSION = "10.3.0.26"
 
 
+# A timing cache that starts with these bytes is one the stand-in refuses, as TensorRT refuses
+# a cache that another TensorRT version or GPU wrote.
+STALE_CACHE = b"stale"
+
+
 def install_fake_tensorrt(monkeypatch, gpu_name: str = FAKE_GPU,
                           version: str = FAKE_VERSION) -> Tuple[types.ModuleType, types.ModuleType]:
     """Put fake ``tensorrt``, ``pycuda`` and ``pycuda.driver`` modules in ``sys.modules`` for the
@@ -201,6 +206,9 @@ def fake_modules(gpu_name: str = FAKE_GPU,
             return Cache(data)
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            # As TensorRT refuses a cache another version or GPU wrote (without ignore_mismatch).
+            if cache.data.startswith(STALE_CACHE) and not ignore_mismatch:
+                return False
             self.cache = cache
             return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -129,11 +130,16 @@ def test_the_main_job_runs_without_torch(tmp_path):
 def test_the_base_install_runs_the_demo_in_a_fresh_venv(tmp_path):
     """The README's first command, as a new user runs it: a fresh venv, the base install (numpy,
     onnxruntime, pillow; no torch), samspt-demo on the shipped model."""
+    # Install from a copy of the sources: an in-tree build would leave build/ in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "runs", "models", "inspections", "*.egg-info", "__pycache__",
+        ".pytest_cache", ".hypothesis"))
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
     environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], env=environ,
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(source)], env=environ,
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stdout + install.stderr
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; "
