@@ -20,6 +20,10 @@ import numpy as np
 
 from samspt.runtime.views import BACKGROUND_LOGIT, View, ViewPlan, paste_max
 
+# Views per encoder call: a scan of a 20-megapixel image has hundreds of views, and one batch of
+# them all would hold hundreds of input tensors at once.
+MAX_VIEWS_PER_ENCODE = 16
+
 EncodeFn = Callable[[np.ndarray], np.ndarray]
 DecodeFn = Callable[[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -63,15 +67,18 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
     groups = group_views(plan.views)
     cache = {} if cache is None else cache
     missing = [view for view, _ in groups if view not in cache]
-    t1 = t2 = clock()
-    if missing:
-        batch = np.stack([view.input_tensor(image, pixel_mean, pixel_std) for view in missing])
+    timings["preprocess"] = clock() - t0
+    for first in range(0, len(missing), MAX_VIEWS_PER_ENCODE):
+        chunk = missing[first:first + MAX_VIEWS_PER_ENCODE]
         t1 = clock()
-        embeddings = encode(batch)
+        batch = np.stack([view.input_tensor(image, pixel_mean, pixel_std) for view in chunk])
         t2 = clock()
-        for i, view in enumerate(missing):
+        embeddings = encode(batch)
+        t3 = clock()
+        for i, view in enumerate(chunk):
             cache[view] = embeddings[i:i + 1]
-    timings["preprocess"], timings["encoder"] = t1 - t0, t2 - t1
+        timings["preprocess"] += t2 - t1
+        timings["encoder"] += t3 - t2
 
     count = len(plan.views)
     height, width = image.shape[:2]

@@ -223,3 +223,26 @@ def test_a_box_larger_than_the_largest_view_is_covered_by_tiles():
     assert len(whole.views) == 1 and whole.views[0].is_whole_image
     scan = plan_views(hw, S, settings, "auto")
     assert scan.rows == 1 and len(scan.views) == len(scan_views(hw, S, settings))
+
+
+def test_many_views_are_encoded_in_bounded_batches():
+    from samspt.runtime.view_inference import MAX_VIEWS_PER_ENCODE
+
+    hw = (200, 300)
+    plan = plan_views(hw, S, ViewSettings(scan_side=40, scan_overlap=0.0), "auto")
+    assert len(plan.views) > MAX_VIEWS_PER_ENCODE
+    sizes = []
+
+    def encode(batch):
+        sizes.append(len(batch))
+        return np.zeros((len(batch), 1, 2, 2), np.float32)
+
+    def decode(embedding, coords, labels):
+        low = -np.ones((len(coords), 1, S // 4, S // 4), np.float32)
+        return low, low, np.zeros(len(coords), np.float32)
+
+    out = infer_views(np.zeros(hw + (3,), np.uint8), plan, encode, decode, pp.PIXEL_MEAN,
+                      pp.PIXEL_STD)
+    assert max(sizes) == MAX_VIEWS_PER_ENCODE and sum(sizes) == len(plan.views)
+    assert out.logits.shape == (1,) + hw and not (out.logits > 0).any()
+    assert set(out.timings) == {"preprocess", "encoder", "decoder", "postprocess"}
