@@ -4,7 +4,7 @@ prompt's view enlarged beside the whole image, so a 10 px defect's outline can b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -69,17 +69,31 @@ def _inset_windows(image_hw: Tuple[int, int], result: InspectionResult) -> List[
     return out[:MAX_INSETS]
 
 
+def enlarged_view(image: np.ndarray, view: View, side: int,
+                  outlines: Sequence[Tuple[np.ndarray, Tuple[int, int, int]]],
+                  tint: Optional[Tuple[np.ndarray, Tuple[int, int, int]]] = None) -> np.ndarray:
+    """``side``x``side``x3 uint8: the image inside ``view`` enlarged, with each (HxW bool mask,
+    colour) of ``outlines`` outlined at the enlarged size (so a few-pixel defect's shape shows)
+    and an optional (mask, colour) ``tint`` under them."""
+    inset = View(view.x0, view.y0, view.side, view.image_hw, side)
+    canvas = inset.crop(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
+
+    def big(mask: np.ndarray) -> np.ndarray:
+        return inset.crop(mask.astype(np.uint8) * 255, Image.NEAREST) > 127
+
+    if tint is not None:
+        region = big(tint[0])
+        canvas[region] = (canvas[region] * 0.6 + np.asarray(tint[1]) * 0.4).astype(np.uint8)
+    for mask, color in outlines:
+        canvas[outline(big(mask))] = color
+    return canvas
+
+
 def _inset(image: np.ndarray, result: InspectionResult, k: int, view: View) -> Image.Image:
     """Row ``k``'s masks and image inside ``view``, enlarged to INSET_SIDE, with a caption."""
-    inset = View(view.x0, view.y0, view.side, view.image_hw, INSET_SIDE)
-    rgb = inset.crop(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
-    final = inset.crop(result.masks[k].astype(np.uint8) * 255, Image.NEAREST) > 127
-    draft = inset.crop(result.draft_masks[k].astype(np.uint8) * 255, Image.NEAREST) > 127
-    canvas = rgb.astype(np.float32)
-    canvas[final] = canvas[final] * 0.6 + np.asarray(FINAL_COLOR) * 0.4
-    canvas = canvas.astype(np.uint8)
-    canvas[outline(draft)] = DRAFT_COLOR
-    canvas[outline(final)] = FINAL_COLOR
+    canvas = enlarged_view(image, view, INSET_SIDE,
+                           [(result.draft_masks[k], DRAFT_COLOR), (result.masks[k], FINAL_COLOR)],
+                           tint=(result.masks[k], FINAL_COLOR))
     tile = Image.new("RGB", (INSET_SIDE, INSET_SIDE + 14), (32, 32, 32))
     tile.paste(Image.fromarray(canvas), (0, 14))
     ImageDraw.Draw(tile).text((2, 1), f"prompt {k}: x{INSET_SIDE / view.side:.1f}",

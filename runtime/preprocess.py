@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
 from samspt.runtime import tensors
 from samspt.runtime.errors import InputError
@@ -54,16 +53,14 @@ def preprocess_image(
     pixel_mean: Sequence[float] = PIXEL_MEAN,
     pixel_std: Sequence[float] = PIXEL_STD,
 ) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """HxWx3 uint8 RGB -> (1x3xSxS float32 model input, (h', w') resized size before padding)."""
+    """HxWx3 uint8 RGB -> (1x3xSxS float32 model input, (h', w') resized size before padding):
+    the whole-image view (:func:`samspt.runtime.views.whole_image_view`), SAM's preprocessing."""
+    from samspt.runtime.views import whole_image_view  # views builds on this module
+
     rgb = as_rgb_uint8(image)
-    new_h, new_w = resized_shape(rgb.shape[0], rgb.shape[1], image_size)
-    if (new_h, new_w) != rgb.shape[:2]:
-        rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
-    mean = np.asarray(pixel_mean, dtype=np.float32)
-    std = np.asarray(pixel_std, dtype=np.float32)
-    out = np.zeros((1, 3, image_size, image_size), dtype=np.float32)
-    out[0, :, :new_h, :new_w] = ((rgb.astype(np.float32) - mean) / std).transpose(2, 0, 1)
-    return out, (new_h, new_w)
+    view = whole_image_view(rgb.shape[:2], image_size)
+    _, _, width, height = view.placement
+    return view.input_tensor(rgb, pixel_mean, pixel_std)[None], (height, width)
 
 
 def scale_coords(coords: np.ndarray, original_hw: Tuple[int, int],

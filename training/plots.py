@@ -66,23 +66,6 @@ def _tint(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int]) -> n
     return out.astype(np.uint8)
 
 
-def _view_panel(image: np.ndarray, truth: np.ndarray, draft: np.ndarray, final: np.ndarray,
-                view) -> np.ndarray:
-    """The prompt's view enlarged, outlines of truth (green), draft (orange), final (red) drawn
-    at the enlarged size, so a few-pixel defect's shape can be seen."""
-    from PIL import Image
-
-    from samspt.runtime.overlay import outline
-    from samspt.runtime.views import View
-
-    inset = View(view.x0, view.y0, view.side, view.image_hw, VIEW_PANEL_SIDE)
-    rgb = inset.crop(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
-    for mask, color in ((truth, (0, 200, 0)), (draft, (230, 160, 0)), (final, (220, 0, 0))):
-        big = inset.crop(mask.astype(np.uint8) * 255, Image.NEAREST) > 127
-        rgb[outline(big)] = color
-    return rgb
-
-
 def overlay_grid(rows: List[OverlayRow], path: Path, title: str = "") -> Path:
     """One row per image: image with the box prompt, ground truth, draft mask, final mask, and
     (rows with a view) the view enlarged with the three outlines."""
@@ -102,10 +85,13 @@ def overlay_grid(rows: List[OverlayRow], path: Path, title: str = "") -> Path:
             ax.set_title(f"{name}: {label}" if label == "image" else label, fontsize=8)
             ax.axis("off")
         if columns == 5:
+            from samspt.runtime.overlay import enlarged_view
+
             row[4].axis("off")
             if rest and rest[0] is not None:
                 view = rest[0]
-                row[4].imshow(_view_panel(image, truth, draft, final, view))
+                row[4].imshow(enlarged_view(image, view, VIEW_PANEL_SIDE, [
+                    (truth, (0, 200, 0)), (draft, (230, 160, 0)), (final, (220, 0, 0))]))
                 row[4].set_title(f"view x{VIEW_PANEL_SIDE / view.side:.1f}: truth / draft / "
                                  "final", fontsize=8)
     if title:

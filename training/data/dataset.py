@@ -33,7 +33,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError
@@ -45,6 +44,7 @@ from samspt.training.data.prompts import (jitter_boxes, negative_boxes, region_b
                                           sample_points)
 from samspt.training.data.records import DatasetError, Record
 from samspt.training.data.view_samples import ViewSampling, view_sample
+from samspt.runtime.views import whole_image_view
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +116,11 @@ def _pad(coords: np.ndarray, labels: np.ndarray, n: int) -> Tuple[np.ndarray, np
     return coords, labels
 
 
-def target_in_input_frame(mask: np.ndarray, resized_hw: Tuple[int, int], size: int) -> np.ndarray:
-    """HxW bool -> SxS float32 0/1: resized to (h', w') as the image is (PIL bilinear,
-    thresholded at half), zero-padded. A non-empty mask never vanishes: if no resized pixel
-    reaches half, the strongest ones are kept."""
-    out = np.zeros((size, size), dtype=np.float32)
-    if mask.shape != tuple(resized_hw):
-        soft = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
-            (resized_hw[1], resized_hw[0]), Image.BILINEAR))
-        small = soft > 127
-        if not small.any() and soft.max() > 0:
-            small = soft == soft.max()
-    else:
-        small = mask
-    out[: resized_hw[0], : resized_hw[1]] = small
-    return out
+def target_in_input_frame(mask: np.ndarray, size: int) -> np.ndarray:
+    """HxW bool -> SxS float32 0/1 in the whole-image input frame (resized like the image,
+    thresholded at half, zero-padded; a non-empty mask never vanishes): the whole-image view's
+    :meth:`~samspt.runtime.views.View.crop_mask`."""
+    return whole_image_view(mask.shape, size).crop_mask(mask)
 
 
 class DefectDataset(torch.utils.data.Dataset):
@@ -190,7 +180,7 @@ class DefectDataset(torch.utils.data.Dataset):
         for slot, key in enumerate(keys):
             if key >= 0:
                 if key not in cache:
-                    cache[key] = target_in_input_frame(region_labels == key + 1, resized, size)
+                    cache[key] = target_in_input_frame(region_labels == key + 1, size)
                 targets[slot] = cache[key]
         repeat = np.array([k >= 0 and k in keys[:i] for i, k in enumerate(keys)], dtype=bool)
         valid = np.zeros((size, size), dtype=bool)

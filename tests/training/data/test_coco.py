@@ -266,8 +266,7 @@ def test_dataset_item_from_coco_records(coco_root):
         if record.is_defect_free:
             assert item["negative"].all() and not item["targets"].any()
         elif ds.views is None:
-            resized = tuple(item["resized_hw"].tolist())
-            expected = target_in_input_frame(EXPECTED[record.image_path.stem][1], resized, size)
+            expected = target_in_input_frame(EXPECTED[record.image_path.stem][1], size)
             assert np.array_equal(item["targets"][0].numpy(), expected)
         else:
             assert item["targets"].any()
