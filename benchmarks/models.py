@@ -38,10 +38,11 @@ def vanilla_sam(model_type: str, seed: int = 0) -> torch.nn.Module:
 
 
 def export_folder(model: SptSam, out_dir: Path) -> Path:
-    """Export ``model`` (FP32 and FP16 graphs, no parity verification) into ``out_dir``."""
+    """Export ``model`` (FP32, FP16 and INT8 graphs, no parity verification: the INT8 decoder
+    stays float) into ``out_dir``."""
     from samspt.export.onnx_export import export_model
 
-    log.info("exporting %s to %s (FP32 + FP16, unverified)", model.config.name, out_dir)
-    export_model(model, out_dir, f"bench_{model.config.name}", precision="both", verify=False,
+    log.info("exporting %s to %s (FP32 + FP16 + INT8, unverified)", model.config.name, out_dir)
+    export_model(model, out_dir, f"bench_{model.config.name}", precision="all", verify=False,
                  stage=lambda text: log.debug("export: %s", text))
     return out_dir

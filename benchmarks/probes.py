@@ -10,6 +10,8 @@ The child reads a JSON spec on stdin and prints one JSON line:
   for the PyTorch backends, the process's share in ``nvidia-smi`` for the others.
 * ``{"probe": "relation", "tokens": 4096, "channels": 256, "prompts": 1, "device": "cpu"}``:
   :func:`samspt.benchmarks.relation_compare.relation_memory`.
+* ``{"probe": "relation_ort", "paths": {...}, "tokens": 4096, ...}``: the same on ONNX Runtime,
+  :func:`samspt.benchmarks.relation_compare.relation_memory_ort`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def child_main() -> int:
             torch.set_num_threads(int(spec["threads"]))
         result = relation_memory(int(spec["tokens"]), int(spec["channels"]),
                                  int(spec["prompts"]), spec["device"])
+    elif spec.get("probe") == "relation_ort":
+        from samspt.benchmarks.relation_compare import relation_memory_ort
+
+        result = relation_memory_ort(spec["paths"], int(spec["tokens"]), int(spec["channels"]),
+                                     int(spec["prompts"]), int(spec.get("threads", 0)))
     else:
         print(f"unknown probe {spec.get('probe')!r}", file=sys.stderr)
         return 2

@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_decoder",
               "batched_vs_single_k16", "relation_vs_materialized_time",
-              "relation_vs_materialized_mem")
+              "relation_vs_materialized_mem", "relation_vs_materialized_mem_ort",
+              "encoder_int8_vs_fp32", "encoder_batch8_vs_single")
 BATCH = 16
+VIEWS = 8
 
 
 def _sync_after(fn: Callable[[], Any], device: str) -> Callable[[], None]:
@@ -75,6 +77,10 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                        providers=providers, threads=threads)
     ort_device = "cuda" if graphs.providers[0] == "CUDAExecutionProvider" else "cpu"
     embedding = graphs.embed(tensor)
+    int8 = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "int8")["file"],
+                     model_dir / graph_entry(manifest, "decoder", "int8")["file"],
+                     providers=providers, threads=threads)
+    views8 = np.repeat(tensor, VIEWS, axis=0)
 
     image_t = torch.from_numpy(tensor).to(device)
     embedding_t = torch.from_numpy(embedding).to(device)
@@ -88,6 +94,10 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
     calls = {
         "encoder_torch": _sync_after(lambda: encoder(image_ort_t), ort_device),
         "encoder_ort": lambda: graphs.embed(tensor),
+        "encoder_int8": lambda: int8.embed(tensor),
+        f"encoder_ort_{VIEWS}views_1call": lambda: graphs.embed(views8),
+        f"encoder_ort_{VIEWS}views_{VIEWS}calls": lambda: [graphs.embed(tensor)
+                                                           for _ in range(VIEWS)],
         "encoder_spt": _sync_after(lambda: merged.image_encoder(image_t), device),
         "encoder_sam": _sync_after(lambda: sam.image_encoder(image_t), device),
         "decoder_spt_1": _sync_after(lambda: merged.decode(embedding_t, coords_t, labels_t),
@@ -109,7 +119,12 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                                              medians[f"decoder_ort_1x{BATCH}"]),
         "relation_vs_materialized_time": relation.get("time_ratio"),
         "relation_vs_materialized_mem": relation.get("mem_ratio"),
+        "relation_vs_materialized_mem_ort": relation.get("mem_ratio_ort"),
+        "encoder_int8_vs_fp32": stats.ratio(medians["encoder_int8"], medians["encoder_ort"]),
+        "encoder_batch8_vs_single": stats.ratio(medians[f"encoder_ort_{VIEWS}views_1call"],
+                                                medians[f"encoder_ort_{VIEWS}views_{VIEWS}calls"]),
     }
+    ort_method = relation.get("memory_ort", {}).get("method", "not measured")
     basis = {
         "encoder_ort_vs_torch": f"ONNX Runtime ({graphs.providers[0]}) / PyTorch eager, FP32, "
                                 f"{ort_device}, encoder",
@@ -124,5 +139,11 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                                          f"{relation['device']}: built / materialized",
         "relation_vs_materialized_mem": "peak memory above baseline: built / materialized ("
                                         f"{relation['memory'].get('method', 'not measured')})",
+        "encoder_int8_vs_fp32": f"ONNX Runtime ({graphs.providers[0]}) encoder: static QDQ "
+                                "INT8 graph / FP32 graph, one view",
+        "encoder_batch8_vs_single": f"ONNX Runtime FP32 encoder on {ort_device}: one call "
+                                    f"with {VIEWS} views / {VIEWS} calls with one",
+        "relation_vs_materialized_mem_ort": "the same as ONNX graphs on ONNX Runtime ("
+                                            f"{ort_method})",
     }
     return {"ratios": ratios, "details": {"medians_ms": medians, "basis": basis}}

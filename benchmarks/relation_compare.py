@@ -9,6 +9,9 @@ embedding, construction included:
 * materialized: the TxT cosine-similarity matrix, its diagonal set to -inf, a softmax over each
   row, times the keys.
 
+Memory is also measured on ONNX Runtime, for both forms exported as graphs
+(:func:`export_relation_graphs`; :func:`relation_memory_ort`).
+
 Time is measured here (interleaved, float32). Memory is the peak above the resident baseline
 during one call, measured in a fresh child process: on a CPU the resident-set high-water mark
 (``VmHWM``, reset before each call) with glibc told to map every block >= 64 KiB on its own and
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import tempfile
+from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -52,6 +57,92 @@ def built_relation_apply(image_embedding: torch.Tensor, keys: torch.Tensor) -> t
 
 VARIANTS: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "built": built_relation_apply, "materialized": materialized_relation_apply}
+
+
+class _Graph(torch.nn.Module):
+    """One form as an exportable module (the naive form masks its diagonal with a stored TxT
+    boolean: the tracer cannot export an in-place diagonal fill, and ONNX Runtime has no boolean
+    EyeLike). The mask is a weight of the graph, loaded before the measured call."""
+
+    def __init__(self, variant: str, tokens: int) -> None:
+        super().__init__()
+        self.variant = variant
+        if variant != "built":
+            self.register_buffer("eye", torch.eye(tokens, dtype=torch.bool))
+
+    def forward(self, image_embedding: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        if self.variant == "built":
+            return built_relation_apply(image_embedding, keys)
+        tokens = image_embedding[0].flatten(1).transpose(0, 1)
+        unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+        similarity = unit @ unit.transpose(0, 1)
+        relation = torch.softmax(similarity.masked_fill(self.eye, float("-inf")), dim=-1)
+        return relation @ keys
+
+
+def export_relation_graphs(folder: Path, tokens: int, channels: int,
+                           prompts: int) -> Dict[str, str]:
+    """Both forms as ONNX graphs (opset 17, as the decoder graph holds the relation) in
+    ``folder``: {variant: path}."""
+    import warnings
+
+    embedding, keys = relation_inputs(tokens, channels, prompts, "cpu")
+    paths = {}
+    for name in VARIANTS:
+        path = folder / f"relation_{name}.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Graph(name, tokens), (embedding, keys), str(path), dynamo=False,
+                              opset_version=17, input_names=["image_embeddings", "keys"],
+                              output_names=["mixed"])
+        paths[name] = str(path)
+    return paths
+
+
+def relation_memory_ort(paths: Dict[str, str], tokens: int, channels: int, prompts: int,
+                        threads: int = 0, rounds: int = 2) -> Dict[str, object]:
+    """Peak memory (MiB) above the baseline during one ONNX Runtime call of each form's graph
+    (run in a child that never imports torch), opened as the runtime opens the decoder graph
+    (:data:`samspt.runtime.ort_backend.DISABLED_OPTIMIZERS`). ONNX Runtime's CPU arena and
+    memory patterns are off, so every tensor is its own allocation and freed after its last use: the resident set
+    follows what the graph holds at once. Also the largest difference between the two forms'
+    outputs (they must compute the same numbers)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    feed = {"image_embeddings": rng.standard_normal((1, channels, 1, tokens), np.float32),
+            "keys": rng.standard_normal((prompts, tokens, channels), np.float32)}
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    from samspt.runtime.ort_backend import DISABLED_OPTIMIZERS
+
+    sessions = {name: ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                           disabled_optimizers=list(DISABLED_OPTIMIZERS))
+                for name, path in paths.items()}
+    outputs = {name: s.run(None, feed)[0] for name, s in sessions.items()}  # warm-up
+    peaks = {name: 0.0 for name in sessions}
+    exact = True
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            gc.collect()
+            exact = reset_peak_rss() and exact
+            base = current_rss_mb()
+            result = session.run(None, feed)
+            peaks[name] = max(peaks[name], peak_rss_mb() - base)
+            del result
+    return {"built_mb": peaks["built"], "materialized_mb": peaks["materialized"],
+            "max_abs_difference": float(np.abs(outputs["built"]
+                                               - outputs["materialized"]).max()),
+            "method": "ONNX Runtime CPU, arena and memory patterns off: peak resident set "
+                      "(VmHWM, reset per call) above the resident set before the call, fresh "
+                      "process, glibc mmap threshold 64 KiB" if exact else
+                      "ru_maxrss above the resident set before the call (an upper bound)",
+            "txt_matrix_mb": tokens * tokens * 4 / MB}
 
 
 def relation_inputs(tokens: int, channels: int, prompts: int, device: str,
@@ -130,10 +221,18 @@ def compare_relation(device: str, reps: int, warmup: int, tokens: int = VIT_B_TO
     memory = run_probe({"probe": "relation", "tokens": tokens, "channels": channels,
                         "prompts": prompts, "device": device, "threads": threads},
                        exact_malloc=device == "cpu")
+    with tempfile.TemporaryDirectory(prefix="samspt-relation-") as folder:
+        paths = export_relation_graphs(Path(folder), tokens, channels, prompts)
+        memory_ort = run_probe({"probe": "relation_ort", "paths": paths, "tokens": tokens,
+                                "channels": channels, "prompts": prompts, "threads": threads},
+                               exact_malloc=True)
     return {
         "tokens": tokens, "channels": channels, "prompts": prompts, "device": device,
         "precision": "fp32", "timing": timing, "memory": memory,
         "time_ratio": stats.ratio(timing["built"]["median_ms"],
                                   timing["materialized"]["median_ms"]),
         "mem_ratio": stats.ratio(memory.get("built_mb"), memory.get("materialized_mb")),
+        "memory_ort": memory_ort,
+        "mem_ratio_ort": stats.ratio(memory_ort.get("built_mb"),
+                                     memory_ort.get("materialized_mb")),
     }

@@ -121,7 +121,7 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
         relation = compare_relation(settings.device, settings.reps, settings.warmup,
                                     settings.relation_tokens, settings.relation_channels,
                                     threads=settings.threads, tick=progress.step)
-        progress.phase("tracked ratios", 8 * rounds)
+        progress.phase("tracked ratios", 11 * rounds)
         sam = vanilla_sam(settings.model, settings.seed).to(settings.device)
         ratios = measure_ratios(merged.to(settings.device), sam, model_dir, settings.device,
                                 image, ratio_boxes, settings.reps, settings.warmup, relation,

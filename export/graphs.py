@@ -37,7 +37,7 @@ def example_inputs(model: SptSam, prompts: int = 2, points: int = 3):
     config = model.config
     size = config.embedding_size
     image = torch.zeros(1, 3, config.image_size, config.image_size)
-    embedding = torch.randn(1, config.prompt_embed_dim, size, size,
+    embedding = torch.randn(1, config.embedding_channels, size, size,
                             generator=torch.Generator().manual_seed(0))
     coords = torch.rand(prompts, points, 2, generator=torch.Generator().manual_seed(1)) * \
         config.image_size

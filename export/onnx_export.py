@@ -1,5 +1,6 @@
-"""Export an SPT model to a model folder: merged encoder + draft/refine decoder, FP32 and FP16,
-checked, verified against PyTorch, described by ``manifest.json``.
+"""Export an SPT model to a model folder: merged encoder + draft/refine decoder, FP32, FP16 and
+INT8 (static QDQ, :mod:`samspt.export.int8`), checked, verified against PyTorch, described by
+``manifest.json``.
 
 The folder is built in a temporary sibling and renamed into place only when complete, so an
 interrupted or failed export never leaves a half-written model folder behind.
@@ -98,24 +99,120 @@ def _trace(module: torch.nn.Module, args: Tuple, path: Path, inputs: Sequence[st
             raise ExportError(f"tracing {path.name} failed: {exc}") from None
 
 
+def parse_precisions(text: str) -> List[str]:
+    """``fp32``, ``fp16``, ``int8``, ``both`` (FP32 + FP16), ``all`` (FP32 + FP16 + INT8) or a
+    comma-separated list (``fp32,int8``) -> the precisions, in :data:`PRECISIONS` order."""
+    named = {"both": ["fp32", "fp16"], "all": list(PRECISIONS)}
+    parts = named.get(text) or [p.strip() for p in str(text).split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PRECISIONS]
+    if unknown or not parts:
+        raise ConfigError(f"precision must be {', '.join(PRECISIONS)}, both (fp32,fp16), all "
+                          f"(fp32,fp16,int8) or a comma-separated list, got {text!r}")
+    return [p for p in PRECISIONS if p in parts]
+
+
+def _graph_record(proto: onnx.ModelProto, file: str, names: List[str], opset: int,
+                  storage: str) -> Dict[str, Any]:
+    return {"file": file, "opset": opset, "weights_storage": storage,
+            "external_data": names[1:], "inputs": _io_spec(proto.graph.input),
+            "outputs": _io_spec(proto.graph.output)}
+
+
+def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
+                 fp32_protos: Dict[str, onnx.ModelProto], opset: int,
+                 calib_images: Optional[Sequence], prepared, stage: Stage,
+                 external: bool) -> List[str]:
+    """Write the INT8 graphs (see :mod:`samspt.export.int8`) and their GRAPH records; returns
+    the files written. The decoder stays float where its INT8 version misses the INT8 gate
+    alone (on PyTorch's embeddings), or cannot be checked (no verification); the record says
+    so under ``quantization``."""
+    from samspt.export.int8 import (calibration_views, decoder_feeds, encoder_feeds,
+                                    quantize_graph)
+    from samspt.export.verify import GATES, graph_parity, passes
+    from samspt.runtime.samples import bundled_verify_images
+
+    config = model.config
+    work = tmp / ".int8.work"
+    work.mkdir()
+    files: List[str] = []
+    sources = {}
+    for kind, proto in fp32_protos.items():
+        sources[kind] = work / f"{kind}.fp32.onnx"
+        _save(proto, sources[kind], external and kind == "encoder")
+    views = calibration_views(calib_images if calib_images is not None
+                              else bundled_verify_images(), config.image_size,
+                              config.view_settings)
+    stage(f"calibrating INT8 on {len(views)} views of real images")
+    enc_feeds = encoder_feeds(views, config.pixel_mean, config.pixel_std)
+    dec_feeds = decoder_feeds(views, enc_feeds, sources["encoder"])
+    records = {}
+    for kind, feeds in (("encoder", enc_feeds), ("decoder", dec_feeds)):
+        stage(f"quantising the {kind} graph to INT8 (static QDQ)")
+        path = tmp / graph_file_name(kind, "int8")
+        info = quantize_graph(sources[kind], path, feeds, external and kind == "encoder")
+        try:
+            onnx.checker.check_model(str(path))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
+        names = [path.name] + ([path.name + ".data"] if (tmp / (path.name + ".data")).exists()
+                               else [])
+        records[kind] = (path, names, info)
+
+    decoder_path, decoder_names, decoder_info = records["decoder"]
+    if prepared is None:
+        reason = "not verified (--no-verify): the INT8 decoder's parity could not be checked"
+        keep_float = True
+    else:
+        stage("checking the INT8 decoder alone against PyTorch")
+        figures = graph_parity(prepared, sources["encoder"], decoder_path)
+        keep_float = not passes(figures, "int8", "decoder_")
+        reason = (f"the INT8 decoder alone reached mean mask IoU "
+                  f"{figures['decoder_mean_iou']:.4f}, minimum {figures['decoder_min_iou']:.4f} "
+                  f"(gate {GATES['int8']}): kept float")
+    for kind in ("encoder", "decoder"):
+        path, names, info = records[kind]
+        if kind == "decoder" and keep_float:
+            log.warning("decoder INT8: %s", reason)
+            for name in names:
+                (tmp / name).unlink()
+            info = {"quantized": False, "reason": reason}
+            if "fp32" in graphs["decoder"]:
+                record = dict(graphs["decoder"]["fp32"])
+            else:  # the float decoder the INT8 model uses, written for it alone
+                path = tmp / graph_file_name("decoder", "fp32")
+                names = _save(fp32_protos["decoder"], path, False)
+                record = _graph_record(fp32_protos["decoder"], path.name, names, opset,
+                                       "float32")
+            graphs["decoder"]["int8"] = dict(record, quantization=info)
+            files += names if "fp32" not in graphs["decoder"] else []
+            continue
+        proto = onnx.load(str(path), load_external_data=False)
+        graphs[kind]["int8"] = dict(_graph_record(proto, path.name, names, opset, "int8"),
+                                    quantization=info)
+        files += names
+    shutil.rmtree(work)
+    return files
+
+
 def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both",
                  opset: int = DEFAULT_OPSET, verify: bool = True,
                  verify_images: Optional[Sequence] = None,
                  sources: Optional[Dict[str, Any]] = None,
-                 stage: Optional[Stage] = None, compact: bool = False) -> ExportResult:
+                 stage: Optional[Stage] = None, compact: bool = False,
+                 calib_images: Optional[Sequence] = None) -> ExportResult:
     """Export ``model`` (unmerged SPT, float32) into ``out_dir`` (replaced only on success).
 
+    ``precision``: see :func:`parse_precisions` (``both``: FP32 and FP16; ``all``: and INT8).
     ``verify_images``: list of (name, HxWx3 uint8, Kx4 boxes) for the parity check; default:
-    the bundled samples. ``compact``: FP32 graphs store their weights as float16 (computed in
-    float32; see :func:`samspt.export.fp16.store_weights_fp16`). Raises :class:`samspt.export.verify.VerificationError` when a parity
-    gate is missed.
+    the bundled samples. ``calib_images``: the same kind of list for INT8 calibration (default:
+    the bundled samples). ``compact``: FP32 graphs store their weights as float16 (computed in
+    float32; see :func:`samspt.export.fp16.store_weights_fp16`). Raises
+    :class:`samspt.export.verify.VerificationError` when a parity gate is missed.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (17 is "
                           "what TensorRT 10 and ONNX Runtime >= 1.16 all read)")
-    if precision not in ("fp32", "fp16", "both"):
-        raise ConfigError(f"precision must be fp32, fp16 or both, got {precision!r}")
-    precisions = list(PRECISIONS) if precision == "both" else [precision]
+    precisions = parse_precisions(precision)
     stage = stage or (lambda text: log.info("%s", text))
     model = model.float().cpu().eval()
     merged = model.merged().eval()
@@ -142,7 +239,7 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
             fp32_protos[kind] = onnx.load(str(trace_dir / "graph.onnx"))
             shutil.rmtree(trace_dir)
         scopes = layer_norm_2d_scopes(merged)
-        for prec in precisions:
+        for prec in [p for p in precisions if p != "int8"]:
             for kind in ("encoder", "decoder"):
                 proto = fp32_protos[kind]
                 if prec == "fp16":
@@ -157,19 +254,25 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                 except onnx.checker.ValidationError as exc:
                     raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
                 files += names
-                graphs[kind][prec] = {"file": path.name, "opset": opset,
-                                      "weights_storage": "float16" if compact or prec == "fp16"
-                                      else "float32",
-                                      "external_data": names[1:],
-                                      "inputs": _io_spec(proto.graph.input),
-                                      "outputs": _io_spec(proto.graph.output)}
+                graphs[kind][prec] = _graph_record(proto, path.name, names, opset,
+                                                   "float16" if compact or prec == "fp16"
+                                                   else "float32")
+        prepared = None
+        if verify:
+            from samspt.export.verify import prepare_reference
+
+            prepared = prepare_reference(model, verify_images)
+        if "int8" in precisions:
+            files += _export_int8(model, tmp, graphs, fp32_protos, opset, calib_images,
+                                  prepared, stage, external)
         fp32_protos.clear()
 
         verification = None
         if verify:
             from samspt.export.verify import verify_folder
 
-            verification = verify_folder(model, tmp, graphs, verify_images, stage=stage)
+            verification = verify_folder(model, tmp, graphs, verify_images, stage=stage,
+                                         prepared=prepared)
 
         manifest = {
             "schema_version": SCHEMA_VERSION,

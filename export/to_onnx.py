@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="model folder (default: "
                         "models/<name>/); replaced only when the export succeeds")
     parser.add_argument("--name", default=None, help="model name in the manifest")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "both"), default="both")
+    parser.add_argument("--precision", default="both",
+                        help="fp32, fp16, int8, both (fp32+fp16, default), all (fp32+fp16+int8) "
+                             "or a comma-separated list such as fp32,int8. INT8: static QDQ "
+                             "(signed, symmetric, per-channel weights), calibrated on views of "
+                             "real images, parity-gated; a decoder that misses the gate stays "
+                             "float (the manifest says so)")
+    parser.add_argument("--calib-data", type=Path, default=None,
+                        help="dataset folder whose images calibrate INT8 (default: the bundled "
+                             "samples)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
     parser.add_argument("--compact", action="store_true",
                         help="store the FP32 graphs' weights as float16 (half the files; they "
@@ -77,9 +85,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         name = args.name or name
         out = args.out or Path("models") / name
         images = folder_verify_images(args.verify_data) if args.verify_data else None
+        calib = folder_verify_images(args.calib_data, limit=16) if args.calib_data else None
         result = export_model(model, out, name, precision=args.precision, opset=args.opset,
                               verify=not args.no_verify, verify_images=images, sources=sources,
-                              stage=stage, compact=args.compact)
+                              stage=stage, compact=args.compact, calib_images=calib)
     except SamsptError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -101,13 +110,17 @@ def _print_summary(result) -> None:
               f"{verification['prompts_per_image']} box prompts, draft and final masks):")
         print(f"{'precision':<10} {'mean IoU':>9} {'min IoU':>9} {'max logit err':>14} "
               f"{'encoder err':>12}")
-        for precision in ("fp32", "fp16"):
+        for precision in ("fp32", "fp16", "int8"):
             if precision in verification:
                 f = verification[precision]
                 print(f"{precision:<10} {f['mean_iou']:>9.5f} {f['min_iou']:>9.5f} "
                       f"{f['max_logit_error']:>14.3g} {f['encoder_max_error']:>12.3g}")
     else:
         print("(not verified: --no-verify)")
+    decoder_int8 = result.manifest["graphs"]["decoder"].get("int8")
+    if decoder_int8 and not decoder_int8["quantization"]["quantized"]:
+        print("INT8: encoder quantised; decoder kept float "
+              f"({decoder_int8['quantization']['reason']})")
 
 
 if __name__ == "__main__":

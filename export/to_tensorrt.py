@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                "--print-trtexec prints the same build as trtexec command lines; run them, then "
                "--adopt.")
     parser.add_argument("model_dir", type=Path, help="exported model folder (manifest.json)")
-    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+    parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
                         help="which ONNX graphs to build from (default fp16; precision comes from "
-                             "the graphs' types, the engines are strongly typed)")
+                             "the graphs' types, the engines are strongly typed; int8: the QDQ "
+                             "graphs, explicit quantization, no calibrator)")
     parser.add_argument("--prompts", default=None, metavar="MIN,OPT,MAX",
                         help="prompts per decoder call, B (default 1,16,64); one value fixes it")
     parser.add_argument("--points", default=None, metavar="MIN,OPT,MAX",

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 # Mask IoU of engine vs ONNX Runtime (FP32 graphs), draft and final masks. FP32 engines may use
 # TF32 (TensorRT's default on Ampere and later), so their gate allows FP16-like differences.
 ENGINE_GATES = {"fp32": {"mean_iou": 0.995, "min_iou": 0.97},
-                "fp16": {"mean_iou": 0.99, "min_iou": 0.97}}
+                "fp16": {"mean_iou": 0.99, "min_iou": 0.97},
+                "int8": {"mean_iou": 0.97, "min_iou": 0.85}}  # export's INT8 gate (vs FP32)
 Stage = Callable[[str], None]
 
 

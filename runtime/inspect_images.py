@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (default): each prompt in its zoomed view; image: the whole "
                              "image")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                         help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
                              "Runtime)")
     parser.add_argument("--out", type=Path, default=Path("inspections"),

@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
-from samspt.runtime.manifest import graph_entry, read_manifest, view_settings
+from samspt.runtime.manifest import PRECISIONS, graph_entry, read_manifest, view_settings
 from samspt.runtime.result import InspectionResult, summarize_masks
 from samspt.runtime.validation import DEFAULT_MAX_PIXELS, check_image, check_prompts
 from samspt.runtime.view_inference import infer_views
@@ -52,8 +52,8 @@ class Inspector:
     """Defect segmentation with an exported samspt model folder.
 
     ``backend``: ``auto`` (TensorRT when engines for this GPU and TensorRT version exist, else
-    ONNX Runtime), ``onnxruntime`` or ``tensorrt``. ``precision``: ``fp32`` or ``fp16`` graphs;
-    default: FP16 engines on TensorRT (what ``samspt-build`` builds), FP32 on ONNX Runtime.
+    ONNX Runtime), ``onnxruntime`` or ``tensorrt``. ``precision``: ``fp32``, ``fp16`` or ``int8``
+    graphs (int8: static QDQ, ``samspt-export --precision int8``); default: FP16 engines on TensorRT (what ``samspt-build`` builds), FP32 on ONNX Runtime.
     ``providers``: ONNX Runtime execution providers (default: CPU; e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). Loading, checking (sha256 of every
     file) and a warm-up run happen here, so the first ``inspect`` is as fast as the others.
@@ -66,8 +66,9 @@ class Inspector:
                  views: str = "auto", warmup: bool = True) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if precision not in (None, "fp32", "fp16"):
-            raise ConfigError(f"precision must be fp32 or fp16, got {precision!r}")
+        if precision not in (None,) + PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{precision!r}")
         if views not in VIEW_POLICIES:
             raise ConfigError(f"views must be one of {VIEW_POLICIES}, got {views!r}")
         self.views = views

@@ -16,7 +16,7 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
       "views": {"context": 2.0, "min_side": 64, "scan_side": 160, "scan_overlap": 0.25} | null,
                                                 # samspt.runtime.views.ViewSettings; null (or
                                                 # absent, version 1): a whole-image model
-      "graphs": {"encoder": {"fp32": GRAPH, "fp16": GRAPH}, "decoder": {...}},
+      "graphs": {"encoder": {"fp32": GRAPH, "fp16": GRAPH, "int8": GRAPH}, "decoder": {...}},
       "files": {"encoder.fp32.onnx": {"sha256": "...", "bytes": 123}, ...},
       "verification": {...parity figures...} | null,
       "tools": {"samspt": "...", "torch": "...", "onnx": "...", ...},
@@ -26,7 +26,10 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
     GRAPH = {"file": "encoder.fp32.onnx", "opset": 17, "external_data": [],
              "weights_storage": "float32",      # "float16": stored half, computed as the graph says
              "inputs": [{"name": "image", "shape": ["V", 3, 512, 512], "dtype": "float32"}],
-             "outputs": [...]}                  # symbolic dims are strings ("B", "N")
+             "outputs": [...],                  # symbolic dims are strings ("B", "N")
+             "quantization": {...}}             # int8 only: what is INT8 (QDQ), calibration;
+                                                # {"quantized": false, "reason": ...} for a
+                                                # decoder kept float (its file: the FP32 one)
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ MANIFEST = "manifest.json"
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 GRAPH_KINDS = ("encoder", "decoder")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_KEYS = ("schema_version", "name", "model", "input", "mask_threshold", "low_res_size",
                  "graphs", "files", "tools")
 
@@ -148,5 +151,5 @@ def graph_entry(manifest: Dict[str, Any], kind: str, precision: str) -> Dict[str
     if precision not in graphs:
         raise ModelFolderError(f"this model folder has no {precision} {kind} graph (it has: "
                                f"{', '.join(sorted(graphs)) or 'none'}); export it with "
-                               f"--precision {precision} or both")
+                               f"--precision {precision} (or all)")
     return graphs[precision]

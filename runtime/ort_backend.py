@@ -13,6 +13,12 @@ from samspt.runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
 
+# ONNX Runtime's common-subexpression elimination would merge the relation's row blocks that
+# every two-way block recomputes (the same normalised tokens) into one set kept alive from the
+# first application to the last: the whole tokens x tokens matrix the blocks exist to avoid
+# (samspt.training.relation).
+DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+
 
 def available_providers() -> Sequence[str]:
     import onnxruntime as ort
@@ -39,7 +45,8 @@ class OrtGraphs:
         providers = list(providers or ["CPUExecutionProvider"])
         try:
             self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)
-            self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers)
+            self.decoder = ort.InferenceSession(str(decoder_path), options, providers=providers,
+                                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise BackendError(f"ONNX Runtime cannot load {encoder_path.parent}: {exc}") from None
         self.providers = self.encoder.get_providers()

@@ -4,11 +4,13 @@ Names follow Segment Anything's ONNX export where SAM has one. Prompts ride the 
 one image embedding, ``B`` prompts, each made of ``N`` points with labels.
 
 Encoder graph
-    ``image``             1x3xSxS float32, normalised and zero-padded (see ``preprocess``)
-    -> ``image_embeddings``  1xCxhxw float32 (C=256 for SAM, h=w=S/16)
+    ``image``             Vx3xSxS float32, V views, normalised and zero-padded (see ``views``)
+    -> ``image_embeddings``  VxC'xhxw float32 (SAM: C'=C=256, h=w=S/16). A model with SAM 2's
+                          high-resolution features packs them after the C embedding channels
+                          (C'=4C; samspt.training.high_res): still one tensor, opaque here.
 
 Decoder graph (prompt encoder + draft decoder + relation adapter + refine decoder)
-    ``image_embeddings``  1xCxhxw float32
+    ``image_embeddings``  1xC'xhxw float32 (one view, B prompts) or BxC'xhxw (one per prompt)
     ``point_coords``      BxNx2 float32, (x, y) in the encoder's input frame (resized image pixels)
     ``point_labels``      BxN float32, values in :data:`PROMPT_LABELS`
     -> ``draft_logits``   Bx1x(4h)x(4w) float32, low-resolution logits of the draft pass

@@ -53,6 +53,11 @@ class ModelConfig:
     # (a timm CNN trunk named by encoder_arch, cut at stride patch_size; see conv_encoder.py).
     encoder: str = "vit"
     encoder_arch: Optional[str] = None
+    # High-resolution features (SAM 2's mask decoder): the conv trunk's features at strides
+    # patch_size/2 and patch_size/4 are added to the decoders' two upscaling stages, so mask
+    # edges come from pixels rather than from 1/patch_size tokens. They travel inside the one
+    # image_embeddings tensor, packed after the C embedding channels (see embedding_channels).
+    high_res_features: bool = False
     # Views (samspt.runtime.views): a model trained on zoomed views records how they are chosen;
     # view_context None is a whole-image model (SAM's protocol, the SAM sizes).
     view_context: Optional[float] = None
@@ -76,6 +81,10 @@ class ModelConfig:
         if self.encoder == "conv" and not self.encoder_arch:
             raise ConfigError(f"{self.name}: the conv encoder needs encoder_arch (a timm "
                               "architecture name, e.g. 'resnet18')")
+        if self.high_res_features and (self.encoder != "conv" or self.patch_size % 4
+                                       or self.prompt_embed_dim % 8):
+            raise ConfigError(f"{self.name}: high_res_features needs the conv encoder, a "
+                              "patch_size divisible by 4 and a prompt_embed_dim divisible by 8")
         if self.encoder == "vit" and self.encoder_embed_dim % self.encoder_num_heads:
             raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
                               f"divide encoder_embed_dim {self.encoder_embed_dim}")
@@ -101,6 +110,14 @@ class ModelConfig:
     def embedding_size(self) -> int:
         """Side h = w of the image embedding (SAM: 64)."""
         return self.image_size // self.patch_size
+
+    @property
+    def embedding_channels(self) -> int:
+        """Channels of the ``image_embeddings`` tensor: the C = prompt_embed_dim embedding
+        channels, then, with high_res_features, the stride patch/2 features (C/4 channels,
+        space-to-depth by 2: C) and the stride patch/4 features (C/8, space-to-depth by 4: 2C)."""
+        dim = self.prompt_embed_dim
+        return 4 * dim if self.high_res_features else dim
 
     @property
     def num_tokens(self) -> int:
@@ -160,13 +177,14 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         iou_head_hidden_dim=128, pe_scale=4.0, box_clip_margin=0.0,
     ),
     # The bundled example model: a light conv encoder (timm ResNet-18 trunk to stride 8) and
-    # SPT's decoders, on 128 px views (16x16 tokens); trained from scratch on a CPU.
+    # SPT's decoders, on 128 px views (16x16 tokens) with the trunk's stride-4 and stride-2
+    # features in the decoders' upscaling (SAM 2); trained from scratch on a CPU.
     "cnn_small": ModelConfig(
         "cnn_small", encoder_embed_dim=0, encoder_depth=0, encoder_num_heads=1,
         encoder_global_attn_indexes=(), image_size=128, patch_size=8, prompt_embed_dim=128,
         decoder_num_heads=4, decoder_mlp_dim=512, iou_head_hidden_dim=128, pe_scale=2.0,
         box_clip_margin=0.0, encoder="conv", encoder_arch="resnet18", view_context=2.0,
-        view_min_side=64, scan_side=160, scan_overlap=0.25,
+        view_min_side=64, scan_side=160, scan_overlap=0.25, high_res_features=True,
     ),
     # The conv family for unit tests (8x8 tokens).
     "cnn_tiny": ModelConfig(
@@ -174,7 +192,7 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         encoder_global_attn_indexes=(), image_size=64, patch_size=8, prompt_embed_dim=32,
         decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32, encoder="conv",
         encoder_arch="resnet10t", box_clip_margin=0.0, view_context=2.0, view_min_side=16,
-        scan_side=48, scan_overlap=0.25,
+        scan_side=48, scan_overlap=0.25, high_res_features=True,
     ),
     # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
     "tiny": ModelConfig(

@@ -8,6 +8,10 @@ scratch far faster than a ViT on a few thousand defect views, which is how the b
 model is trained. The trunk comes from ``timm`` (no pretrained weights are fetched: the
 architecture alone); its output at ``stride`` (8 or 16) is the image embedding grid, so
 ``image_size / stride`` tokens per side, as ``patch_size`` is for the ViT.
+
+With ``high_res`` the trunk's features at strides stride/2 and stride/4 are projected (1x1 conv,
+as SAM 2's ``conv_s1``/``conv_s0``) to C/4 and C/8 channels and packed after the embedding
+(:mod:`samspt.training.high_res`) for the decoders' upscaling stages.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from samspt.runtime.errors import ConfigError
+from samspt.training import high_res as hr
 
 
 class ConvImageEncoder(nn.Module):
-    """Bx3xSxS preprocessed images -> BxCx(S/stride)x(S/stride) image embeddings."""
+    """Bx3xSxS preprocessed images -> BxC'x(S/stride)x(S/stride) image embeddings (C' = C, or
+    4C with the high-res features packed in)."""
 
-    def __init__(self, arch: str, stride: int, out_chans: int) -> None:
+    def __init__(self, arch: str, stride: int, out_chans: int, high_res: bool = False) -> None:
         super().__init__()
         try:
             import timm
@@ -35,12 +41,20 @@ class ConvImageEncoder(nn.Module):
             raise ConfigError(f"timm has no architecture {arch!r} with feature outputs: {exc}"
                               ) from None
         reductions = list(probe.feature_info.reduction())
-        if stride not in reductions:
+        wanted = [stride // 4, stride // 2, stride] if high_res else [stride]
+        missing = [s for s in wanted if s not in reductions]
+        if missing:
             raise ConfigError(f"timm {arch} has feature strides {reductions}; the configuration "
-                              f"asks for stride {stride}")
+                              f"asks for stride{'s' if len(wanted) > 1 else ''} "
+                              f"{', '.join(map(str, wanted))}")
         self.trunk = timm.create_model(arch, pretrained=False, features_only=True,
-                                       out_indices=(reductions.index(stride),))
-        channels = self.trunk.feature_info.channels()[-1]
+                                       out_indices=tuple(reductions.index(s) for s in wanted))
+        all_channels = self.trunk.feature_info.channels()
+        channels = all_channels[-1]
+        self.high_res = high_res
+        if high_res:
+            self.conv_s0 = nn.Conv2d(all_channels[0], out_chans // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(all_channels[1], out_chans // 4, kernel_size=1)
         self.neck = nn.Sequential(
             nn.Conv2d(channels, out_chans, kernel_size=1, bias=False),
             LayerNorm2d(out_chans),
@@ -49,4 +63,8 @@ class ConvImageEncoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.neck(self.trunk(image)[-1])
+        features = self.trunk(image)
+        embedding = self.neck(features[-1])
+        if not self.high_res:
+            return embedding
+        return hr.pack(embedding, self.conv_s1(features[1]), self.conv_s0(features[0]))

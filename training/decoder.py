@@ -14,6 +14,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransfor
 from torch import nn
 
 from samspt.runtime import tensors
+from samspt.training.high_res import HighRes
 from samspt.training.relation import ImageRelation
 
 
@@ -63,11 +64,13 @@ class SptMaskDecoder(MaskDecoder):
         sparse_embeddings: torch.Tensor,
         dense_embeddings: torch.Tensor,
         relation: Optional[ImageRelation],
+        high_res: Optional[HighRes] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """One image, B prompts -> (logits Bx1x4hx4w, scores Bx1).
 
         ``image_embeddings``, ``image_pe``: 1xCxhxw; ``sparse_embeddings``: BxNxC;
-        ``dense_embeddings``: 1xCxhxw (same for all prompts) or BxCxhxw.
+        ``dense_embeddings``: 1xCxhxw (same for all prompts) or BxCxhxw; ``high_res``: the
+        (C/4 x 2h x 2w, C/8 x 4h x 4w) features added to the two upscaling stages (SAM 2).
         Image-only work broadcasts over the prompts instead of being copied B times.
         """
         batch = sparse_embeddings.shape[0]
@@ -78,13 +81,20 @@ class SptMaskDecoder(MaskDecoder):
         _, channels, height, width = src.shape
         queries, keys = self._two_way(src, image_pe, tokens, relation)
 
-        upscaled = self.output_upscaling(
-            keys.transpose(1, 2).reshape(batch, channels, height, width))
+        upscaled = self._upscale(keys.transpose(1, 2).reshape(batch, channels, height, width),
+                                 high_res)
         _, up_channels, up_height, up_width = upscaled.shape
         hyper = self.output_hypernetworks_mlps[0](queries[:, 1, :])  # B x C/8, first mask token
         logits = hyper.unsqueeze(1) @ upscaled.reshape(batch, up_channels, up_height * up_width)
         scores = self.iou_prediction_head(queries[:, 0, :])[:, 0:1]
         return logits.reshape(batch, 1, up_height, up_width), scores
+
+    def _upscale(self, src: torch.Tensor, high_res: Optional[HighRes]) -> torch.Tensor:
+        if high_res is None:
+            return self.output_upscaling(src)
+        dc1, ln1, act1, dc2, act2 = self.output_upscaling
+        feat_s1, feat_s0 = high_res
+        return act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
 
     def _two_way(self, src: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
                  relation: Optional[ImageRelation]) -> Tuple[torch.Tensor, torch.Tensor]:

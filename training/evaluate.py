@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluate one side of it instead of the whole folder")
     parser.add_argument("--subset", choices=("train", "val"), default=None,
                         help="side of --split to evaluate (default: val)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                        help="with --model: which graphs (engines) run (default: the "
+                             "Inspector's: fp32 on ONNX Runtime, fp16 on TensorRT)")
     parser.add_argument("--views", choices=("auto", "image"), default="auto",
                         help="how a model sees each prompt: auto (default; zoomed to the prompt's "
                              "view, as the Inspector answers) or image (the whole image: the "
@@ -114,9 +117,10 @@ def _predictor(args: argparse.Namespace):
     if args.model is not None:
         from samspt.training.evaluation import RuntimePredictor
 
-        predictor = RuntimePredictor(args.model, views=args.views,
+        predictor = RuntimePredictor(args.model, views=args.views, precision=args.precision,
                                      min_defect_area=args.min_defect_area)
-        return predictor, f"{args.model} on {predictor.inspector.backend}"
+        return predictor, (f"{args.model} on {predictor.inspector.backend}, "
+                           f"{predictor.inspector.precision}")
     from samspt.training.evaluation import TorchPredictor
     from samspt.training.example import EXAMPLE_MODEL
 

@@ -23,6 +23,7 @@ from samspt.training.box_region import BoxClip
 from samspt.training.config import LoraConfig, ModelConfig
 from samspt.training.conv_encoder import ConvImageEncoder
 from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
+from samspt.training.high_res import unpack
 from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
 from samspt.training.relation import ImageRelation, RelationBuilder
 
@@ -42,7 +43,8 @@ class SptOutput:
 
 def _image_encoder(config: ModelConfig) -> nn.Module:
     if config.encoder == "conv":
-        return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim)
+        return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim,
+                                high_res=config.high_res_features)
     return ImageEncoderViT(
         depth=config.encoder_depth, embed_dim=config.encoder_embed_dim,
         img_size=config.image_size, mlp_ratio=4,
@@ -97,13 +99,16 @@ class SptSam(nn.Module):
 
     # ----------------------------------------------------------------------------- forward
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Bx3xSxS preprocessed images -> BxCxhxw image embeddings."""
+        """Bx3xSxS preprocessed images -> BxC'xhxw image embeddings (C' is
+        ``config.embedding_channels``: the high-res features, if any, are packed in)."""
         return self.image_encoder(image)
 
     def decode(self, image_embedding: torch.Tensor, point_coords: torch.Tensor,
                point_labels: torch.Tensor) -> SptOutput:
         """One image embedding (1xCxhxw) and B prompts (BxNx2 coords in the input frame, BxN
-        labels), or B views' embeddings (BxCxhxw) with one prompt each."""
+        labels), or B views' embeddings (BxC'xhxw) with one prompt each."""
+        image_embedding, high_res = unpack(image_embedding, self.config.prompt_embed_dim,
+                                           self.config.high_res_features)
         relation = ImageRelation(*self.relation(image_embedding))
         # Positional encodings in float32 even under autocast: they are sin/cos of a random
         # projection of coordinates, and a bf16 projection scrambles the phases that say where
@@ -112,10 +117,12 @@ class SptSam(nn.Module):
             image_pe = self.prompt_encoder.get_dense_pe()
             sparse = embed_points(self.prompt_encoder, point_coords.float(), point_labels)
         draft_logits, _ = self.draft_decoder(
-            image_embedding, image_pe, sparse, no_mask_dense(self.prompt_encoder), relation)
+            image_embedding, image_pe, sparse, no_mask_dense(self.prompt_encoder), relation,
+            high_res)
         draft_logits = self._clip(draft_logits, point_coords, point_labels)
         dense = mask_dense(self.prompt_encoder, draft_logits.detach())
-        logits, scores = self.refine_decoder(image_embedding, image_pe, sparse, dense, relation)
+        logits, scores = self.refine_decoder(image_embedding, image_pe, sparse, dense, relation,
+                                             high_res)
         return SptOutput(draft_logits, self._clip(logits, point_coords, point_labels), scores)
 
     def _clip(self, logits: torch.Tensor, point_coords: torch.Tensor,

@@ -34,3 +34,16 @@ def test_time_relation_reports_both_forms():
     timing = time_relation(tokens=32, channels=8, prompts=1, device="cpu", reps=2, warmup=0)
     assert set(timing) == {"built", "materialized"}
     assert all(t["n"] == 2 and t["median_ms"] > 0 for t in timing.values())
+
+
+def test_onnx_graphs_of_both_forms_compute_the_same_numbers_on_onnx_runtime(tmp_path):
+    """The graphs whose memory the benchmark compares on ONNX Runtime: same numbers, several
+    row blocks in the built one (tokens > ROW_BLOCK)."""
+    from samspt.benchmarks.relation_compare import export_relation_graphs, relation_memory_ort
+    from samspt.training.relation import ROW_BLOCK
+
+    tokens = ROW_BLOCK + 100
+    paths = export_relation_graphs(tmp_path, tokens, 8, 2)
+    figures = relation_memory_ort(paths, tokens, 8, 2, rounds=1)
+    assert figures["max_abs_difference"] < 1e-4
+    assert figures["built_mb"] >= 0 and figures["materialized_mb"] > 0

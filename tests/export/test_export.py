@@ -195,7 +195,7 @@ def test_unsupported_opset_and_precision_are_refused(tmp_path, tiny_spt):
     with pytest.raises(ConfigError, match="opset 13 is not supported"):
         export_model(tiny_spt, tmp_path / "x", "x", opset=13, verify=False)
     with pytest.raises(ConfigError, match="precision"):
-        export_model(tiny_spt, tmp_path / "x", "x", precision="int8", verify=False)
+        export_model(tiny_spt, tmp_path / "x", "x", precision="int4", verify=False)
     assert not (tmp_path / "x").exists()
 
 

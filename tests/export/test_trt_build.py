@@ -125,7 +125,7 @@ def test_the_trtexec_script_finds_trtexec_on_path_or_where_jetpack_puts_it(tmp_p
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"precision": "int8"}, "precision must be"), ({"workspace_mb": 0}, "workspace-mb"),
+    ({"precision": "int4"}, "precision must be"), ({"workspace_mb": 0}, "workspace-mb"),
     ({"profiles": eng.ShapeProfiles(eng.Profile(1, 1, 1), eng.Profile(1, 1, 1))},
      "a box prompt is 2 points"),
 ])

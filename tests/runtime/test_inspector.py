@@ -172,7 +172,7 @@ def test_constructor_errors(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="backend"):
         Inspector(tiny_model[1], backend="openvino")
     with pytest.raises(ConfigError, match="precision"):
-        Inspector(tiny_model[1], precision="int8")
+        Inspector(tiny_model[1], precision="int4")
     with pytest.raises(ModelFolderError, match="does not exist"):
         Inspector(tmp_path / "missing")
 

@@ -93,7 +93,7 @@ def test_engine_folder_and_file_names():
     with pytest.raises(ConfigError):
         eng.engine_dir_name(H100, "ten")
     with pytest.raises(ConfigError):
-        eng.engine_file_name("decoder", "int8")
+        eng.engine_file_name("decoder", "int4")
 
 
 # ---- profiles -----------------------------------------------------------------------------------

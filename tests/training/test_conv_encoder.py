@@ -24,7 +24,7 @@ def test_conv_configurations_build_and_encode_at_their_stride():
         x = torch.zeros(2, 3, config.image_size, config.image_size)
         with torch.no_grad():
             emb = model.encode(x)
-        assert emb.shape == (2, config.prompt_embed_dim, config.embedding_size,
+        assert emb.shape == (2, config.embedding_channels, config.embedding_size,
                              config.embedding_size)
         assert config.view_settings is not None
         # Round trip through the JSON metadata that travels with weights and manifests.
@@ -41,6 +41,42 @@ def test_bad_conv_configurations_are_refused():
         ConvImageEncoder("resnet10t", 3, 32)
     with pytest.raises(ConfigError, match="no architecture"):
         ConvImageEncoder("not_a_timm_model", 8, 32)
+    with pytest.raises(ConfigError, match="high_res_features needs the conv encoder"):
+        dataclasses.replace(get_config("tiny"), high_res_features=True)
+    with pytest.raises(ConfigError, match="strides 1, 2, 4"):
+        ConvImageEncoder("resnet10t", 4, 32, high_res=True)
+
+
+def test_high_res_features_pack_into_the_embedding_and_unpack_exactly():
+    from samspt.training import high_res
+
+    torch.manual_seed(0)
+    emb, s1, s0 = torch.randn(2, 32, 8, 8), torch.randn(2, 8, 16, 16), torch.randn(2, 4, 32, 32)
+    packed = high_res.pack(emb, s1, s0)
+    assert packed.shape == (2, 128, 8, 8)
+    out, (u1, u0) = high_res.unpack(packed, 32, True)
+    assert torch.equal(out, emb) and torch.equal(u1, s1) and torch.equal(u0, s0)
+    assert high_res.unpack(emb, 32, False) == (emb, None)
+
+
+def test_high_res_features_reach_the_mask_at_pixel_level():
+    """A change in one input pixel's high-res features changes logits near that pixel, finer
+    than a token: the decoders' upscaling sees the trunk's stride-2 and stride-4 features."""
+    torch.manual_seed(0)
+    config = get_config("cnn_tiny")
+    assert config.high_res_features
+    model = randomize_spt_(SptSam(config), scale=0.2).eval()
+    size, dim = config.image_size, config.prompt_embed_dim
+    coords = torch.tensor([[[4.0, 4.0], [60.0, 60.0]]])
+    labels = torch.tensor([[2.0, 3.0]])
+    with torch.no_grad():
+        emb = model.encode(torch.randn(1, 3, size, size))
+        base = model.decode(emb, coords, labels).draft_logits
+        bumped = emb.clone()
+        bumped[:, 2 * dim:] += 1.0  # the stride-2 features: every pixel of the low-res mask
+        other = model.decode(bumped, coords, labels).draft_logits
+    assert base.shape[-1] == 4 * config.embedding_size
+    assert (other - base).abs().amax() > 1e-3
 
 
 def test_decoding_a_batch_of_views_equals_decoding_each_view():
@@ -71,8 +107,12 @@ def test_conv_models_export_verified_with_a_batched_encoder(tmp_path):
     from samspt.export.onnx_export import export_model
 
     torch.manual_seed(0)
-    model = randomize_spt_(SptSam(get_config("cnn_tiny")), scale=0.2).eval()
-    result = export_model(model, tmp_path / "m", "cnn_tiny", compact=True)
+    # Weights already in float16, as shipped weights are: --compact then stores them exactly.
+    # FP32 only: an untrained model's logits sit within FP16's rounding of zero over whole
+    # boxes; the FP16 graphs of the high-res path are checked on the trained example model
+    # (tests/training/test_example_model.py).
+    model = randomize_spt_(SptSam(get_config("cnn_tiny")), scale=0.2).half().float().eval()
+    result = export_model(model, tmp_path / "m", "cnn_tiny", precision="fp32", compact=True)
     manifest = result.manifest
     assert manifest["views"] == get_config("cnn_tiny").view_settings.to_dict()
     assert manifest["graphs"]["encoder"]["fp32"]["inputs"][0]["shape"][0] == "V"

@@ -31,12 +31,52 @@ def test_relation_equals_naive_reference(channels, side, batch):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_relation_weights_are_computed_once_per_image_not_per_prompt():
-    embedding = torch.randn(1, 16, 4, 4)
+def test_the_relation_of_an_image_holds_no_token_by_token_matrix():
+    embedding = torch.randn(1, 8, 4, 4)
     relation = ImageRelation.from_embedding(embedding)
-    assert relation.weights.shape == (16, 16)  # one TxT for the image, whatever B is
-    out = relation.apply(torch.randn(7, 16, 16))
-    assert out.shape == (7, 16, 16)
+    # normalised tokens (TxC) and two T-vectors, whatever B is: nothing TxT, nothing per prompt
+    assert relation.unit.shape == (16, 8)
+    assert relation.self_weight.shape == relation.inv_denom.shape == (16,)
+    out = relation.apply(torch.randn(7, 16, 8))
+    assert out.shape == (7, 16, 8)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-2)])
+@pytest.mark.parametrize("block", [1, 7, 25, 512])
+def test_row_blocks_compute_the_naive_relation(monkeypatch, dtype, tol, block):
+    """E in blocks of ``block`` rows (one row, uneven blocks, one block, the default) gives the
+    naive materialised relation's numbers, FP32 and FP16 keys."""
+    import samspt.training.relation as relation
+
+    monkeypatch.setattr(relation, "ROW_BLOCK", block)
+    gen = torch.Generator().manual_seed(block)
+    embedding = torch.randn(1, 16, 5, 5, generator=gen) * 2
+    keys = torch.randn(3, 25, 16, generator=gen)
+    ours = ImageRelation.from_embedding(embedding.to(dtype)).apply(keys.to(dtype))
+    assert ours.dtype == dtype
+    torch.testing.assert_close(ours.double(), naive_relation_apply(embedding, keys),
+                               atol=tol, rtol=tol)
+    views = torch.randn(2, 16, 5, 5, generator=gen)
+    batched = ImageRelation.from_embedding(views.to(dtype)).apply(keys[:2].to(dtype))
+    for i in range(2):
+        torch.testing.assert_close(batched[i].double(),
+                                   naive_relation_apply(views[i:i + 1], keys[i:i + 1])[0],
+                                   atol=tol, rtol=tol)
+
+
+def test_row_blocks_train_as_the_whole_matrix_does(monkeypatch):
+    import samspt.training.relation as relation
+
+    embedding = torch.randn(1, 8, 4, 4, requires_grad=True)
+    keys = torch.randn(2, 16, 8, requires_grad=True)
+    grads = []
+    for block in (16, 5):
+        monkeypatch.setattr(relation, "ROW_BLOCK", block)
+        embedding.grad = keys.grad = None
+        ImageRelation.from_embedding(embedding).apply(keys).square().sum().backward()
+        grads.append((embedding.grad.clone(), keys.grad.clone()))
+    for whole, blocked in zip(*grads):
+        torch.testing.assert_close(whole, blocked, atol=1e-5, rtol=1e-5)
 
 
 def test_self_is_excluded():
@@ -59,7 +99,7 @@ def test_fp16_relation_has_no_inf_or_nan_even_for_extreme_embeddings():
     keys = (torch.randn(2, 256, 256, generator=gen) * 200).half()
     out = relation.apply(keys)
     assert out.dtype == torch.float16
-    assert torch.isfinite(relation.weights.half()).all() and torch.isfinite(out).all()
+    assert torch.isfinite(relation.inv_denom.half()).all() and torch.isfinite(out).all()
     ref = ImageRelation.from_embedding(embedding).apply(keys.float())
     assert (out.float() - ref).abs().max() <= 2.0  # FP16 resolution at |keys| ~ 1e3
 

@@ -1,0 +1,168 @@
+"""INT8 versions of exported graphs: static QDQ quantisation with ONNX Runtime's own tools
+(``onnxruntime.quantization.quantize_static``), calibrated on views of real images.
+
+* Format: QDQ (explicit ``QuantizeLinear``/``DequantizeLinear`` pairs around the quantised ops), the
+  form both ONNX Runtime and TensorRT's strongly typed builder read; TensorRT needs no calibrator.
+* Types: signed INT8 weights, symmetric, per output channel; signed INT8 activations, symmetric
+  (zero point 0: what TensorRT's explicit quantisation accepts), ranges from MinMax calibration.
+  Biases stay float (TensorRT's parser dequantizes INT8 only, not INT32 biases).
+* What is quantised is named explicitly (:data:`INT8_OP_TYPES`): convolutions and the products
+  with a weight matrix (``MatMul`` with a constant B, ``Gemm``). Everything else computes in float:
+  LayerNorm, Softmax, GELU, the attention score and attention-times-value products (both inputs
+  are activations), the relation (``/relation/`` scope), the box clip, and everything computed
+  from the prompts alone (see :mod:`samspt.export.fp16`). Outputs of the products stay float
+  (``OpTypesToExcludeOutputQuantization``): their bias and residual additions follow in float.
+* Calibration data: the views each image's box prompts are answered in, plus the image's
+  prompt-free scan views (:mod:`samspt.runtime.views`); the decoder is calibrated on the FP32
+  encoder's embeddings of those views with their box prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+
+from samspt.runtime import tensors
+from samspt.runtime.errors import SamsptError
+from samspt.runtime.samples import VerifyImage
+from samspt.runtime.views import View, ViewSettings, plan_views
+from samspt.export.fp16 import FP32_INPUTS, FP32_SCOPES, _computed_from
+
+log = logging.getLogger(__name__)
+
+INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")
+FLOAT_SCOPES = FP32_SCOPES  # the relation and the box clip
+CALIBRATION_METHOD = "MinMax"
+# At most this many encoder inputs are calibrated on (each view is one Sx S input).
+MAX_CALIBRATION_VIEWS = 64
+
+
+class Int8Error(SamsptError):
+    """A graph cannot be quantised to INT8 (calibration or quantisation failed)."""
+
+
+def calibration_views(images: Sequence[VerifyImage], input_size: int,
+                      settings: Optional[ViewSettings]) -> List[Tuple[np.ndarray, View,
+                                                                       np.ndarray, np.ndarray]]:
+    """(image, view, coords NxK x2 in the view's input frame, labels) of every distinct view
+    of the images' box prompts and of their prompt-free scans, at most
+    :data:`MAX_CALIBRATION_VIEWS` (box views first)."""
+    out = []
+    for _, image, boxes in images:
+        for prompts in (boxes, None):
+            plan = plan_views(image.shape[:2], input_size, settings, "auto", boxes=prompts)
+            groups: Dict[View, List[int]] = {}
+            for index, view in enumerate(plan.views):
+                groups.setdefault(view, []).append(index)
+            for view, index in groups.items():
+                out.append((image, view, view.to_input(plan.coords[index]),
+                            plan.labels[index]))
+    return out[:MAX_CALIBRATION_VIEWS]
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: List[Dict[str, np.ndarray]]) -> None:
+        self._feeds = feeds
+        self._iter: Iterator[Dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._feeds)
+
+
+def encoder_feeds(views, pixel_mean, pixel_std) -> List[Dict[str, np.ndarray]]:
+    """One ``image`` feed (1x3xSxS float32) per calibration view."""
+    return [{tensors.IMAGE: view.input_tensor(image, pixel_mean, pixel_std)[None]}
+            for image, view, _, _ in views]
+
+
+def decoder_feeds(views, encoder_feeds_: List[Dict[str, np.ndarray]],
+                  fp32_encoder: Path) -> List[Dict[str, np.ndarray]]:
+    """One decoder feed per calibration view: the FP32 encoder's embedding of the view and the
+    view's prompts (coords, labels float32)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(fp32_encoder), options,
+                                   providers=["CPUExecutionProvider"])
+    feeds = []
+    for (_, _, coords, labels), feed in zip(views, encoder_feeds_):
+        embedding = session.run(None, feed)[0]
+        feeds.append({tensors.IMAGE_EMBEDDINGS: embedding,
+                      tensors.POINT_COORDS: np.ascontiguousarray(coords, np.float32),
+                      tensors.POINT_LABELS: np.ascontiguousarray(labels, np.float32)})
+    return feeds
+
+
+def float_nodes(model: onnx.ModelProto) -> List[str]:
+    """Names of the nodes of :data:`INT8_OP_TYPES` that stay float: products of two
+    activations (attention scores, attention times values, the relation), nodes in
+    :data:`FLOAT_SCOPES` and nodes computed from the prompts alone."""
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
+    prompt_only = _computed_from(graph, FP32_INPUTS)
+    keep = []
+    for node in graph.node:
+        if node.op_type not in INT8_OP_TYPES:
+            continue
+        weighted = len(node.input) > 1 and node.input[1] in constants
+        if not weighted or any(scope in node.name for scope in FLOAT_SCOPES) or \
+                any(name in prompt_only for name in node.output):
+            keep.append(node.name)
+    return keep
+
+
+def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]],
+                   external_data: bool = False) -> Dict[str, Any]:
+    """Write the static QDQ INT8 version of the FP32 graph ``fp32_path`` to ``out_path``,
+    calibrated on ``feeds``. Returns its description for the manifest."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    if not feeds:
+        raise Int8Error("no calibration data: give --calib-data a folder of images, or keep the "
+                        "bundled samples")
+    model = onnx.load(str(fp32_path))
+    keep_float = float_nodes(model)
+    quantizable = [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES]
+    try:
+        quantize_static(
+            str(fp32_path), str(out_path), _Reader(feeds), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
+            use_external_data_format=external_data,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           "MatMulConstBOnly": True, "QuantizeBias": False,
+                           "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+            calibration_providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - the quantiser raises plain exceptions
+        raise Int8Error(f"quantising {fp32_path.name} failed: {exc}") from None
+    quantized = quantized_nodes(onnx.load(str(out_path), load_external_data=False))
+    log.info("%s: %d of %d Conv/MatMul/Gemm nodes quantised to INT8", out_path.name,
+             len(quantized), len(quantizable))
+    return {"quantized": True, "format": "QDQ", "op_types": list(INT8_OP_TYPES),
+            "weights": "int8, symmetric, per channel", "activations": "int8, symmetric",
+            "calibration": {"method": CALIBRATION_METHOD, "inputs": len(feeds)},
+            "quantized_nodes": len(quantized),
+            "float_nodes": len(quantizable) - len(quantized)}
+
+
+def quantized_nodes(model: onnx.ModelProto) -> List[str]:
+    """Names of the nodes of a QDQ graph that take INT8 weights (a DequantizeLinear of an
+    initializer among their inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    weights = {n.output[0] for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    return [n.name for n in model.graph.node
+            if n.op_type in INT8_OP_TYPES and any(i in weights for i in n.input)]

@@ -1,0 +1,189 @@
+"""INT8 export: static QDQ graphs calibrated on real images, fragile parts float, parity-gated
+against FP32; the Inspector, samspt-eval and the TensorRT build flow (stand-in) on them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from samspt.export.int8 import INT8_OP_TYPES
+from samspt.export.onnx_export import export_model, parse_precisions
+from samspt.export.to_onnx import main as export_main
+from samspt.export.verify import GATES, VerificationError
+from samspt.runtime.errors import ConfigError
+from samspt.runtime.inspector import Inspector
+from samspt.runtime.manifest import MANIFEST, read_manifest
+from samspt.runtime.parity import pooled_mask_iou
+from samspt.runtime.samples import bundled_verify_images
+
+IMAGES = bundled_verify_images()[:3]
+# The numerically fragile ops: every one of them stays, computing in float.
+FLOAT_OPS = ("LayerNormalization", "Softmax", "Erf", "ReduceMean", "Pow", "Sqrt", "Exp",
+             "ReduceL2", "ReduceSum")
+
+
+@pytest.fixture(scope="module")
+def example_int8(tmp_path_factory):
+    """The bundled example model (trained weights: random ones do not hold INT8 mask parity),
+    exported FP32 + INT8 and verified on three bundled samples."""
+    from samspt.export.model_source import load_export_model
+
+    model, _, sources = load_export_model()
+    out = tmp_path_factory.mktemp("int8") / "example"
+    result = export_model(model, out, "example", precision="fp32,int8", verify_images=IMAGES,
+                          sources=sources)
+    return model, out, result
+
+
+def _producers(model):
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def test_precision_names_and_lists():
+    assert parse_precisions("both") == ["fp32", "fp16"]
+    assert parse_precisions("all") == ["fp32", "fp16", "int8"]
+    assert parse_precisions("int8,fp32") == ["fp32", "int8"]
+    for bad in ("int4", "", "fp32,int4"):
+        with pytest.raises(ConfigError, match="precision must be"):
+            parse_precisions(bad)
+
+
+def test_int8_graphs_quantise_only_weighted_products(example_int8):
+    """INT8 weights feed only Conv/MatMul/Gemm (per channel, symmetric); products of two
+    activations (attention, the relation) and the box clip read no quantised values; the
+    fragile ops are all still there, in float."""
+    _, out, result = example_int8
+    assert {"encoder.int8.onnx", "encoder.fp32.onnx", MANIFEST} <= {p.name for p in out.iterdir()}
+    for kind in ("encoder", "decoder"):
+        info = result.manifest["graphs"][kind]["int8"]
+        if not info["quantization"]["quantized"]:
+            assert kind == "decoder" and info["file"] == "decoder.fp32.onnx"
+            continue
+        model = onnx.load(str(out / info["file"]))
+        reference = onnx.load(str(out / f"{kind}.fp32.onnx"))
+        producers = _producers(model)
+        inits = {i.name: i for i in model.graph.initializer}
+        ops = [n.op_type for n in model.graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+        for op in FLOAT_OPS:
+            assert ops.count(op) == [n.op_type for n in reference.graph.node].count(op), op
+        quantised = 0
+        for node in model.graph.node:
+            dq = [producers[i] for i in node.input
+                  if i in producers and producers[i].op_type == "DequantizeLinear"]
+            dq_weights = [d for d in dq if d.input[0] in inits]
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                zero = onnx.numpy_helper.to_array(inits[node.input[2]])
+                assert zero.dtype == np.int8 and not zero.any(), f"{node.name}: not symmetric"
+                continue
+            if "/relation/" in node.name or "/box_clip" in node.name:
+                assert not dq, f"{node.name} ({node.op_type}) reads quantised values"
+            if dq_weights:
+                assert node.op_type in INT8_OP_TYPES, f"{node.name}: INT8 weights"
+                weight = dq_weights[0]
+                assert inits[weight.input[0]].data_type == onnx.TensorProto.INT8
+                scale = onnx.numpy_helper.to_array(inits[weight.input[1]])
+                assert scale.size > 1, f"{node.name}: weights not per channel"
+                quantised += 1
+            elif node.op_type == "MatMul":
+                assert not dq, f"{node.name}: a product of two activations is quantised"
+        assert quantised == info["quantization"]["quantized_nodes"] > 0
+
+
+def test_manifest_holds_int8_parity_within_the_gate(example_int8):
+    _, out, result = example_int8
+    manifest = read_manifest(out)  # every file hashed, every graph's file listed
+    figures = manifest["verification"]["int8"]
+    assert figures["mean_iou"] >= GATES["int8"]["mean_iou"]
+    assert figures["min_iou"] >= GATES["int8"]["min_iou"]
+    assert {r["image"] for r in figures["per_image"]} == {name for name, _, _ in IMAGES}
+    info = manifest["graphs"]["encoder"]["int8"]["quantization"]
+    assert info["calibration"]["method"] == "MinMax" and info["calibration"]["inputs"] > 0
+    assert manifest["graphs"]["encoder"]["int8"]["inputs"][0]["dtype"] == "float32"
+
+
+def test_inspector_runs_int8_graphs_close_to_fp32(example_int8):
+    _, out, _ = example_int8
+    name, image, boxes = IMAGES[0]
+    with Inspector(out, backend="onnxruntime", precision="int8") as int8, \
+            Inspector(out, backend="onnxruntime", precision="fp32") as fp32:
+        assert int8.precision == "int8"
+        a, b = int8.inspect(image, boxes=boxes), fp32.inspect(image, boxes=boxes)
+    assert a.masks.shape == b.masks.shape
+    assert pooled_mask_iou(a.masks, b.masks) >= GATES["int8"]["min_iou"]
+    with pytest.raises(ConfigError, match="precision must be one of fp32, fp16, int8"):
+        Inspector(out, precision="int4")
+
+
+def test_eval_reports_accuracy_through_int8_graphs(example_int8, capsys):
+    from samspt.training.evaluate import main as eval_main
+
+    _, out, _ = example_int8
+    assert eval_main(["--model", str(out), "--precision", "int8", "--limit", "2", "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8" in printed
+
+
+def test_a_missed_int8_gate_fails_the_export_naming_graph_and_image(tmp_path, tiny_spt,
+                                                                   monkeypatch):
+    import samspt.export.verify as verify
+
+    monkeypatch.setitem(verify.GATES, "int8", {"mean_iou": 1.01, "min_iou": 0.0})
+    with pytest.raises(VerificationError, match=r"int8: mean mask IoU .* at image "
+                                                r"\w+.*\.int8\.onnx|int8\.onnx.*calib") as err:
+        export_model(tiny_spt, tmp_path / "m", "m", precision="int8", verify_images=IMAGES[:1])
+    assert "--calib-data" in str(err.value) and IMAGES[0][0] in str(err.value)
+    assert not (tmp_path / "m").exists()
+
+
+def test_unverified_int8_keeps_the_decoder_float_and_says_so(tmp_path, tiny_spt, capsys):
+    out = tmp_path / "m"
+    assert export_main(["--precision", "int8", "--no-verify", "--out", str(out),
+                        "--weights", str(_tiny_weights(tmp_path, tiny_spt))]) == 0
+    assert "decoder kept float" in capsys.readouterr().out
+    manifest = read_manifest(out)
+    decoder = manifest["graphs"]["decoder"]["int8"]
+    assert decoder["file"] == "decoder.fp32.onnx" and not decoder["quantization"]["quantized"]
+    assert "not verified" in decoder["quantization"]["reason"]
+    assert set(manifest["graphs"]["encoder"]) == {"int8"}
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.fp32.onnx", "encoder.int8.onnx",
+                                                    MANIFEST]
+    with Inspector(out, backend="onnxruntime", precision="int8") as inspector:
+        result = inspector.inspect(IMAGES[0][1], boxes=IMAGES[0][2])
+    assert result.masks.shape[0] == len(IMAGES[0][2])
+
+
+def _tiny_weights(tmp_path, model):
+    from samspt.training.checkpoints import save_spt_weights
+
+    return save_spt_weights(model, tmp_path / "tiny.safetensors", mode="full")
+
+
+def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp_path,
+                                                              monkeypatch):
+    from samspt.export.trt_build import build_engines
+    from samspt.export.trt_options import BuildOptions
+    from samspt.runtime import engines as eng
+
+    from ..runtime.fake_tensorrt import install_fake_tensorrt
+
+    _, exported, _ = example_int8
+    folder = tmp_path / "example"
+    shutil.copytree(exported, folder)
+    trt, _ = install_fake_tensorrt(monkeypatch)
+    small = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
+    result = build_engines(folder, BuildOptions(precision="int8", profiles=small),
+                           images=IMAGES[:2])
+    entry = result.build["precisions"]["int8"]
+    assert entry["engines"]["encoder"]["source"]["file"] == "encoder.int8.onnx"
+    assert entry["verification"]["mean_iou"] >= GATES["int8"]["mean_iou"]
+    assert [c["flags"] for c in trt.calls] == [1 << 1] * 2  # strongly typed, no calibrator
+    assert all(c["precision_flags"] == [] for c in trt.calls)
+    build = json.loads((result.engine_dir / "build.json").read_text())
+    assert "int8" in build["precisions"]
+    torch.manual_seed(0)  # keep the module's later tests independent of this one
