@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_ROOTS = {"samspt": "samspt", "runtime": "samspt.runtime", "training": "samspt.training",
-                 "export": "samspt.export", "benchmarks": "samspt.benchmarks"}
+                 "export": "samspt.export", "benchmarks": "samspt.benchmarks",
+                 "serve": "samspt.serve"}
 
 
 def _pyproject():
@@ -42,7 +43,7 @@ def test_runtime_never_imports_torch_or_the_other_stages():
 
 
 def _runnable_files():
-    for folder in ("training", "export", "runtime", "benchmarks"):
+    for folder in ("training", "export", "runtime", "benchmarks", "serve"):
         for path in (ROOT / folder).rglob("*.py"):
             if '__name__ == "__main__"' in path.read_text():
                 yield path

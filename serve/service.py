@@ -1,0 +1,137 @@
+"""Starting and stopping the service on Ray: a local Ray (the embedded default) or an existing
+cluster, Serve's HTTP proxy on ``host:port``, the application under ``route_prefix``.
+
+    service = start_service(ServeSettings(), port=8000)     # blocks until it answers
+    service.url, service.metrics_url
+    stop_service(service)
+
+Used by ``samspt-serve``, the tests and the serving benchmark alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from samspt.runtime.errors import BackendError, ConfigError
+from samspt.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "samspt"
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class RunningService:
+    """Where a started application answers: ``url`` (with its route prefix, no trailing
+    slash), ``metrics_url`` (Prometheus, this node's Ray metrics agent); ``owns_ray``: this
+    process started a local Ray (stopping the service stops it), ``connected``: this process
+    joined Ray for the service (stopping it disconnects)."""
+
+    url: str
+    metrics_url: Optional[str]
+    name: str
+    owns_ray: bool
+    connected: bool
+
+
+def start_ray(address: Optional[str] = None, num_cpus: Optional[float] = None,
+              metrics_port: Optional[int] = None) -> Tuple[bool, bool]:
+    """Connect to the Ray cluster at ``address``, or start a local one (``num_cpus`` logical
+    CPUs, default the machine's). Returns (started a local Ray, called ``ray.init``); nothing
+    happens where this process is already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False, False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BackendError(f"cannot join the Ray cluster at {address}: {exc}; start it with "
+                               "`ray start --head` or leave out --address for a local Ray") from None
+        return False, True
+    kwargs = {}
+    if metrics_port:
+        kwargs["_metrics_export_port"] = int(metrics_port)
+    try:
+        ray.init(num_cpus=int(num_cpus) if num_cpus else os.cpu_count(),
+                 include_dashboard=False, log_to_driver=False, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception when its node is slow
+        raise BackendError(f"a local Ray could not start: {exc}; on a machine busy with other "
+                           "work try again, or start Ray yourself (`ray start --head`) and pass "
+                           "--address auto") from None
+    return True, True
+
+
+def metrics_url(host: str = "127.0.0.1") -> Optional[str]:
+    """The Prometheus endpoint of this node's Ray metrics agent, or None if Ray has none."""
+    import ray
+
+    for node in ray.nodes():
+        if node.get("Alive") and node.get("MetricsExportPort"):
+            return f"http://{host}:{node['MetricsExportPort']}/metrics"
+    return None
+
+
+def start_service(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
+                  route_prefix: str = "/", name: str = APP_NAME, address: Optional[str] = None,
+                  num_cpus: Optional[float] = None, metrics_port: Optional[int] = None,
+                  request_timeout_s: float = 60.0) -> RunningService:
+    """Start (or update) the application and wait until its ``/healthz`` answers."""
+    from ray import serve
+
+    from samspt.serve.deployment import build_app
+
+    if not route_prefix.startswith("/"):
+        raise ConfigError(f"route_prefix must start with '/', got {route_prefix!r}")
+    owns_ray, connected = start_ray(address, num_cpus, metrics_port)
+    serve.start(http_options={"host": host, "port": int(port),
+                              "request_timeout_s": float(request_timeout_s)})
+    serve.run(build_app(settings), name=name, route_prefix=route_prefix, blocking=False)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}{route_prefix.rstrip('/')}"
+    wait_until_healthy(url, READY_TIMEOUT_S)
+    return RunningService(url=url, metrics_url=metrics_url(shown), name=name, owns_ray=owns_ray,
+                          connected=connected)
+
+
+def wait_until_healthy(url: str, timeout_s: float) -> dict:
+    """Poll ``url/healthz`` until it answers 200; :class:`BackendError` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
+                if answer.status == 200:
+                    return json.loads(answer.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise BackendError(f"samspt-serve at {url} did not become healthy within {timeout_s:.0f} s "
+                       f"(last: {last}); see the Ray logs under /tmp/ray/session_latest/logs")
+
+
+def stop_service(service: RunningService) -> None:
+    """Delete the application; shut Serve and Ray down if this process started that Ray (an
+    application on a cluster is deleted, the cluster and its other applications stay)."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    try:
+        if service.owns_ray:
+            serve.shutdown()
+        else:
+            serve.delete(service.name)
+    finally:
+        if service.connected:
+            ray.shutdown()

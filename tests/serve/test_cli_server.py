@@ -1,0 +1,86 @@
+"""``samspt-serve`` as an operator runs it: foreground, logs where it listens, serves the
+shipped example model with no argument, stops cleanly on SIGINT and on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.serve.conftest import free_port
+
+requests = pytest.importorskip("requests")
+
+START_TIMEOUT_S = 180
+STOP_TIMEOUT_S = 60
+
+
+def _start(port: int, *flags: str):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "samspt.serve.server", "--port", str(port),
+         "--cpus-per-replica", "0.5", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                     daemon=True).start()
+    return process, lines
+
+
+def _read_until(lines, text: str, timeout_s: float, seen):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if text in line:
+            return line
+    raise AssertionError(f"{text!r} not logged within {timeout_s} s:\n{''.join(seen[-30:])}")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_samspt_serve_runs_in_the_foreground_and_stops_on_a_signal(stop_signal):
+    port = free_port()
+    process, lines = _start(port, "--max-batch", "4", "--batch-wait-ms", "2")
+    seen = []
+    try:
+        listening = _read_until(lines, "listening on", START_TIMEOUT_S, seen)
+        assert f"http://127.0.0.1:{port}/" in listening and "metrics http://" in listening
+        health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
+        assert health["status"] == "ok" and health["model"] == "example_cnn"
+        model = requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()
+        assert model["batching"] == {"max_batch": 4, "batch_wait_ms": 2.0,
+                                     "across_requests": True}
+        assert process.poll() is None, "samspt-serve must stay in the foreground"
+        process.send_signal(stop_signal)
+        assert process.wait(STOP_TIMEOUT_S) == 0
+        rest = "".join(seen)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "stopped" not in rest:
+            try:
+                rest += lines.get(timeout=0.5)
+            except queue.Empty:
+                pass
+        assert f"{stop_signal.name} received" in rest and "stopped" in rest, rest[-2000:]
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
+def test_samspt_serve_refuses_a_missing_model_folder_with_a_fix(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "samspt.serve.server",
+                             str(tmp_path / "nothing")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "samspt-export" in result.stderr
