@@ -32,6 +32,7 @@ class BackendSpec:
     precision: str       # fp32 | fp16
     cuda_only: bool
     description: str
+    folder: str = "run"  # run: the run's exported model; example: the shipped example model
 
 
 BACKENDS: Dict[str, BackendSpec] = {spec.name: spec for spec in (
@@ -41,6 +42,11 @@ BACKENDS: Dict[str, BackendSpec] = {spec.name: spec for spec in (
                 "PyTorch, FP16 autocast, encoder and decoder replayed as CUDA graphs"),
     BackendSpec("ort", "onnxruntime", "fp32", False, "ONNX Runtime, FP32 graphs"),
     BackendSpec("ort-fp16", "onnxruntime", "fp16", False, "ONNX Runtime, FP16 graphs"),
+    BackendSpec("ort-int8", "onnxruntime", "int8", False,
+                "ONNX Runtime, INT8 QDQ encoder (the decoder stays float: unverified export)"),
+    BackendSpec("ort-example", "onnxruntime", "fp32", False,
+                "ONNX Runtime, FP32: the shipped example model (trained), prompts on views",
+                folder="example"),
     BackendSpec("tensorrt", "tensorrt", "fp16", True, "TensorRT, strongly typed FP16 engines"),
 )}
 
@@ -105,7 +111,11 @@ class InspectorPipeline:
         providers = ort_providers(ctx.device) if spec.family == "onnxruntime" else None
         if spec.family == "tensorrt":
             ensure_engines(ctx.model_dir, max(ctx.prompt_counts))
-        self.inspector = Inspector(ctx.model_dir, backend=spec.family, precision=spec.precision,
+        model_dir = ctx.model_dir
+        if spec.folder == "example":
+            from samspt.runtime.samples import EXAMPLE_MODEL_DIR as model_dir
+        self.model_dir = model_dir
+        self.inspector = Inspector(model_dir, backend=spec.family, precision=spec.precision,
                                    providers=providers, threads=ctx.threads,
                                    max_prompts=max(ctx.prompt_counts))
         self.runtime = self.inspector.backend  # names the providers ONNX Runtime really took

@@ -63,3 +63,44 @@ def encoder_figures(config: ModelConfig) -> Dict[str, object]:
     """What a benchmark record keeps about the encoder's arithmetic."""
     return {"gmacs": encoder_macs(config) / 1e9, "gflop": encoder_flops(config) / 1e9,
             "counting": "1 multiply-add = 2 FLOPs; norms, softmax, GELU not counted"}
+
+
+def graph_macs(path) -> int:
+    """Multiply-adds of one input through an ONNX graph (its dynamic axes set to 1), counted
+    from its Conv, ConvTranspose, MatMul and Gemm nodes' shapes, for graphs whose shapes ONNX's
+    shape inference resolves (the conv family, QDQ and FP16 versions of it), where
+    :func:`encoder_macs` knows only the ViT family. ValueError names the first product whose
+    shape stays unknown (SAM's ViT export computes its reshape sizes: count it from the
+    configuration)."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path), load_external_data=False)
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    graph = shape_inference.infer_shapes(model, strict_mode=False).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        dims = value.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    macs = 0
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+            continue
+        out, a, b = (shapes.get(name) for name in (node.output[0], node.input[0], node.input[1]))
+        if out is None or a is None or b is None:
+            raise ValueError(f"{path}: no static shape for node {node.name!r} ({node.op_type}); "
+                             "FLOPs cannot be counted from this graph")
+        if node.op_type == "Conv":
+            macs += math.prod(out) * math.prod(b[1:])
+        elif node.op_type == "ConvTranspose":
+            macs += math.prod(a) * math.prod(b[1:])
+        elif node.op_type == "MatMul":
+            macs += math.prod(out) * a[-1]
+        else:
+            trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
+            macs += math.prod(out) * (a[0] if trans_a else a[-1])
+    return macs

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -34,7 +34,22 @@ log = logging.getLogger(__name__)
 RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_decoder",
               "batched_vs_single_k16", "relation_vs_materialized_time",
               "relation_vs_materialized_mem", "relation_vs_materialized_mem_ort",
-              "encoder_int8_vs_fp32", "encoder_batch8_vs_single")
+              "encoder_int8_vs_fp32", "encoder_batch8_vs_single", "postprocess_share_k64",
+              "postprocess_share_k64_example", "encoder_peak_share",
+              "encoder_int8_vs_fp32_example")
+# Keys computed from the stage timings (:func:`result_ratios`): None when the run lacks the
+# backend or 64 prompts.
+RESULT_KEYS = ("postprocess_share_k64", "postprocess_share_k64_example", "encoder_peak_share")
+RESULT_BASIS = {
+    "postprocess_share_k64": "ONNX Runtime FP32 (ort), the run's model, 64 boxes: Inspector "
+                             "postprocess median / end-to-end median",
+    "postprocess_share_k64_example": "the same on the shipped example model (ort-example: "
+                                     "trained conv model, prompts on views)",
+    "encoder_peak_share": "ort's encoder TFLOP/s / the device's FP32 peak (backends.ort)",
+    "encoder_int8_vs_fp32_example": "shipped example model's encoder (conv, 128 px view): "
+                                    "export's QDQ INT8 (s8s8, per channel) / FP32, ONNX Runtime "
+                                    "CPU (ort_choices)",
+}
 BATCH = 16
 VIEWS = 8
 
@@ -147,3 +162,21 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                                             f"{ort_method})",
     }
     return {"ratios": ratios, "details": {"medians_ms": medians, "basis": basis}}
+
+
+def result_ratios(results: List[Dict[str, Any]],
+                  backends: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    """The keys of :data:`RESULT_KEYS` from a run's stage medians: post-processing's share of
+    end to end at 64 prompts (ONNX Runtime FP32, the run's model; and the shipped example model
+    on views), and the ONNX Runtime FP32 encoder's share of the device's peak."""
+    def share(backend: str) -> Optional[float]:
+        for entry in results:
+            if entry["backend"] == backend and entry["prompts"] == 64:
+                stages = entry["stages"]
+                return stats.ratio(stages["postprocess"]["median_ms"],
+                                   stages["end_to_end"]["median_ms"])
+        return None
+
+    return {"postprocess_share_k64": share("ort"),
+            "postprocess_share_k64_example": share("ort-example"),
+            "encoder_peak_share": backends.get("ort", {}).get("encoder_peak_share")}

@@ -71,6 +71,39 @@ def ratio_table(record: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def encoder_table(record: Dict[str, Any]) -> str:
+    """Per backend: encoder GFLOP per view, median ms, achieved TFLOP/s and share of the peak."""
+    lines = [_row(["backend", "encoder GFLOP/view", "median ms", "TFLOP/s", "peak TFLOP/s",
+                   "`encoder_peak_share`", "peak basis"]),
+             _row(["---"] + ["---:"] * 5 + ["---"])]
+    for name, backend in record.get("backends", {}).items():
+        lines.append(_row([f"`{name}`", fmt_number(backend.get("encoder_gflop"), 3),
+                           fmt_ms(backend.get("encoder_median_ms")),
+                           fmt_number(backend.get("encoder_tflops_achieved"), 3),
+                           fmt_number(backend.get("encoder_peak_tflops"), 2),
+                           fmt_number(backend.get("encoder_peak_share"), 3),
+                           backend.get("encoder_peak_basis", "")]))
+    return "\n".join(lines)
+
+
+def choices_table(record: Dict[str, Any]) -> str:
+    """ONNX Runtime session choices and INT8 variants of the encoder, ms and / FP32 (all)."""
+    choices = record.get("ort_choices", {})
+    names = list(dict.fromkeys(n for c in choices.values() for n in c.get("medians_ms", {})))
+    if not names:
+        return ""
+    lines = [_row(["encoder choice"] + [f"{label} ms (/ fp32_all)" for label in choices]),
+             _row(["---"] + ["---:"] * len(choices))]
+    for name in names:
+        cells = []
+        for choice in choices.values():
+            ms = choice.get("medians_ms", {}).get(name)
+            ratio = choice.get("vs_fp32_all", {}).get(name)
+            cells.append("-" if ms is None else f"{fmt_ms(ms)} ({fmt_number(ratio, 2)})")
+        lines.append(_row([f"`{name}`"] + cells))
+    return "\n".join(lines)
+
+
 def format_report(record: Dict[str, Any]) -> str:
     """The stage table, the ratio table and notes (skipped backends), as markdown."""
     settings = record.get("settings", {})
@@ -87,6 +120,10 @@ def format_report(record: Dict[str, Any]) -> str:
         stage_table(record),
         "",
         ratio_table(record),
+        "",
+        encoder_table(record),
+        "",
+        choices_table(record),
     ]
     for name, reason in record.get("skipped", {}).items():
         parts.append(f"\nskipped {name}: {reason}")

@@ -16,14 +16,18 @@ import torch
 
 from samspt.benchmarks import stats
 from samspt.benchmarks.backends import BACKENDS, STAGES, OpenContext, open_pipeline
-from samspt.benchmarks.flops import encoder_figures, encoder_flops
+from samspt.benchmarks.flops import encoder_figures, encoder_flops, graph_macs
 from samspt.benchmarks.inputs import benchmark_inputs, random_boxes
+from samspt.benchmarks.machine import gpu_info
 from samspt.benchmarks.memory import run_probe
 from samspt.benchmarks.models import export_folder, spt_model, vanilla_sam
-from samspt.benchmarks.ratios import BATCH, measure_ratios
+from samspt.benchmarks.ort_choices import choice_ratios, measure_choices
+from samspt.benchmarks.peak import device_peak
+from samspt.benchmarks.ratios import BATCH, RESULT_BASIS, measure_ratios, result_ratios
 from samspt.benchmarks.relation_compare import compare_relation
 from samspt.benchmarks.settings import Settings
 from samspt.runtime.errors import ModelFolderError
+from samspt.runtime.manifest import graph_entry, read_manifest
 from samspt.training.config import get_config
 
 log = logging.getLogger(__name__)
@@ -69,8 +73,22 @@ def time_stages(pipelines: Dict[str, Any], image, boxes: Dict[int, Any], reps: i
     return samples
 
 
+def encoder_flops_of(pipeline: Any, config, model_dir: Path) -> Dict[str, Any]:
+    """FLOPs of one view through a backend's encoder: counted from the configuration for the ViT
+    family (:func:`encoder_flops`), from the exported graph's shapes otherwise (the conv family,
+    the shipped example model)."""
+    folder = getattr(pipeline, "model_dir", model_dir)
+    if folder == model_dir and config.encoder_embed_dim > 0:
+        return {"flops": encoder_flops(config), "counted_from": "configuration (ViT)"}
+    graph = folder / graph_entry(read_manifest(folder, verify_files=False), "encoder",
+                                 "fp32")["file"]
+    return {"flops": 2 * graph_macs(graph), "counted_from": f"graph {graph.name} "
+            "(Conv/ConvTranspose/MatMul/Gemm shapes)"}
+
+
 def _results(samples, pipelines: Dict[str, Any], memory: Dict[str, Dict[str, Any]],
-             flops: int) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+             flops: Dict[str, Dict[str, Any]]
+             ) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
     results, backends = [], {}
     for (name, count), stage_samples in samples.items():
         stages = {stage: stats.summarize(stage_samples[stage]) for stage in STAGES}
@@ -83,10 +101,18 @@ def _results(samples, pipelines: Dict[str, Any], memory: Dict[str, Dict[str, Any
         encoder = [ms for (n, _), s in samples.items() if n == name for ms in s["encoder"]]
         median = stats.percentile(encoder, 50)
         probe = memory.get(name, {})
+        achieved = flops[name]["flops"] / median / 1e9
+        peak = device_peak(pipeline.device, BACKENDS[name].precision,
+                           (gpu_info() or {}).get("name"))
         backends[name] = {
             "description": BACKENDS[name].description, "runtime": pipeline.runtime,
             "device": pipeline.device, "precision": BACKENDS[name].precision,
-            "encoder_median_ms": median, "encoder_tflops_achieved": flops / median / 1e9,
+            "encoder_median_ms": median, "encoder_gflop": flops[name]["flops"] / 1e9,
+            "encoder_flops_counted_from": flops[name]["counted_from"],
+            "encoder_tflops_achieved": achieved,
+            "encoder_peak_tflops": peak["tflops"] if peak else None,
+            "encoder_peak_basis": peak["basis"] if peak else "unknown device peak",
+            "encoder_peak_share": achieved / peak["tflops"] if peak else None,
             "memory": {k: probe.get(k) for k in ("baseline_mb", "loaded_mb", "torch_imported",
                                                  "peak_reset", "error") if k in probe}}
     return results, backends
@@ -110,6 +136,8 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
         ctx = OpenContext(settings.model, settings.seed, settings.device, model_dir,
                           settings.prompts, settings.threads, model=merged)
         pipelines, skipped = open_pipelines(settings.backends, ctx)
+        flops = {name: encoder_flops_of(p, config, model_dir) for name, p in pipelines.items()}
+        run_flops = encoder_flops_of(None, config, model_dir)
         try:
             samples = time_stages(pipelines, image, boxes, settings.reps, settings.warmup,
                                   progress)
@@ -127,6 +155,10 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
                                 image, ratio_boxes, settings.reps, settings.warmup, relation,
                                 settings.threads, tick=progress.step)
         del sam
+        progress.phase("ONNX Runtime session choices and INT8 variants", 2 * 8 * rounds)
+        choices = measure_choices(model_dir, settings.reps, settings.warmup, settings.threads,
+                                  tick=progress.step)
+        ratios["ratios"].update(choice_ratios(choices))
         progress.phase("peak memory, one process per backend", len(pipelines))
         memory = {}
         for name in pipelines:
@@ -135,15 +167,18 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
                                       "device": settings.device, "model_dir": str(model_dir),
                                       "prompts": settings.prompts, "threads": settings.threads})
             progress.step()
-    flops = encoder_flops(config)
     results, backends = _results(samples, pipelines, memory, flops)
     order = {name: i for i, name in enumerate(settings.backends)}
     results.sort(key=lambda e: (order[e["backend"]], e["prompts"]))
+    ratios["ratios"].update(result_ratios(results, backends))
+    ratios["details"]["basis"].update(RESULT_BASIS)
     return {"settings": settings.to_dict(),
             "inputs": {"image": image_name, "image_hw": list(image.shape[:2]),
                        "prompt": "box", "boxes_seed": settings.seed},
             "model": {"name": config.name, "image_size": config.image_size,
-                      "tokens": config.num_tokens, "encoder": encoder_figures(config)},
+                      "tokens": config.num_tokens, "encoder": (encoder_figures(config) if config.encoder_embed_dim > 0 else
+                                  {"gflop": run_flops["flops"] / 1e9,
+                                   "counting": run_flops["counted_from"]})},
             "backends": backends, "skipped": skipped, "results": results,
             "ratios": ratios["ratios"], "ratio_details": ratios["details"],
-            "relation": relation}
+            "relation": relation, "ort_choices": choices}

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from samspt.export.graph_deps import computed_from
 from samspt.runtime import tensors
 from samspt.runtime.errors import SamsptError
 
@@ -111,7 +112,7 @@ def to_fp16(model: onnx.ModelProto, extra_scopes: Iterable[str] = ()) -> onnx.Mo
             graph.initializer.append(numpy_helper.from_array(array, half_inits[name]))
         return half_inits[name]
 
-    prompt_only = _computed_from(graph, FP32_INPUTS)
+    prompt_only = computed_from(graph, FP32_INPUTS)
     fp32_nodes = 0
     for node in graph.node:
         fp32 = keeps_fp32(node, scopes) or any(name in prompt_only for name in node.output)
@@ -151,23 +152,6 @@ def to_fp16(model: onnx.ModelProto, extra_scopes: Iterable[str] = ()) -> onnx.Mo
     del graph.value_info[:]
     log.info("FP16 graph: %d of %d nodes kept in FP32", fp32_nodes, len(new_nodes))
     return model
-
-
-def _computed_from(graph: onnx.GraphProto, inputs: Iterable[str]) -> Set[str]:
-    """Output names of the nodes that depend only on the graph inputs ``inputs``, initializers and
-    constants, and on at least one of ``inputs`` (the graph is topologically sorted)."""
-    seeds = {i.name for i in graph.input} & set(inputs)
-    fixed = {i.name for i in graph.initializer}
-    derived: Set[str] = set(seeds)
-    for node in graph.node:
-        if node.op_type == "Constant":
-            fixed.update(node.output)
-            continue
-        names = [name for name in node.input if name]
-        if names and all(name in derived or name in fixed for name in names) and \
-                any(name in derived for name in names):
-            derived.update(node.output)
-    return derived - seeds
 
 
 def _casts_to_float16(node: onnx.NodeProto) -> bool:
@@ -213,4 +197,28 @@ def store_weights_fp16(model: onnx.ModelProto, min_elements: int = 64) -> onnx.M
     del graph.node[:]
     graph.node.extend(nodes)
     log.info("stored %d weights as float16 (computed in float32)", len(casts))
+    return out
+
+
+def restore_weights_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The inverse of :func:`store_weights_fp16`: a copy whose float16-stored weights are float32
+    initializers again (their ``/weights_fp16/`` Casts removed), so tools that look for constant
+    weights (INT8 quantisation: a product with a constant operand) see them. Exact: float16 to
+    float32 is lossless."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {init.name: init for init in graph.initializer}
+    kept, restored = [], 0
+    for node in graph.node:
+        source = inits.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if source is not None and node.name.startswith("/weights_fp16/"):
+            values = numpy_helper.to_array(source).astype(np.float32)
+            source.CopyFrom(numpy_helper.from_array(values, node.output[0]))
+            restored += 1
+            continue
+        kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    log.debug("restored %d float16-stored weights to float32", restored)
     return out

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -30,7 +31,8 @@ from samspt.runtime import tensors
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.samples import VerifyImage
 from samspt.runtime.views import View, ViewSettings, plan_views
-from samspt.export.fp16 import FP32_INPUTS, FP32_SCOPES, _computed_from
+from samspt.export.fp16 import FP32_INPUTS, FP32_SCOPES
+from samspt.export.graph_deps import computed_from
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def float_nodes(model: onnx.ModelProto) -> List[str]:
     graph = model.graph
     constants = {i.name for i in graph.initializer}
     constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
-    prompt_only = _computed_from(graph, FP32_INPUTS)
+    prompt_only = computed_from(graph, FP32_INPUTS)
     keep = []
     for node in graph.node:
         if node.op_type not in INT8_OP_TYPES:
@@ -123,39 +125,79 @@ def float_nodes(model: onnx.ModelProto) -> List[str]:
 
 
 def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]],
-                   external_data: bool = False) -> Dict[str, Any]:
+                   external_data: bool = False, quant_format: str = "QDQ",
+                   activations: str = "int8", per_channel: bool = True) -> Dict[str, Any]:
     """Write the static QDQ INT8 version of the FP32 graph ``fp32_path`` to ``out_path``,
-    calibrated on ``feeds``. Returns its description for the manifest."""
+    calibrated on ``feeds``. Returns its description for the manifest.
+
+    The defaults are what export writes (what TensorRT reads). The others exist to measure what
+    ONNX Runtime's CPU kernels prefer (``samspt-bench``): ``quant_format`` ``QOperator``
+    (QLinearConv/QLinearMatMul nodes: ONNX Runtime only), ``activations`` ``uint8``
+    (asymmetric; TensorRT rejects UINT8 inside a network), ``per_channel`` False."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
     if not feeds:
         raise Int8Error("no calibration data: give --calib-data a folder of images, or keep the "
                         "bundled samples")
+    if quant_format not in ("QDQ", "QOperator") or activations not in ("int8", "uint8"):
+        raise Int8Error(f"unknown INT8 variant: format {quant_format!r} (QDQ, QOperator), "
+                        f"activations {activations!r} (int8, uint8)")
+    signed = activations == "int8"
     model = onnx.load(str(fp32_path))
     keep_float = float_nodes(model)
     quantizable = [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES]
     try:
-        quantize_static(
-            str(fp32_path), str(out_path), _Reader(feeds), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-            use_external_data_format=external_data,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                           "MatMulConstBOnly": True, "QuantizeBias": False,
-                           "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
-            calibration_providers=["CPUExecutionProvider"])
+        with _root_logger_kept():
+            quantize_static(
+                str(fp32_path), str(out_path), _Reader(feeds),
+                quant_format=getattr(QuantFormat, quant_format),
+                op_types_to_quantize=list(INT8_OP_TYPES), per_channel=per_channel,
+                activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
+                use_external_data_format=external_data,
+                extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True,
+                               "MatMulConstBOnly": True, "QuantizeBias": False,
+                               "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+                calibration_providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - the quantiser raises plain exceptions
         raise Int8Error(f"quantising {fp32_path.name} failed: {exc}") from None
-    quantized = quantized_nodes(onnx.load(str(out_path), load_external_data=False))
+    written = onnx.load(str(out_path), load_external_data=False)
+    quantized = (quantized_nodes(written) if quant_format == "QDQ" else
+                 [n.name for n in written.graph.node if n.op_type.startswith("QLinear")])
     log.info("%s: %d of %d Conv/MatMul/Gemm nodes quantised to INT8", out_path.name,
              len(quantized), len(quantizable))
-    return {"quantized": True, "format": "QDQ", "op_types": list(INT8_OP_TYPES),
-            "weights": "int8, symmetric, per channel", "activations": "int8, symmetric",
+    return {"quantized": True, "format": quant_format, "op_types": list(INT8_OP_TYPES),
+            "weights": f"int8, symmetric, per {'channel' if per_channel else 'tensor'}",
+            "activations": "int8, symmetric" if signed else "uint8, asymmetric",
             "calibration": {"method": CALIBRATION_METHOD, "inputs": len(feeds)},
             "quantized_nodes": len(quantized),
             "float_nodes": len(quantizable) - len(quantized)}
+
+
+class _ToDebug(logging.Handler):
+    """Passes the root logger's records to this module's logger at DEBUG."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("onnxruntime.quantization: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """Keep the root logger as it is across ONNX Runtime's quantiser: it logs through
+    ``logging.warning``, which installs a stderr handler on an unconfigured root logger (every
+    later record of the process, samspt's included, then prints twice). Its records go to this
+    module's logger at DEBUG instead."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    forward = _ToDebug()
+    root.addHandler(forward)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def quantized_nodes(model: onnx.ModelProto) -> List[str]:

@@ -178,17 +178,16 @@ class Inspector:
         prep = time.perf_counter()
         with self._lock or contextlib.nullcontext():
             out = infer_views(state.rgb, plan, self._encode, self._graphs.decode,
-                              self.pixel_mean, self.pixel_std, cache=state.embeddings)
+                              self.pixel_mean, self.pixel_std, cache=state.embeddings,
+                              mask_threshold=self.threshold)
         inferred = time.perf_counter()
-        masks = out.logits > self.threshold
-        draft_masks = out.draft_logits > self.threshold
+        summary = summarize_masks(out.masks, self.min_defect_area, out.regions)
         end = time.perf_counter()
         timings = {key: value * 1e3 for key, value in out.timings.items()}
         timings["preprocess"] += (prep - start) * 1e3 + state.check_ms
         state.check_ms = 0.0
         timings["postprocess"] += (end - inferred) * 1e3
         timings["total"] = sum(timings.values())
-        return InspectionResult(masks=masks, draft_masks=draft_masks,
+        return InspectionResult(masks=out.masks, draft_masks=out.draft_masks,
                                 scores=np.asarray(out.scores, np.float32).reshape(-1),
-                                timings_ms=timings, views=out.views,
-                                **summarize_masks(masks, self.min_defect_area))
+                                timings_ms=timings, views=out.views, **summary)

@@ -120,7 +120,7 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
 
 
-def _linear_weights(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_weights(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of 1-D linear interpolation, half-pixel centres, clamped edges
     (the convention of ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``)."""
     src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
@@ -133,8 +133,8 @@ def _linear_weights(out_size: int, in_size: int) -> Tuple[np.ndarray, np.ndarray
 
 def resize_bilinear(array: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
     """Resize the last two axes of a float array to ``size_hw`` (bilinear, no antialiasing)."""
-    lo_y, hi_y, fy = _linear_weights(size_hw[0], array.shape[-2])
-    lo_x, hi_x, fx = _linear_weights(size_hw[1], array.shape[-1])
+    lo_y, hi_y, fy = linear_weights(size_hw[0], array.shape[-2])
+    lo_x, hi_x, fx = linear_weights(size_hw[1], array.shape[-1])
     rows = array[..., lo_y, :] * (1 - fy)[:, None] + array[..., hi_y, :] * fy[:, None]
     return rows[..., lo_x] * (1 - fx) + rows[..., hi_x] * fx
 

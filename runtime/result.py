@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -44,12 +44,20 @@ class InspectionResult:
                 "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
 
 
-def summarize_masks(masks: np.ndarray, min_defect_area: int) -> Dict[str, np.ndarray]:
-    """area_px, bbox and pred_label of KxHxW bool masks."""
-    area = masks.reshape(masks.shape[0], -1).sum(axis=1).astype(np.int64)
-    bbox = np.full((masks.shape[0], 4), -1, dtype=np.int64)
-    for k in np.nonzero(area)[0]:
-        rows = np.nonzero(masks[k].any(axis=1))[0]
-        cols = np.nonzero(masks[k].any(axis=0))[0]
-        bbox[k] = (cols[0], rows[0], cols[-1], rows[-1])
+def summarize_masks(masks: np.ndarray, min_defect_area: int,
+                    regions: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """area_px, bbox and pred_label of KxHxW bool masks. ``regions`` (Kx4 y0, y1, x0, x1,
+    end-exclusive): where each mask may be True (False elsewhere), so only they are read."""
+    count = masks.shape[0]
+    if regions is None:
+        regions = np.tile(np.array([0, masks.shape[1], 0, masks.shape[2]], np.int64), (count, 1))
+    area = np.zeros(count, np.int64)
+    bbox = np.full((count, 4), -1, dtype=np.int64)
+    for k, (y0, y1, x0, x1) in enumerate(np.asarray(regions, np.int64)):
+        part = masks[k, y0:y1, x0:x1]
+        area[k] = np.count_nonzero(part)
+        if area[k]:
+            rows = np.flatnonzero(part.any(axis=1))
+            cols = np.flatnonzero(part.any(axis=0))
+            bbox[k] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1], y0 + rows[-1])
     return {"area_px": area, "bbox": bbox, "pred_label": area >= max(1, min_defect_area)}

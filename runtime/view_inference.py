@@ -9,6 +9,10 @@ the view's input frame -> (draft low-res Bx1xLxL, final low-res Bx1xLxL, scores 
 back in image pixels, :data:`~samspt.runtime.views.BACKGROUND_LOGIT` outside a prompt's views.
 Several view prompts may feed one output row (a scan; a box larger than the views allow): their
 logits are merged by the maximum.
+
+With ``mask_threshold`` only the masks come back (what the Inspector answers), each computed
+where low-res cells above the threshold reach (:func:`~samspt.runtime.views.paste_mask`): equal
+to thresholding the full logits, at a cost that follows the defects, not the image.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from samspt.runtime.views import BACKGROUND_LOGIT, View, ViewPlan, paste_max
+from samspt.runtime.views import BACKGROUND_LOGIT, View, ViewPlan, paste_mask, paste_max
 
 # Views per encoder call: a scan of a 20-megapixel image has hundreds of views, and one batch of
 # them all would hold hundreds of input tensors at once.
@@ -33,15 +37,22 @@ class ViewOutputs:
     """``logits``/``draft_logits`` KxHxW float32 (image pixels, one row per output row),
     ``scores`` K float32 (a merged row: the best of its views), ``low_res``/``draft_low_res``
     Mx1xLxL (each view prompt's, in its view's frame), ``views``: each row's view where every
-    row has one, else all M views; ``timings`` seconds per stage."""
+    row has one, else all M views; ``timings`` seconds per stage. With a mask threshold,
+    ``logits``/``draft_logits`` are None and ``masks``/``draft_masks`` KxHxW bool hold the
+    masks, True only inside ``regions``/``draft_regions`` (Kx4 int64 y0, y1, x0, x1 image
+    pixels, end-exclusive; all 0 for an empty row)."""
 
-    logits: np.ndarray
-    draft_logits: np.ndarray
+    logits: Optional[np.ndarray]
+    draft_logits: Optional[np.ndarray]
     scores: np.ndarray
     low_res: np.ndarray
     draft_low_res: np.ndarray
     views: List[View]
     timings: Dict[str, float]
+    masks: Optional[np.ndarray] = None
+    draft_masks: Optional[np.ndarray] = None
+    regions: Optional[np.ndarray] = None
+    draft_regions: Optional[np.ndarray] = None
 
 
 def group_views(views: Sequence[View]) -> List[Tuple[View, List[int]]]:
@@ -55,10 +66,11 @@ def group_views(views: Sequence[View]) -> List[Tuple[View, List[int]]]:
 def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: DecodeFn,
                 pixel_mean: Sequence[float], pixel_std: Sequence[float],
                 cache: Optional[Dict[View, Any]] = None,
-                clock: Optional[Callable[[], float]] = None) -> ViewOutputs:
+                clock: Optional[Callable[[], float]] = None,
+                mask_threshold: Optional[float] = None) -> ViewOutputs:
     """Run a :class:`~samspt.runtime.views.ViewPlan` on an HxWx3 uint8 RGB ``image``: each view
-    prompt in its view, each output row the maximum of the logits of the prompts that feed it;
-    see the module doc."""
+    prompt in its view, each output row the maximum of the logits of the prompts that feed it
+    (``mask_threshold``: their masks, logits above it, only); see the module doc."""
     import time
 
     clock = clock or time.perf_counter
@@ -82,8 +94,7 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
 
     count = len(plan.views)
     height, width = image.shape[:2]
-    logits = np.full((plan.rows, height, width), BACKGROUND_LOGIT, np.float32)
-    draft = np.full((plan.rows, height, width), BACKGROUND_LOGIT, np.float32)
+    canvases = _Canvases(plan.rows, (height, width), mask_threshold)
     scores = np.full(plan.rows, -np.inf, np.float32)
     low_res = draft_low = None
     for view, index in groups:
@@ -97,11 +108,46 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
         low_res[index], draft_low[index] = f_low, d_low
         for row, k in enumerate(index):
             target = int(plan.row_of[k])
-            paste_max(logits[target:target + 1], view, f_low[row:row + 1])
-            paste_max(draft[target:target + 1], view, d_low[row:row + 1])
+            canvases.paste(target, view, f_low[row:row + 1], d_low[row:row + 1])
             scores[target] = max(scores[target], float(np.ravel(score)[row]))
         timings["decoder"] += t3 - t2
         timings["postprocess"] += clock() - t3
     views_of_rows = ([plan.views[int(np.flatnonzero(plan.row_of == r)[0])]
                       for r in range(plan.rows)] if plan.rows == count else list(plan.views))
-    return ViewOutputs(logits, draft, scores, low_res, draft_low, views_of_rows, timings)
+    return canvases.outputs(scores, low_res, draft_low, views_of_rows, timings)
+
+
+class _Canvases:
+    """The output rows, final and draft, in image pixels: logits merged by the maximum, or
+    (``threshold`` given) masks merged by OR with the regions they were written in."""
+
+    def __init__(self, rows: int, image_hw: Tuple[int, int], threshold: Optional[float]) -> None:
+        self.threshold = threshold
+        shape = (rows,) + tuple(image_hw)
+        if threshold is None:
+            self.final = np.full(shape, BACKGROUND_LOGIT, np.float32)
+            self.draft = np.full(shape, BACKGROUND_LOGIT, np.float32)
+        else:   # np.zeros maps zeroed pages lazily: untouched rows cost nothing
+            self.final, self.draft = np.zeros(shape, bool), np.zeros(shape, bool)
+        self.regions = np.zeros((2, rows, 4), np.int64)
+        self.regions[..., 0::2] = np.iinfo(np.int64).max
+
+    def paste(self, row: int, view: View, final: np.ndarray, draft: np.ndarray) -> None:
+        if self.threshold is None:
+            paste_max(self.final[row:row + 1], view, final)
+            paste_max(self.draft[row:row + 1], view, draft)
+            return
+        for which, canvas, low in ((0, self.final, final), (1, self.draft, draft)):
+            window = paste_mask(canvas[row], view, low, self.threshold)
+            if window is not None:
+                region = self.regions[which, row]
+                region[0::2] = np.minimum(region[0::2], window[0::2])
+                region[1::2] = np.maximum(region[1::2], window[1::2])
+
+    def outputs(self, scores, low_res, draft_low, views, timings) -> ViewOutputs:
+        if self.threshold is None:
+            return ViewOutputs(self.final, self.draft, scores, low_res, draft_low, views, timings)
+        regions = np.where(self.regions[..., 1:2] > 0, self.regions, 0)
+        return ViewOutputs(None, None, scores, low_res, draft_low, views, timings,
+                           masks=self.final, draft_masks=self.draft, regions=regions[0],
+                           draft_regions=regions[1])

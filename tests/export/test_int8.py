@@ -187,3 +187,39 @@ def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp
     build = json.loads((result.engine_dir / "build.json").read_text())
     assert "int8" in build["precisions"]
     torch.manual_seed(0)  # keep the module's later tests independent of this one
+
+
+def test_quantising_leaves_the_root_logger_alone(tmp_path):
+    """ONNX Runtime's quantiser logs through ``logging.warning``, which gives an unconfigured
+    root logger a stderr handler: every later export log would print twice. Run as the CLI
+    runs (a fresh process, samspt's CLI logging only), since pytest configures the root."""
+    import subprocess
+    import sys
+
+    script = """
+import logging, sys
+from pathlib import Path
+import numpy as np, onnx
+from onnx import TensorProto, helper, numpy_helper
+from samspt.runtime.logs import configure_cli_logging
+from samspt.export.int8 import quantize_graph
+configure_cli_logging(0)
+folder = Path(sys.argv[1])
+x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 2, 4, 4])
+y = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
+w = numpy_helper.from_array(np.random.default_rng(0).random((3, 2, 1, 1), np.float32), "w")
+graph = helper.make_graph([helper.make_node("Conv", ["image", "w"], ["out"], name="conv")],
+                          "g", [x], [y], [w])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+          str(folder / "c.onnx"))
+feeds = [{"image": np.random.default_rng(1).random((1, 2, 4, 4), np.float32)}]
+quantize_graph(folder / "c.onnx", folder / "q.onnx", feeds)
+assert not logging.getLogger().handlers, logging.getLogger().handlers
+logging.getLogger("samspt.export.probe").info("exported once")
+"""
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("exported once") == 1, run.stderr
+    assert "Please consider" not in run.stderr
+    assert (tmp_path / "q.onnx").is_file()

@@ -1,0 +1,148 @@
+"""ONNX Runtime's session and graph choices for the encoder, measured side by side (interleaved)
+rather than assumed: threads, graph optimisation level, ``onnxruntime.transformers`` fusions
+(where a model type applies), and the INT8 variants ONNX Runtime offers.
+
+For each encoder (the run's model, and the shipped example model: the conv family on views),
+one view per call:
+
+* ``fp32`` sessions: ``all`` (ORT_ENABLE_ALL, the runtime's choice), ``extended``, ``basic``,
+  one intra-op thread (``threads1``), and for the ViT family the graph rewritten by
+  ``onnxruntime.transformers.optimizer`` (model type ``vit``; the fused op counts are recorded);
+* INT8 variants, each quantised here from the FP32 graph with the export's calibration (the
+  bundled samples' views) and nodes (:mod:`samspt.export.int8`): ``qdq_s8s8_channel`` (what
+  export writes and TensorRT reads), ``qdq_u8s8_channel`` (unsigned activations),
+  ``qdq_s8s8_tensor`` (per-tensor weights), ``qop_u8s8_channel`` (QOperator: QLinearConv /
+  QLinearMatMul, ONNX Runtime only).
+
+Each variant's median and its ratio to the FP32 ``all`` session go to the record
+(``ort_choices``); ``encoder_int8_vs_fp32_example`` is the export's INT8 form on the example
+model.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from samspt.benchmarks import stats
+from samspt.runtime import tensors
+from samspt.runtime.manifest import graph_entry, read_manifest, view_settings
+
+log = logging.getLogger(__name__)
+
+INT8_VARIANTS = {"qdq_s8s8_channel": ("QDQ", "int8", True),
+                 "qdq_u8s8_channel": ("QDQ", "uint8", True),
+                 "qdq_s8s8_tensor": ("QDQ", "int8", False),
+                 "qop_u8s8_channel": ("QOperator", "uint8", True)}
+CALIBRATION_IMAGES = 3
+
+
+def _session(path: Path, level: str = "all", threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _transformer_fusions(path: Path, out: Path, manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """The ViT encoder rewritten by ``onnxruntime.transformers.optimizer`` (model type vit)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model = manifest["model"]
+    optimized = optimize_model(str(path), model_type="vit",
+                               num_heads=int(model["encoder_num_heads"]),
+                               hidden_size=int(model["encoder_embed_dim"]), opt_level=0)
+    optimized.save_model_to_file(str(out))
+    return {name: count for name, count in optimized.get_fused_operator_statistics().items()
+            if count}
+
+
+def encoder_choices(folder: Path, label: str, reps: int, warmup: int, threads: int = 0,
+                    tick: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """Medians (ms, one view per call) of the FP32 session choices and INT8 variants of the
+    encoder in the model folder ``folder``, timed interleaved; see the module doc."""
+    from samspt.export.int8 import calibration_views, encoder_feeds, quantize_graph
+    from samspt.runtime.samples import bundled_verify_images
+
+    manifest = read_manifest(folder, verify_files=False)
+    fp32 = folder / graph_entry(manifest, "encoder", "fp32")["file"]
+    size = int(manifest["input"]["image_size"])
+    mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
+    views = calibration_views(bundled_verify_images()[:CALIBRATION_IMAGES], size,
+                              view_settings(manifest))
+    feeds = encoder_feeds(views, mean, std)
+    image = feeds[0][tensors.IMAGE]
+    sessions, notes = {}, {}
+    with tempfile.TemporaryDirectory(prefix="samspt-ort-choices-") as tmp:
+        if graph_entry(manifest, "encoder", "fp32").get("weights_storage") == "float16":
+            # a compact graph (the shipped example): weights as float32 initializers again, so
+            # the quantiser sees products with constant weights
+            import onnx
+
+            from samspt.export.fp16 import restore_weights_fp32
+
+            restored = Path(tmp) / "encoder.fp32.onnx"
+            onnx.save(restore_weights_fp32(onnx.load(str(fp32))), str(restored))
+            fp32 = restored
+            notes["weights"] = "stored float16 in the folder; restored to float32 initializers"
+        for level in ("all", "extended", "basic"):
+            sessions[f"fp32_{level}"] = _session(fp32, level, threads)
+        sessions["fp32_threads1"] = _session(fp32, "all", 1)
+        if int(manifest["model"].get("encoder_embed_dim", 0)) > 0:
+            fused = Path(tmp) / "encoder.fused.onnx"
+            try:
+                notes["transformers_fusions"] = _transformer_fusions(fp32, fused, manifest)
+                sessions["fp32_transformers_optimizer"] = _session(fused, "all", threads)
+            except Exception as exc:  # noqa: BLE001 - the optimizer raises what it meets
+                notes["transformers_fusions"] = f"failed: {exc}"
+        else:
+            notes["transformers_fusions"] = ("not applicable: no transformer in a conv "
+                                             "encoder; ORT's own Conv+Relu/Add fusions run "
+                                             "at level all")
+        for name, (fmt, activations, per_channel) in INT8_VARIANTS.items():
+            path = Path(tmp) / f"encoder.{name}.onnx"
+            try:
+                info = quantize_graph(fp32, path, feeds, quant_format=fmt,
+                                      activations=activations, per_channel=per_channel)
+                sessions[name] = _session(path, "all", threads)
+            except Exception as exc:  # noqa: BLE001 - a variant ORT cannot make or run
+                notes[name] = f"failed: {exc}"
+                log.warning("%s encoder: INT8 variant %s failed: %s", label, name, exc)
+                continue
+            notes[name] = {"quantized_nodes": info["quantized_nodes"],
+                           "float_nodes": info["float_nodes"]}
+        calls = {name: (lambda s=session: s.run(None, {tensors.IMAGE: image}))
+                 for name, session in sessions.items()}
+        log.info("%s encoder: timing %d ONNX Runtime choices interleaved", label, len(calls))
+        medians = {name: stats.summarize(values)["median_ms"]
+                   for name, values in stats.interleaved(calls, reps, warmup, tick).items()}
+    base = medians["fp32_all"]
+    return {"encoder": fp32.name, "input": list(image.shape),
+            "calibration_views": len(feeds), "medians_ms": medians,
+            "vs_fp32_all": {name: stats.ratio(ms, base) for name, ms in medians.items()},
+            "notes": notes}
+
+
+def measure_choices(run_folder: Path, reps: int, warmup: int, threads: int = 0,
+                    tick: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """:func:`encoder_choices` for the run's model and the shipped example model."""
+    from samspt.runtime.samples import EXAMPLE_MODEL_DIR
+
+    return {"run_model": encoder_choices(run_folder, "run model", reps, warmup, threads, tick),
+            "example_model": encoder_choices(EXAMPLE_MODEL_DIR, "example model", reps, warmup,
+                                             threads, tick)}
+
+
+def choice_ratios(choices: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """``encoder_int8_vs_fp32_example``: the export's INT8 form / FP32, the example model."""
+    return {"encoder_int8_vs_fp32_example":
+            choices["example_model"]["vs_fp32_all"].get("qdq_s8s8_channel")}
