@@ -22,19 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from samspt.benchmarks.settings import parse_int_list
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
 
 
 def _levels(text: str) -> List[int]:
     try:
-        values = sorted({int(p) for p in text.split(",") if p.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"comma-separated whole numbers such as 1,8,32; got "
-                                         f"{text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"client counts must be >= 1; got {text!r}")
-    return values
+        return parse_int_list(text, "--concurrency")
+    except SamsptError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
