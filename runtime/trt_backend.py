@@ -28,7 +28,9 @@ allocates. Outputs are copied back asynchronously, then the stream is synchronis
 ``execute_async_v3``) and ``pycuda`` are imported only when a :class:`TrtGraphs` is opened (through
 :mod:`samspt.runtime.trt_env`), so this module imports anywhere. Each engine with its buffers is a
 :class:`samspt.runtime.trt_engine.TrtEngine`. CUDA's primary context of the chosen device is used
-(the one TensorRT's runtime uses), made current around every call, so any thread may call.
+(the one TensorRT's runtime uses), retained once per process and made current around every call,
+so any thread may call, ``close`` included; ``close`` frees every buffer, pinned ones too, while
+the context is current.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from samspt.runtime.engines import (Profile, ShapeProfiles, check_compatible, ch
 from samspt.runtime.errors import BackendError, InputError
 from samspt.runtime.trt_engine import (DeviceEmbedding, EmbeddingSlot, TrtEngine, as_float32,
                                        check_engine_pair, check_profile_limits)
-from samspt.runtime.trt_env import device_info, import_backend, trt_logger
+from samspt.runtime.trt_env import (device_info, free_pinned, import_backend, primary_context,
+                                    trt_logger)
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +115,8 @@ class TrtGraphs:
         self.lock = threading.RLock()
         self._slot = EmbeddingSlot()
         self._encoder = self._decoder = None
-        self._upload = None
-        try:
-            self._context = cuda.Device(device).retain_primary_context()
-        except Exception as exc:  # noqa: BLE001
-            raise BackendError(f"CUDA device {device} is not available ({exc})") from None
+        self._upload = self._upload_host = None
+        self._context = primary_context(device)
         try:
             with self._active():
                 self._runtime = trt.Runtime(trt_logger())
@@ -132,8 +132,6 @@ class TrtGraphs:
         except Exception:
             with self._active():
                 self._release()
-            with contextlib.suppress(Exception):
-                self._context.detach()
             self._context = None
             raise
         self.image_shape = self._encoder.max_shapes[tensors.IMAGE]
@@ -164,12 +162,16 @@ class TrtGraphs:
         if self._upload is not None:
             with contextlib.suppress(Exception):
                 self._upload.free()
-        self._upload = None
+        if self._upload_host is not None:
+            free_pinned(self._upload_host)
+        self._upload = self._upload_host = None
         self._encoder = self._decoder = None
         self._runtime = None
 
     def close(self) -> None:
-        """Free the engines and buffers (idempotent). Handles become stale."""
+        """Free the engines and every device and pinned host buffer, in the device's context
+        (idempotent; any thread). Handles become stale. The primary context itself stays
+        retained for the process (see :func:`samspt.runtime.trt_env.primary_context`)."""
         with self.lock:
             if getattr(self, "_context", None) is None:
                 return
@@ -177,8 +179,6 @@ class TrtGraphs:
                 self._slot.invalidate()
                 self._release()
                 self._stream = None
-            with contextlib.suppress(Exception):
-                self._context.detach()
             self._context = None
 
     def __enter__(self) -> "TrtGraphs":

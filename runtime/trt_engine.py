@@ -24,6 +24,7 @@ import numpy as np
 from samspt.runtime import tensors
 from samspt.runtime.engines import Profile, ShapeProfiles, build_command
 from samspt.runtime.errors import BackendError, InputError
+from samspt.runtime.trt_env import free_pinned
 
 
 # ---- pure-Python parts: handles and prompt limits -----------------------------------------------
@@ -191,9 +192,12 @@ class TrtEngine:
                                "in the log)")
 
     def release(self) -> None:
+        """Free the device and pinned host buffers (call with the engine's context current)."""
         for buffer in self.device.values():
             with contextlib.suppress(Exception):
                 buffer.free()
+        for array in self.host.values():
+            free_pinned(array)
         self.device.clear()
         self.host.clear()
         self.context = None

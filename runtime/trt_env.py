@@ -48,22 +48,54 @@ def import_backend() -> Tuple[Any, Any]:
     return trt, import_cuda()
 
 
+_CONTEXTS: Dict[int, Any] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def primary_context(device: int = 0) -> Any:
+    """CUDA device ``device``'s primary context (the one TensorRT and the CUDA runtime use),
+    retained once for the life of the process, as the CUDA runtime itself does.
+
+    One retain per process rather than one per open/close: pycuda's ``Context.detach`` only
+    releases a retain in the thread that made it (from any other thread it does nothing), so a
+    per-object retain leaks whenever an object is closed from another thread. The returned
+    context is pushed and popped around each call (:func:`device_context`), from any thread.
+    """
+    cuda = import_cuda()
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(device)
+        if context is None:
+            try:
+                context = cuda.Device(device).retain_primary_context()
+            except Exception as exc:  # noqa: BLE001
+                raise BackendError(f"CUDA device {device} is not available ({exc}); this machine "
+                                   f"has {_device_count(cuda)} device(s)") from None
+            _CONTEXTS[device] = context
+        return context
+
+
 @contextlib.contextmanager
 def device_context(device: int = 0) -> Iterator[Any]:
-    """Make CUDA device ``device``'s primary context (the one TensorRT uses) current here."""
+    """Make CUDA device ``device``'s primary context current in this thread for the block; CUDA
+    errors inside it become :class:`BackendError`."""
     cuda = import_cuda()
-    try:
-        context = cuda.Device(device).retain_primary_context()
-    except Exception as exc:  # noqa: BLE001
-        raise BackendError(f"CUDA device {device} is not available ({exc}); this machine has "
-                           f"{_device_count(cuda)} device(s)") from None
+    context = primary_context(device)
     context.push()
     try:
         yield context
+    except cuda.Error as exc:
+        raise BackendError(f"CUDA error: {exc}") from None
     finally:
         cuda.Context.pop()
+
+
+def free_pinned(array: Any) -> None:
+    """Free a pinned host array from ``pycuda.driver.pagelocked_empty`` now (its context must be
+    current), rather than whenever it is collected, possibly with no context left to free it in."""
+    allocation = getattr(array, "base", None)
+    if allocation is not None and hasattr(allocation, "free"):
         with contextlib.suppress(Exception):
-            context.detach()
+            allocation.free()
 
 
 _LOGGER = None

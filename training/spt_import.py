@@ -79,14 +79,15 @@ def convert_authors_state_dict(state: Mapping[str, torch.Tensor],
                 out[prefix + "lora_B_q"], out[prefix + "lora_B_v"] = value[:dim], value[dim:]
             continue
         renamed = _rename_decoder_key(key)
-        if renamed is None:
-            ignored += 1
-            continue
-        if (match := _SIM_SCALE.match(renamed)):
+        if renamed is not None and (match := _SIM_SCALE.match(renamed)):
             decoder = renamed.split(".", 1)[0]
             out[f"{decoder}.relation_scales.{match.group(2)}"] = value
-        elif renamed.endswith((".lora_A", ".lora_B")):
+        elif renamed is not None and renamed.endswith((".lora_A", ".lora_B")):
             out[renamed] = value
+        elif "lora" in key:  # what their training trains: never dropped silently
+            raise CheckpointError(f"authors' checkpoint holds a trained tensor samspt does not "
+                                  f"know: {key} {tuple(value.shape)}; it would be lost in the "
+                                  "conversion")
         else:
             ignored += 1
     if ignored:

@@ -182,7 +182,8 @@ def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp
     entry = result.build["precisions"]["int8"]
     assert entry["engines"]["encoder"]["source"]["file"] == "encoder.int8.onnx"
     assert entry["verification"]["mean_iou"] >= GATES["int8"]["mean_iou"]
-    assert [c["flags"] for c in trt.calls] == [1 << 1] * 2  # strongly typed, no calibrator
+    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert [c["flags"] for c in trt.calls] == [strongly_typed] * 2  # no calibrator
     assert all(c["precision_flags"] == [] for c in trt.calls)
     build = json.loads((result.engine_dir / "build.json").read_text())
     assert "int8" in build["precisions"]

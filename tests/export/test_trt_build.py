@@ -268,18 +268,22 @@ def test_a_wrong_engine_fails_the_check(exported):
 
 # ---- the build flow on the stand-in TensorRT ----------------------------------------------------
 
-def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch):
-    trt, _ = install_fake_tensorrt(monkeypatch)
+@pytest.mark.parametrize("version", ["10.3.0.26", "11.4.0.12"])
+def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch, version):
+    """TensorRT 10.3 (JetPack 6) and 11.x: 11 builds only strongly typed networks and gives the
+    flag another value (EXPLICIT_BATCH is gone); the build asks for it by name on both."""
+    trt, _ = install_fake_tensorrt(monkeypatch, version=version)
     result = build_engines(model_dir, BuildOptions(profiles=SMALL, workspace_mb=512),
                            images=IMAGES)
-    engine_dir = model_dir / "engines" / FAKE_DIR
+    short = ".".join(version.split(".")[:3])
+    engine_dir = model_dir / "engines" / f"nvidia-fake-gpu-24gb-trt{short}"
     assert result.engine_dir == engine_dir
     assert sorted(p.name for p in engine_dir.iterdir()) == [
         "build.json", "decoder.fp16.engine", "encoder.fp16.engine", "timing.cache"]
     build = eng.read_build_json(engine_dir)
     assert build == result.build
     assert build["gpu"] == {"name": "NVIDIA Fake GPU 24GB", "compute_capability": [8, 9]}
-    assert build["tensorrt_version"] == "10.3.0.26"
+    assert build["tensorrt_version"] == version
     assert build["cuda"] == {"driver": "12.4", "pycuda": "12.2"}
     entry = build["precisions"]["fp16"]
     assert entry["flags"] == {"strongly_typed": True, "workspace_mb": 512, "device": 0}
@@ -293,7 +297,8 @@ def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch):
     assert entry["verification"]["mean_iou"] >= 0.99
     assert entry["verification"]["reference"] == "onnxruntime fp32 (CPU)"
     # strongly typed networks, no precision flags, the workspace limit, one decoder profile
-    assert [c["flags"] for c in trt.calls] == [1 << 1] * 2
+    strongly_typed = 1 << (0 if version.startswith("11.") else 1)
+    assert [c["flags"] for c in trt.calls] == [strongly_typed] * 2
     assert all(c["precision_flags"] == [] for c in trt.calls)
     assert all(c["pools"] == {"workspace": 512 << 20} for c in trt.calls)
     # The encoder graph takes V views; its engine is built for one view per call.

@@ -1,16 +1,23 @@
 """A stand-in for ``tensorrt`` and ``pycuda.driver``, for testing the TensorRT code without them.
 
 Its "engines" are ONNX graphs run by ONNX Runtime (a plan is the ONNX model behind a small
-header), its device memory is numpy, and it checks what the real API demands: a current context,
-pinned host buffers for async copies, shapes within the profile, buffers large enough, loggers
-that are ``trt.ILogger``. :func:`install_fake_tensorrt` puts it in ``sys.modules`` for one test;
-:func:`fake_modules` gives the modules themselves (for a subprocess).
+header), its device memory is numpy, and it fails where the real thing fails: no current context
+in *this* thread (one context stack per thread), async copies from unpinned memory, shapes outside
+the profile, buffers too small, loggers that are not ``trt.ILogger``, a stale timing cache; copies
+and execution queue on their stream and run only when it is synchronised (a result read earlier
+is stale); freeing needs a current context; tensor types are the graph's own (FLOAT only where
+the ONNX tensor is float32); a primary-context retain is released only by ``detach`` in the
+thread that retained it (as pycuda); ``STRONGLY_TYPED`` has TensorRT 11's value under an 11.x
+version. ``cuda.memory``, ``cuda.pinned`` and ``cuda.retains`` show what is still held.
+:func:`install_fake_tensorrt` puts it in ``sys.modules`` for one test; :func:`fake_modules` gives
+the modules themselves (for a subprocess).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import types
 from typing import Dict, Tuple
 
@@ -36,6 +43,7 @@ def install_fake_tensorrt(monkeypatch, gpu_name: str = FAKE_GPU,
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(trt_env, "_LOGGER", None)  # the logger singleton is per TensorRT module
+    monkeypatch.setattr(trt_env, "_CONTEXTS", {})  # and the retained contexts per pycuda
     return modules["tensorrt"], modules["pycuda.driver"]
 
 
@@ -48,19 +56,44 @@ def fake_modules(gpu_name: str = FAKE_GPU,
 
     cuda = types.ModuleType("pycuda.driver")
     cuda.Error = type("Error", (Exception,), {})
-    cuda.memory, cuda.allocations, cuda.stack = {}, [0], []
+    # Device memory by address; pinned host allocations alive; allocation count; primary-context
+    # retains not yet released; each thread's own context stack (as CUDA keeps one per thread).
+    cuda.memory, cuda.pinned, cuda.allocations, cuda.retains = {}, {}, [0], [0]
+    local = threading.local()
+
+    def stack():
+        if not hasattr(local, "stack"):
+            local.stack = []
+        return local.stack
+
+    cuda.thread_stack = stack
 
     def need_context():
-        if not cuda.stack:
-            raise cuda.Error("no current CUDA context")
+        if not stack():
+            raise cuda.Error("no current CUDA context in this thread")
 
     class PinnedArray(np.ndarray):
-        pass
+        @property
+        def base(self):  # pycuda's pinned arrays have their HostAllocation as ``base``
+            return self.__dict__.get("allocation", super().base)
+
+    class HostAllocation:
+        """What pycuda sets as a pinned array's ``base``; freeing it needs a current context."""
+
+        def __init__(self, nbytes):
+            self.nbytes, self.live = nbytes, True
+            cuda.pinned[id(self)] = self
+
+        def free(self):
+            need_context()
+            if self.live:
+                self.live = False
+                cuda.pinned.pop(id(self), None)
 
     class Alloc:
         def __init__(self, nbytes):
             need_context()
-            self.ptr = 0x1000 * (len(cuda.memory) + 1)
+            self.ptr = 0x1000 * (max(cuda.memory, default=0) // 0x1000 + 1)
             cuda.memory[self.ptr] = np.zeros(nbytes, np.uint8)
             cuda.allocations[0] += 1
 
@@ -68,18 +101,27 @@ def fake_modules(gpu_name: str = FAKE_GPU,
             return self.ptr
 
         def free(self):
+            need_context()
             cuda.memory.pop(self.ptr, None)
 
     class Context:
+        def __init__(self):
+            self.owner, self.attached = threading.get_ident(), True
+
         def push(self):
-            cuda.stack.append(self)
+            stack().append(self)
 
         @staticmethod
         def pop():
-            cuda.stack.pop()
+            if not stack():
+                raise cuda.Error("no context to pop in this thread")
+            stack().pop()
 
         def detach(self):
-            pass
+            # As pycuda: only the retaining thread releases the retain; elsewhere it is a no-op.
+            if self.attached and threading.get_ident() == self.owner:
+                cuda.retains[0] -= 1
+            self.attached = False
 
     class Device:
         def __init__(self, index):
@@ -97,32 +139,56 @@ def fake_modules(gpu_name: str = FAKE_GPU,
             return (8, 9)
 
         def retain_primary_context(self):
+            cuda.retains[0] += 1
             return Context()
 
     class Stream:
-        handle = 7
+        """Work queued on a stream runs when the stream is synchronised, not before, so a host
+        buffer read before ``synchronize`` holds stale data, as on a GPU."""
+
+        def __init__(self):
+            need_context()
+            self.handle = 0x7000 + len(streams)
+            streams[self.handle] = self
+            self.queue = []
+
+        def enqueue(self, work):
+            need_context()
+            self.queue.append(work)
 
         def synchronize(self):
             need_context()
+            while self.queue:
+                self.queue.pop(0)()
+
+    streams: Dict[int, Stream] = {}
 
     def htod(dest, src, stream):
-        need_context()
         assert isinstance(src, PinnedArray), "async copies need pinned host memory"
-        raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
         buf = cuda.memory[int(dest)]
-        assert raw.size <= buf.size, "host-to-device copy overflows the device buffer"
-        buf[: raw.size] = raw
+        assert src.nbytes <= buf.size, "host-to-device copy overflows the device buffer"
+
+        def copy():  # reads the host buffer when the copy runs, as a GPU does
+            raw = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
+            buf[: raw.size] = raw
+
+        stream.enqueue(copy)
 
     def dtoh(dest, src, stream):
-        need_context()
         assert isinstance(dest, PinnedArray), "async copies need pinned host memory"
         buf = cuda.memory[int(src)]
         assert dest.nbytes <= buf.size
-        dest.view(np.uint8).reshape(-1)[:] = buf[: dest.nbytes]
+
+        def copy():
+            dest.view(np.uint8).reshape(-1)[:] = buf[: dest.nbytes]
+
+        stream.enqueue(copy)
 
     def pagelocked_empty(shape, dtype):
         need_context()
-        return np.zeros(shape, dtype).view(PinnedArray)
+        pinned = np.zeros(shape, dtype).view(PinnedArray)
+        pinned.allocation = HostAllocation(pinned.nbytes)
+        return pinned
 
     cuda.init = lambda: None
     cuda.Device, cuda.Context, cuda.Stream, cuda.mem_alloc = Device, Context, Stream, Alloc
@@ -145,10 +211,20 @@ def fake_modules(gpu_name: str = FAKE_GPU,
 
     ILogger.Severity = Severity
     trt.ILogger = ILogger
-    trt.DataType = types.SimpleNamespace(FLOAT="float32", HALF="float16")
+    trt.DataType = types.SimpleNamespace(FLOAT="float32", HALF="float16", BF16="bfloat16",
+                                         INT8="int8", INT32="int32", INT64="int64",
+                                         BOOL="bool", UINT8="uint8")
     trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    # TensorRT 10: EXPLICIT_BATCH = 0 (deprecated), STRONGLY_TYPED = 1; TensorRT 11 drops
+    # EXPLICIT_BATCH, so STRONGLY_TYPED = 0 (and is ignored: every network is strongly typed).
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(
+        STRONGLY_TYPED=0 if int(version.split(".")[0]) >= 11 else 1)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+
+    ORT_TYPES = {"tensor(float)": trt.DataType.FLOAT, "tensor(float16)": trt.DataType.HALF,
+                 "tensor(bfloat16)": trt.DataType.BF16, "tensor(int8)": trt.DataType.INT8,
+                 "tensor(int32)": trt.DataType.INT32, "tensor(int64)": trt.DataType.INT64,
+                 "tensor(bool)": trt.DataType.BOOL, "tensor(uint8)": trt.DataType.UINT8}
 
     class Tensor:
         def __init__(self, name, shape):
@@ -257,6 +333,8 @@ def fake_modules(gpu_name: str = FAKE_GPU,
                        for v in self.session.get_inputs()]
             self.io += [(v.name, trt.TensorIOMode.OUTPUT, v.shape)
                         for v in self.session.get_outputs()]
+            self.types = {v.name: v.type for v in self.session.get_inputs()
+                          + self.session.get_outputs()}
 
         num_io_tensors = property(lambda self: len(self.io))
 
@@ -269,8 +347,8 @@ def fake_modules(gpu_name: str = FAKE_GPU,
         def get_tensor_mode(self, name):
             return self._spec(name)[1]
 
-        def get_tensor_dtype(self, name):
-            return trt.DataType.FLOAT
+        def get_tensor_dtype(self, name):  # the graph's own type, as a strongly typed build
+            return ORT_TYPES[self.types[name]]
 
         def get_tensor_shape(self, name):
             return tuple(d if isinstance(d, int) else -1 for d in self._spec(name)[2])
@@ -315,6 +393,10 @@ def fake_modules(gpu_name: str = FAKE_GPU,
 
         def execute_async_v3(self, stream_handle):
             need_context()
+            streams[stream_handle].enqueue(self._run)  # runs when the stream is synchronised
+            return True
+
+        def _run(self):
             feed = {}
             for name, mode, _ in self.engine.io:
                 shape = self.get_tensor_shape(name)
@@ -327,7 +409,6 @@ def fake_modules(gpu_name: str = FAKE_GPU,
                 buf = cuda.memory[self.addresses[name]]
                 assert raw.size <= buf.size, f"output {name} overflows its buffer"
                 buf[: raw.size] = raw
-            return True
 
     class Runtime:
         def __init__(self, logger):

@@ -402,7 +402,7 @@ def test_trt_graphs_allocate_nothing_per_call(built, fake_trt):
             image, coords, labels = _inputs(seed, batch=seed + 1)
             graphs.decode(graphs.embed(image), coords, labels)
         assert cuda.allocations[0] == before
-    assert not cuda.stack  # every push was popped
+    assert not cuda.thread_stack()  # every push was popped
 
 
 def test_a_handle_is_stale_after_the_next_embed(built):
@@ -440,6 +440,48 @@ def test_closed_graphs_refuse_calls(built):
     graphs.close()
     with pytest.raises(BackendError, match="closed"):
         graphs.decode(handle, *_inputs()[1:])
+
+
+def test_open_and_close_from_other_threads_leaves_nothing_held(built, fake_trt):
+    """Every device and pinned host buffer is freed at close, in the device's context, whichever
+    thread closes; the primary context is retained once for the process, not once per open (a
+    pycuda detach from another thread releases nothing, so per-open retains would leak)."""
+    folder, _ = built
+    _, cuda = fake_trt
+    image, coords, labels = _inputs()
+    for _ in range(4):
+        graphs = tb.TrtGraphs.from_model_dir(folder)
+        graphs.decode(graphs.embed(image), coords, labels)
+        assert cuda.memory and cuda.pinned
+        closer = threading.Thread(target=graphs.close)
+        closer.start()
+        closer.join()
+        assert not cuda.memory, "device buffers left after close"
+        assert not cuda.pinned, "pinned host buffers left after close"
+    assert cuda.retains[0] == 1
+    assert not cuda.thread_stack()
+
+
+def test_engines_with_non_float32_tensors_are_refused(fake_trt, tmp_path):
+    """samspt engines take and give float32 (the FP16 graphs keep FP32 inputs and outputs); an
+    engine whose image is float16 is refused by name rather than fed the wrong bytes."""
+    from onnx import TensorProto, helper
+
+    def plan(dtype, inputs, outputs):
+        graph = helper.make_graph(
+            [helper.make_node("Identity", [inputs[0]], [outputs[0]])], "g",
+            [helper.make_tensor_value_info(inputs[0], dtype, [1, 3, 64, 64])],
+            [helper.make_tensor_value_info(outputs[0], dtype, [1, 3, 64, 64])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return b"FAKEPLAN\n{\"profiles\": {}}\n" + model.SerializeToString()
+
+    encoder, decoder = tmp_path / "encoder.engine", tmp_path / "decoder.engine"
+    encoder.write_bytes(plan(TensorProto.FLOAT16, ["image"], ["image_embeddings"]))
+    decoder.write_bytes(plan(TensorProto.FLOAT, ["image_embeddings"], ["logits"]))
+    with pytest.raises(BackendError, match="encoder engine's tensor image is float16.*float32"):
+        tb.TrtGraphs.from_engine_files(encoder, decoder)
+    _, cuda = fake_trt
+    assert not cuda.memory and not cuda.pinned  # a failed open frees what it took
 
 
 def test_threads_share_one_trt_graphs_safely(built):

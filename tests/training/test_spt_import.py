@@ -106,3 +106,56 @@ def test_incomplete_authors_checkpoint_is_named(tiny_spt):
     del state["draft_decoder.transformer.layers.0.lora_sim_scale"]
     with pytest.raises(CheckpointError, match="missing.*refine_decoder.relation_scales.0"):
         convert_authors_state_dict(state)
+
+
+def _authors_layout(name):
+    """Key names and shapes of what the authors' training trains, written by their own model code
+    (``tests/training/authors_layout/make_authors_layout.py`` run on THU-MIG/SAM-SPT)."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "authors_layout" / f"{name}.json").read_text())
+
+
+def test_the_authors_own_vit_b_layout_converts_completely():
+    """Every tensor their vit_b training trains (84, from their code) lands in samspt's model, with
+    the shapes samspt's vit_b expects; none is left behind."""
+    layout = _authors_layout("vit_b")
+    assert layout["source"].endswith("THU-MIG/SAM-SPT") and len(layout["trainable"]) == 84
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(*shape, generator=gen) for k, shape in layout["trainable"].items()}
+    state["image_encoder.patch_embed.proj.weight"] = torch.zeros(768, 3, 16, 16)  # base: ignored
+    tensors, model = convert_authors_state_dict(state)
+    assert model.config.name == "vit_b" and model.lora.rank == layout["lora_r"]
+    assert model.lora.scaling == 1 / layout["lora_r"]  # their loralib alpha 1
+    expected = model.spt_state_dict()
+    assert sorted(tensors) == sorted(expected)
+    # Each of theirs is found again in ours, values untouched: the q/v halves of the encoder's
+    # merged qkv, and the decoders under swapped names.
+    for key, value in state.items():
+        if "lora" not in key:
+            continue
+        if key.startswith("image_encoder."):
+            prefix, half = key.rsplit(".", 1)[0], key.rsplit("_", 1)[1]
+            parts = [tensors[f"{prefix}.lora_{half}_q"], tensors[f"{prefix}.lora_{half}_v"]]
+            assert torch.equal(torch.cat(parts), value)
+        elif key.endswith("lora_sim_scale"):
+            ours = "draft_decoder" if key.startswith("mask_decoder.") else "refine_decoder"
+            layer = key.split("layers.")[1].split(".")[0]
+            assert torch.equal(tensors[f"{ours}.relation_scales.{layer}"], value)
+        else:
+            theirs, rest = key.split(".", 1)
+            ours = "draft_decoder" if theirs == "mask_decoder" else "refine_decoder"
+            assert torch.equal(tensors[f"{ours}.{rest}"], value)
+
+
+def test_an_unknown_trained_tensor_is_refused_not_dropped():
+    layout = _authors_layout("vit_b")
+    state = {k: torch.zeros(*shape) for k, shape in layout["trainable"].items()}
+    state["image_encoder.blocks.0.mlp.lin1.lora_A"] = torch.zeros(8, 768)
+    with pytest.raises(CheckpointError, match="mlp.lin1.lora_A.*would be lost"):
+        convert_authors_state_dict(state)
+    del state["image_encoder.blocks.0.mlp.lin1.lora_A"]
+    state["mask_decoder.transformer.layers.0.self_attn.k_proj.lora_A"] = torch.zeros(8, 256)
+    with pytest.raises(CheckpointError, match="unexpected.*self_attn.k_proj.lora_A"):
+        convert_authors_state_dict(state)
