@@ -9,7 +9,8 @@ The child reads a JSON spec on stdin and prints one JSON line:
   a process that runs only this backend. On a GPU also device memory: PyTorch's allocator peak
   for the PyTorch backends, the process's share in ``nvidia-smi`` for the others.
 * ``{"probe": "relation", "tokens": 4096, "channels": 256, "prompts": 1, "device": "cpu"}``:
-  :func:`samspt.benchmarks.relation_compare.relation_memory`.
+  :func:`samspt.benchmarks.relation_compare.relation_memory` (``"train": true``: forward and
+  backward, a training step's share).
 * ``{"probe": "relation_ort", "paths": {...}, "tokens": 4096, ...}``: the same on ONNX Runtime,
   :func:`samspt.benchmarks.relation_compare.relation_memory_ort`.
 """
@@ -66,7 +67,8 @@ def child_main() -> int:
         if int(spec.get("threads", 0)):
             torch.set_num_threads(int(spec["threads"]))
         result = relation_memory(int(spec["tokens"]), int(spec["channels"]),
-                                 int(spec["prompts"]), spec["device"])
+                                 int(spec["prompts"]), spec["device"],
+                                 train=bool(spec.get("train", False)))
     elif spec.get("probe") == "relation_ort":
         from samspt.benchmarks.relation_compare import relation_memory_ort
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_decoder",
               "batched_vs_single_k16", "relation_vs_materialized_time",
               "relation_vs_materialized_mem", "relation_vs_materialized_mem_ort",
+              "relation_vs_materialized_mem_train",
               "encoder_int8_vs_fp32", "encoder_batch8_vs_single", "postprocess_share_k64",
               "postprocess_share_k64_example", "encoder_peak_share",
               "encoder_int8_vs_fp32_example")
@@ -135,6 +136,7 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
         "relation_vs_materialized_time": relation.get("time_ratio"),
         "relation_vs_materialized_mem": relation.get("mem_ratio"),
         "relation_vs_materialized_mem_ort": relation.get("mem_ratio_ort"),
+        "relation_vs_materialized_mem_train": relation.get("mem_ratio_train"),
         "encoder_int8_vs_fp32": stats.ratio(medians["encoder_int8"], medians["encoder_ort"]),
         "encoder_batch8_vs_single": stats.ratio(medians[f"encoder_ort_{VIEWS}views_1call"],
                                                 medians[f"encoder_ort_{VIEWS}views_{VIEWS}calls"]),
@@ -160,6 +162,8 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                                     f"with {VIEWS} views / {VIEWS} calls with one",
         "relation_vs_materialized_mem_ort": "the same as ONNX graphs on ONNX Runtime ("
                                             f"{ort_method})",
+        "relation_vs_materialized_mem_train": "the same for a training step (forward with "
+                                              "gradients + backward), PyTorch",
     }
     return {"ratios": ratios, "details": {"medians_ms": medians, "basis": basis}}
 

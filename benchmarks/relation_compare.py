@@ -9,7 +9,8 @@ embedding, construction included:
 * materialized: the TxT cosine-similarity matrix, its diagonal set to -inf, a softmax over each
   row, times the keys.
 
-Memory is also measured on ONNX Runtime, for both forms exported as graphs
+Memory is also measured for a training step (forward with gradients and backward:
+``relation_memory(train=True)``), and on ONNX Runtime, for both forms exported as graphs
 (:func:`export_relation_graphs`; :func:`relation_memory_ort`).
 
 Time is measured here (interleaved, float32). Memory is the peak above the resident baseline
@@ -177,14 +178,27 @@ def time_relation(tokens: int, channels: int, prompts: int, device: str, reps: i
 
 
 def relation_memory(tokens: int, channels: int, prompts: int, device: str,
-                    rounds: int = 2) -> Dict[str, object]:
-    """Peak memory (MiB) above the baseline during one call of each form (run in a child)."""
+                    rounds: int = 2, train: bool = False) -> Dict[str, object]:
+    """Peak memory (MiB) above the baseline during one call of each form (run in a child).
+    ``train``: a training step's share instead: forward with gradients, then backward from a
+    loss on the output (gradients reach the embedding and the keys)."""
     embedding, keys = relation_inputs(tokens, channels, prompts, device)
+    if train:
+        embedding.requires_grad_(True)
+        keys.requires_grad_(True)
+
+    def step(fn):
+        result = fn(embedding, keys)
+        if train:
+            result.square().sum().backward()
+            embedding.grad = keys.grad = None
+        return result
+
     peaks = {name: 0.0 for name in VARIANTS}
     exact = True
-    with torch.no_grad():
+    with torch.set_grad_enabled(train):
         for fn in VARIANTS.values():  # warm-up: thread pools, kernels, workspaces
-            fn(embedding, keys)
+            step(fn)
         for _ in range(rounds):
             for name, fn in VARIANTS.items():
                 gc.collect()
@@ -195,7 +209,7 @@ def relation_memory(tokens: int, channels: int, prompts: int, device: str,
                 else:
                     exact = reset_peak_rss() and exact
                     base = current_rss_mb()
-                result = fn(embedding, keys)
+                result = step(fn)
                 _sync(device)
                 peak = torch.cuda.max_memory_allocated() / MB if device == "cuda" \
                     else peak_rss_mb()
@@ -221,6 +235,9 @@ def compare_relation(device: str, reps: int, warmup: int, tokens: int = VIT_B_TO
     memory = run_probe({"probe": "relation", "tokens": tokens, "channels": channels,
                         "prompts": prompts, "device": device, "threads": threads},
                        exact_malloc=device == "cpu")
+    memory_train = run_probe({"probe": "relation", "tokens": tokens, "channels": channels,
+                              "prompts": prompts, "device": device, "threads": threads,
+                              "train": True}, exact_malloc=device == "cpu")
     with tempfile.TemporaryDirectory(prefix="samspt-relation-") as folder:
         paths = export_relation_graphs(Path(folder), tokens, channels, prompts)
         memory_ort = run_probe({"probe": "relation_ort", "paths": paths, "tokens": tokens,
@@ -232,6 +249,9 @@ def compare_relation(device: str, reps: int, warmup: int, tokens: int = VIT_B_TO
         "time_ratio": stats.ratio(timing["built"]["median_ms"],
                                   timing["materialized"]["median_ms"]),
         "mem_ratio": stats.ratio(memory.get("built_mb"), memory.get("materialized_mb")),
+        "memory_train": memory_train,
+        "mem_ratio_train": stats.ratio(memory_train.get("built_mb"),
+                                       memory_train.get("materialized_mb")),
         "memory_ort": memory_ort,
         "mem_ratio_ort": stats.ratio(memory_ort.get("built_mb"),
                                      memory_ort.get("materialized_mb")),

@@ -273,6 +273,13 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
 
             verification = verify_folder(model, tmp, graphs, verify_images, stage=stage,
                                          prepared=prepared)
+        stage("checking the graphs against TensorRT's ONNX parser lists")
+        from samspt.export.trt_support import check_files, log_check
+
+        # The plain graphs only: a GRAPH's "variants" (INT8 CPU: UINT8 activations, which
+        # TensorRT rejects inside a network) are for ONNX Runtime and never given to TensorRT.
+        log_check(check_files([tmp / record["file"] for kind in graphs
+                               for record in graphs[kind].values()]), log)
 
         manifest = {
             "schema_version": SCHEMA_VERSION,

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import List, Optional
 
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from samspt.export.trt_build import adopt_engines, build_engines
     from samspt.export.trt_options import (DEFAULT_WORKSPACE_MB, BuildOptions, detect_target,
                                            load_sources)
+    from samspt.export.trt_support import check_files, kept_version_for, log_check
     from samspt.export.trtexec import format_trtexec
     from samspt.runtime.engines import (DEFAULT_PROFILES, ENGINES_DIR, ShapeProfiles,
                                         engine_dir_name, parse_profile)
@@ -90,8 +94,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                device=args.device)
         options.validate()
         if args.print_trtexec:
-            manifest, _ = load_sources(args.model_dir, options)
+            manifest, sources = load_sources(args.model_dir, options)
             gpu_name, version = detect_target(args.gpu_name, args.trt_version, args.device)
+            log_check(check_files([sources[kind] for kind in sorted(sources)],
+                                  [kept_version_for(version)]), log)
             engine_dir = args.model_dir / ENGINES_DIR / engine_dir_name(gpu_name, version)
             print(format_trtexec(args.model_dir, engine_dir, options, manifest, gpu_name,
                                  version), end="")

@@ -34,6 +34,7 @@ from samspt.export.trt_check import Stage, check_engines
 from samspt.export.trt_folder import engine_entry, load_timing_cache, record_build, utc_stamp
 from samspt.export.trt_network import build_plan
 from samspt.export.trt_options import BuildOptions, load_sources
+from samspt.export.trt_support import check_files, kept_version_for, log_check
 from samspt.runtime.engines import (BUILD_COMMAND, BUILD_JSON, ENGINES_DIR, TIMING_CACHE,
                                     engine_dir_name, engine_file_name)
 from samspt.runtime.errors import ModelFolderError
@@ -82,6 +83,8 @@ def build_engines(model_dir: Union[str, Path], options: Optional[BuildOptions] =
     stage = stage or (lambda text: log.info("%s", text))
     model_dir = Path(model_dir)
     manifest, sources, trt, gpu, version, engine_dir = _target(model_dir, options)
+    log_check(check_files([sources[kind] for kind in GRAPH_KINDS], [kept_version_for(version)]),
+              log)
     engine_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{options.precision}-", dir=engine_dir))
     names = {kind: engine_file_name(kind, options.precision) for kind in GRAPH_KINDS}

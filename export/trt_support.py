@@ -15,15 +15,21 @@ from): 10.3 (JetPack 6) and the newest 10.x found. :func:`check_graph` reports, 
 
 An op whose restriction text has no rule here is reported too (``unchecked restriction``), so a
 new op in a graph cannot pass without someone reading what the parser says about it.
+
+``samspt-export`` checks every graph it writes against every kept list, and ``samspt-build``
+(or ``--print-trtexec``) the graphs it builds from against the list that stands for the target
+TensorRT version (:func:`kept_version_for`); both log a warning naming each rejected node and go
+on, since TensorRT's own parser has the last word.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import onnx
 from onnx import TensorProto, numpy_helper
@@ -262,3 +268,43 @@ def check_graph(model: onnx.ModelProto, version: str) -> List[Rejection]:
             if reason:
                 out.append(Rejection(name, node.op_type, reason))
     return out
+
+
+def kept_version_for(version: str) -> str:
+    """The kept list that stands for TensorRT ``version`` ("10.8.0.43"): the newest kept list
+    not newer than it (10.3 for JetPack 6's 10.3), else the nearest newer one."""
+    def key(text: str) -> Tuple[int, ...]:
+        return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+    target = key(version)
+    older = [v for v in TRT_VERSIONS if key(v) <= target]
+    return max(older, key=key) if older else min(TRT_VERSIONS, key=key)
+
+
+def check_files(paths: Sequence[Path], versions: Sequence[str] = TRT_VERSIONS
+                ) -> Dict[str, List[str]]:
+    """{version: ["file: rejection", ...]} for ONNX files checked against each kept list (an
+    empty list: the parser's list accepts every node). External weights are not read: types and
+    the small constants the rules look at stay in the graph file."""
+    report: Dict[str, List[str]] = {version: [] for version in versions}
+    for path in paths:
+        model = onnx.load(str(path), load_external_data=False)
+        for version in versions:
+            report[version] += [f"{path.name}: {r}" for r in check_graph(model, version)]
+    return report
+
+
+def log_check(report: Dict[str, List[str]], logger: logging.Logger, shown: int = 5) -> bool:
+    """Log a :func:`check_files` report (a warning naming nodes where a list rejects some);
+    True when every list accepts every node."""
+    clean = True
+    for version, rejections in report.items():
+        if not rejections:
+            logger.info("TensorRT %s's ONNX parser list accepts every node", version)
+            continue
+        clean = False
+        more = f" (and {len(rejections) - shown} more)" if len(rejections) > shown else ""
+        logger.warning("TensorRT %s's ONNX parser list rejects %d node(s)%s; TensorRT may refuse "
+                       "these graphs:\n  %s", version, len(rejections), more,
+                       "\n  ".join(rejections[:shown]))
+    return clean

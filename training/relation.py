@@ -15,7 +15,8 @@ and all B prompts):
   :data:`ROW_BLOCK` rows (``ROW_BLOCK x T``): building the relation (once per image) keeps each
   row's sum, and every application recomputes a block's ``E`` from the normalised tokens and
   mixes it into that block's rows of the keys. Peak memory is one block, not TxT: at T = 4096
-  (vit_b) 1/8 of one TxT matrix.
+  (vit_b) 1/8 of one TxT matrix. In training each block is recomputed in the backward pass
+  (activation checkpointing) rather than kept for it, so a training step holds one block too.
 * The self term is removed algebraically instead of by a TxT diagonal mask:
   ``R @ V = (E @ V - e_self * V) / d`` with ``d_i = sum_j E_ij - e_self_i`` and
   ``e_self_i = exp(|n_i|^2 - ln T)``. Rows of E sum to at most e, so ``E @ V`` stays within
@@ -54,6 +55,28 @@ def _block_weights(unit: torch.Tensor, start: int, stop: int, log_count: float) 
         torch.exp(block - log_count)
 
 
+def _block_sum(unit: torch.Tensor, start: int, stop: int, log_count: float) -> torch.Tensor:
+    return _block_weights(unit, start, stop, log_count).sum(dim=-1)
+
+
+def _block_mix(unit: torch.Tensor, values: torch.Tensor, start: int, stop: int,
+               log_count: float) -> torch.Tensor:
+    return _block_weights(unit, start, stop, log_count).to(values.dtype) @ values
+
+
+def _per_block(fn, *args):
+    """``fn(*args)`` for one row block; under autograd, recomputed in the backward pass instead
+    of keeping the block's E for it (activation checkpointing), so training, too, holds one
+    block at a time rather than every block of E: the TxT matrix, in pieces."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors) \
+            and not torch.jit.is_tracing():
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
 @dataclass
 class ImageRelation:
     """The relation of one image's tokens: ``unit`` the normalised tokens (TxC, float32),
@@ -77,7 +100,7 @@ class ImageRelation:
         views = self.unit.dim() == 3
         # One image: the prompts' keys folded into channels, T x (B*C); views: B x T x C.
         values = keys if views else keys.transpose(0, 1).reshape(num_tokens, -1)
-        blocks = [_block_weights(self.unit, start, stop, log_count).to(keys.dtype) @ values
+        blocks = [_per_block(_block_mix, self.unit, values, start, stop, log_count)
                   for start, stop in _row_blocks(num_tokens)]
         mixed = torch.cat(blocks, dim=-2) if len(blocks) > 1 else blocks[0]
         if views:
@@ -103,7 +126,7 @@ def relation_weights(image_embedding: torch.Tensor
     count = tokens.shape[-2]
     log_count = math.log(count)
     unit = tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
-    sums = [_block_weights(unit, start, stop, log_count).sum(dim=-1)
+    sums = [_per_block(_block_sum, unit, start, stop, log_count)
             for start, stop in _row_blocks(count)]
     row_sum = torch.cat(sums, dim=-1) if len(sums) > 1 else sums[0]
     self_weight = torch.exp((unit * unit).sum(dim=-1) - log_count)  # T, the diagonal of E

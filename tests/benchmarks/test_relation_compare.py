@@ -52,3 +52,17 @@ def test_onnx_graphs_of_both_forms_compute_the_same_numbers_on_onnx_runtime(tmp_
     assert "error" not in figures, figures
     assert figures["max_abs_difference"] < 1e-4
     assert figures["built_mb"] >= 0 and figures["materialized_mb"] > 0
+
+
+def test_a_training_step_holds_a_fraction_of_the_token_by_token_matrix():
+    """Forward with gradients and backward (what training does): each row block of E is
+    recomputed in backward rather than kept, so the step's peak stays well under the naive
+    form's (which keeps the TxT similarities and softmax for backward). Measured as the
+    benchmark measures: a fresh child with exact-malloc settings."""
+    from samspt.benchmarks.memory import run_probe
+
+    figures = run_probe({"probe": "relation", "tokens": 4096, "channels": 32, "prompts": 1,
+                         "device": "cpu", "train": True}, exact_malloc=True, timeout_s=300)
+    assert "error" not in figures, figures
+    assert figures["materialized_mb"] >= 2 * figures["txt_matrix_mb"]  # it holds TxT twice+
+    assert figures["built_mb"] <= 0.25 * figures["materialized_mb"], figures

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from samspt.export.trt_support import RULES, TRT_VERSIONS, check_graph, support_list
+from samspt.export.trt_support import (RULES, TRT_VERSIONS, check_files, check_graph,
+                                       kept_version_for, log_check, support_list)
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_verify_images
 
 
@@ -142,3 +143,49 @@ def test_restrictions_that_apply_to_our_nodes_are_checked():
     old = _graph([helper.make_node("Relu", ["x"], ["y"], name="r")], [x], [y], opset=21)
     assert "opset 21 is outside TensorRT 10.3's 9..20" in _rejections(old, "10.3")
     assert _rejections(old, "10.15") == ""
+
+
+@pytest.mark.parametrize("version,kept", [("10.3.0.26", "10.3"), ("10.8.0.43", "10.3"),
+                                          ("10.15.1.29", "10.15"), ("11.4.0", "10.15"),
+                                          ("8.6.1", "10.3")])
+def test_each_tensorrt_version_is_checked_against_the_nearest_kept_list(version, kept):
+    assert kept_version_for(version) == kept
+
+
+def test_export_and_build_report_rejections_by_file_and_node(tmp_path, caplog):
+    """What samspt-export and samspt-build log: a warning naming file and node where a list
+    rejects something, a line saying so where it accepts everything."""
+    import logging
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    onnx.save(_graph([helper.make_node("Relu", ["x"], ["y"], name="act")], [x], [y]), good)
+    onnx.save(_graph([helper.make_node("Unique", ["x"], ["y"], name="dedupe", sorted=1)],
+                     [x], [y]), bad)
+    log = logging.getLogger("test.paper")
+    with caplog.at_level(logging.INFO, logger="test.paper"):
+        assert log_check(check_files([good]), log)
+        assert "TensorRT 10.3's ONNX parser list accepts every node" in caplog.text
+        caplog.clear()
+        assert not log_check(check_files([good, bad], ["10.15"]), log)
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1
+    assert "bad.onnx: node 'dedupe' (Unique)" in warning[0].getMessage()
+    assert "good.onnx" not in warning[0].getMessage()
+
+
+def test_export_checks_what_it_writes(tmp_path, caplog):
+    import logging
+
+    import torch
+
+    from samspt.export.onnx_export import export_model
+    from samspt.training.checkpoints import build_model
+
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO, logger="samspt.export.onnx_export"):
+        export_model(build_model("tiny"), tmp_path / "model", "tiny", precision="fp32",
+                     verify=False)
+    for version in TRT_VERSIONS:
+        assert f"TensorRT {version}'s ONNX parser list accepts every node" in caplog.text
