@@ -37,6 +37,7 @@ RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_
               "relation_vs_materialized_mem_train",
               "encoder_int8_vs_fp32", "encoder_batch8_vs_single", "postprocess_share_k64",
               "postprocess_share_k64_example", "encoder_peak_share",
+              "encoder_int8_signed_vs_fp32", "encoder_int8_signed_vs_fp32_example",
               "encoder_int8_vs_fp32_example")
 # Keys computed from the stage timings (:func:`result_ratios`): None when the run lacks the
 # backend or 64 prompts.
@@ -48,8 +49,11 @@ RESULT_BASIS = {
                                      "trained conv model, prompts on views)",
     "encoder_peak_share": "ort's encoder TFLOP/s / the device's FP32 peak (backends.ort)",
     "encoder_int8_vs_fp32_example": "shipped example model's encoder (conv, 128 px view): "
-                                    "export's QDQ INT8 (s8s8, per channel) / FP32, ONNX Runtime "
-                                    "CPU (ort_choices)",
+                                    "export's QDQ INT8 CPU variant (u8s8, per channel: what the "
+                                    "Inspector runs on ONNX Runtime's CPU provider) / FP32, ONNX "
+                                    "Runtime CPU (ort_choices)",
+    "encoder_int8_signed_vs_fp32_example": "the same with the export's signed QDQ INT8 graph "
+                                           "(s8s8, per channel: what TensorRT reads)",
 }
 BATCH = 16
 VIEWS = 8
@@ -93,9 +97,12 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                        providers=providers, threads=threads)
     ort_device = "cuda" if graphs.providers[0] == "CUDAExecutionProvider" else "cpu"
     embedding = graphs.embed(tensor)
-    int8 = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "int8")["file"],
-                     model_dir / graph_entry(manifest, "decoder", "int8")["file"],
-                     providers=providers, threads=threads)
+    # what the Inspector runs at int8 on these providers (on the CPU: the CPU variant)
+    int8 = OrtGraphs.for_precision(model_dir, manifest, "int8", providers=providers,
+                                   threads=threads)
+    int8_signed = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "int8")["file"],
+                            model_dir / graph_entry(manifest, "decoder", "int8")["file"],
+                            providers=providers, threads=threads)
     views8 = np.repeat(tensor, VIEWS, axis=0)
 
     image_t = torch.from_numpy(tensor).to(device)
@@ -111,6 +118,7 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
         "encoder_torch": _sync_after(lambda: encoder(image_ort_t), ort_device),
         "encoder_ort": lambda: graphs.embed(tensor),
         "encoder_int8": lambda: int8.embed(tensor),
+        "encoder_int8_signed": lambda: int8_signed.embed(tensor),
         f"encoder_ort_{VIEWS}views_1call": lambda: graphs.embed(views8),
         f"encoder_ort_{VIEWS}views_{VIEWS}calls": lambda: [graphs.embed(tensor)
                                                            for _ in range(VIEWS)],
@@ -138,6 +146,8 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
         "relation_vs_materialized_mem_ort": relation.get("mem_ratio_ort"),
         "relation_vs_materialized_mem_train": relation.get("mem_ratio_train"),
         "encoder_int8_vs_fp32": stats.ratio(medians["encoder_int8"], medians["encoder_ort"]),
+        "encoder_int8_signed_vs_fp32": stats.ratio(medians["encoder_int8_signed"],
+                                                   medians["encoder_ort"]),
         "encoder_batch8_vs_single": stats.ratio(medians[f"encoder_ort_{VIEWS}views_1call"],
                                                 medians[f"encoder_ort_{VIEWS}views_{VIEWS}calls"]),
     }
@@ -157,7 +167,10 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
         "relation_vs_materialized_mem": "peak memory above baseline: built / materialized ("
                                         f"{relation['memory'].get('method', 'not measured')})",
         "encoder_int8_vs_fp32": f"ONNX Runtime ({graphs.providers[0]}) encoder: static QDQ "
-                                "INT8 graph / FP32 graph, one view",
+                                f"INT8 graph the Inspector runs ({int8.files[0]}) / FP32 "
+                                "graph, one view",
+        "encoder_int8_signed_vs_fp32": f"the same with the signed INT8 graph TensorRT reads "
+                                       f"({int8_signed.files[0]})",
         "encoder_batch8_vs_single": f"ONNX Runtime FP32 encoder on {ort_device}: one call "
                                     f"with {VIEWS} views / {VIEWS} calls with one",
         "relation_vs_materialized_mem_ort": "the same as ONNX graphs on ONNX Runtime ("

@@ -15,6 +15,15 @@
 * Calibration data: the views each image's box prompts are answered in, plus the image's
   prompt-free scan views (:mod:`samspt.runtime.views`); the decoder is calibrated on the FP32
   encoder's embeddings of those views with their box prompts.
+* CPU variant: beside each INT8 graph written, ``<kind>.int8-cpu.onnx`` (manifest: the int8
+  GRAPH's ``variants.cpu``), quantised from the same FP32 graph on the same calibration data with
+  unsigned asymmetric activations (``activations="uint8"``; weights as above): ONNX Runtime's x86
+  kernels are u8 x s8, and signed activations cost a shift at run time (the example model's
+  encoder: INT8/FP32 0.92 signed, about 0.4 unsigned). The Inspector runs it on ONNX Runtime's CPU
+  provider; other providers and TensorRT (which rejects UINT8 inside a network) read the signed
+  graph, and the TensorRT parser-list check leaves the variant out. A variant is kept only where
+  the graphs the CPU provider would run pass the same parity gate; export drops it otherwise,
+  with a warning (:func:`samspt.export.verify.keep_passing_variants` says why).
 """
 
 from __future__ import annotations
@@ -130,10 +139,11 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
     """Write the static QDQ INT8 version of the FP32 graph ``fp32_path`` to ``out_path``,
     calibrated on ``feeds``. Returns its description for the manifest.
 
-    The defaults are what export writes (what TensorRT reads). The others exist to measure what
-    ONNX Runtime's CPU kernels prefer (``samspt-bench``): ``quant_format`` ``QOperator``
-    (QLinearConv/QLinearMatMul nodes: ONNX Runtime only), ``activations`` ``uint8``
-    (asymmetric; TensorRT rejects UINT8 inside a network), ``per_channel`` False."""
+    The defaults are what export writes (what TensorRT reads); ``activations`` ``uint8``
+    (asymmetric; TensorRT rejects UINT8 inside a network) is the export's CPU variant. The others
+    exist to measure what ONNX Runtime's CPU kernels prefer (``samspt-bench``): ``quant_format``
+    ``QOperator`` (QLinearConv/QLinearMatMul nodes: ONNX Runtime only), ``per_channel``
+    False."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 

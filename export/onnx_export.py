@@ -24,8 +24,9 @@ import samspt
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError, SamsptError
 from samspt.runtime.files import atomic_dir, atomic_write_text
-from samspt.runtime.manifest import (MANIFEST, PRECISIONS, SCHEMA_VERSION, file_entry,
-                                     graph_file_name)
+from samspt.runtime.manifest import (CPU_VARIANT, MANIFEST, PRECISIONS, SCHEMA_VERSION,
+                                     VARIANTS, file_entry, graph_file_name,
+                                     tensorrt_graph_files)
 from samspt.runtime.preprocess import MASK_THRESHOLD
 from samspt.export.fp16 import layer_norm_2d_scopes, store_weights_fp16, to_fp16
 from samspt.export.graphs import (DECODER_DYNAMIC_AXES, ENCODER_DYNAMIC_AXES, DecoderGraph,
@@ -125,10 +126,12 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     """Write the INT8 graphs (see :mod:`samspt.export.int8`) and their GRAPH records; returns
     the files written. The decoder stays float where its INT8 version misses the INT8 gate
     alone (on PyTorch's embeddings), or cannot be checked (no verification); the record says
-    so under ``quantization``."""
+    so under ``quantization``. Each INT8 graph written gets its CPU variant (unsigned
+    activations, same calibration) under ``variants``, kept where its parity holds
+    (:func:`samspt.export.verify.keep_passing_variants`)."""
     from samspt.export.int8 import (calibration_views, decoder_feeds, encoder_feeds,
                                     quantize_graph)
-    from samspt.export.verify import GATES, graph_parity, passes
+    from samspt.export.verify import GATES, graph_parity, keep_passing_variants, passes
     from samspt.runtime.samples import bundled_verify_images
 
     config = model.config
@@ -145,18 +148,24 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     stage(f"calibrating INT8 on {len(views)} views of real images")
     enc_feeds = encoder_feeds(views, config.pixel_mean, config.pixel_std)
     dec_feeds = decoder_feeds(views, enc_feeds, sources["encoder"])
-    records = {}
-    for kind, feeds in (("encoder", enc_feeds), ("decoder", dec_feeds)):
-        stage(f"quantising the {kind} graph to INT8 (static QDQ)")
-        path = tmp / graph_file_name(kind, "int8")
-        info = quantize_graph(sources[kind], path, feeds, external and kind == "encoder")
+    feeds = {"encoder": enc_feeds, "decoder": dec_feeds}
+
+    def quantize(kind: str, variant: Optional[str] = None):
+        path = tmp / graph_file_name(kind, "int8", variant)
+        info = quantize_graph(sources[kind], path, feeds[kind], external and kind == "encoder",
+                              activations="uint8" if variant == CPU_VARIANT else "int8")
         try:
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
         names = [path.name] + ([path.name + ".data"] if (tmp / (path.name + ".data")).exists()
                                else [])
-        records[kind] = (path, names, info)
+        return path, names, info
+
+    records = {}
+    for kind in ("encoder", "decoder"):
+        stage(f"quantising the {kind} graph to INT8 (static QDQ)")
+        records[kind] = quantize(kind)
 
     decoder_path, decoder_names, decoder_info = records["decoder"]
     if prepared is None:
@@ -190,6 +199,17 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
         graphs[kind]["int8"] = dict(_graph_record(proto, path.name, names, opset, "int8"),
                                     quantization=info)
         files += names
+        stage(f"quantising the {kind} graph's CPU variant (unsigned activations)")
+        path, names, info = quantize(kind, CPU_VARIANT)
+        graphs[kind]["int8"]["variants"] = {CPU_VARIANT: {
+            "file": path.name, "external_data": names[1:], "activations": "uint8",
+            "execution_provider": VARIANTS[CPU_VARIANT], "tensorrt": False,
+            "quantization": info}}
+        files += names
+    if prepared is not None:
+        stage("checking the INT8 CPU variants against PyTorch")
+        removed = keep_passing_variants(prepared, tmp, graphs)
+        files = [name for name in files if name not in removed]
     shutil.rmtree(work)
     return files
 
@@ -278,8 +298,7 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
 
         # The plain graphs only: a GRAPH's "variants" (INT8 CPU: UINT8 activations, which
         # TensorRT rejects inside a network) are for ONNX Runtime and never given to TensorRT.
-        log_check(check_files([tmp / record["file"] for kind in graphs
-                               for record in graphs[kind].values()]), log)
+        log_check(check_files([tmp / name for name in tensorrt_graph_files(graphs)]), log)
 
         manifest = {
             "schema_version": SCHEMA_VERSION,

@@ -110,7 +110,7 @@ def _print_summary(result) -> None:
               f"{verification['prompts_per_image']} box prompts, draft and final masks):")
         print(f"{'precision':<10} {'mean IoU':>9} {'min IoU':>9} {'max logit err':>14} "
               f"{'encoder err':>12}")
-        for precision in ("fp32", "fp16", "int8"):
+        for precision in ("fp32", "fp16", "int8", "int8-cpu"):
             if precision in verification:
                 f = verification[precision]
                 print(f"{precision:<10} {f['mean_iou']:>9.5f} {f['min_iou']:>9.5f} "

@@ -9,6 +9,17 @@ IoU is taken per image and pass (draft, final), all its prompts' pixels pooled
 FP16 mean >= 0.99 and minimum >= 0.97; INT8 (the reference is the same: PyTorch FP32, which the
 FP32 graphs match) mean >= 0.97 and minimum >= 0.85. A missed gate raises
 :class:`VerificationError` naming the graph file, the image and the figure.
+
+A precision's variants (the INT8 CPU variant, unsigned activations: ``int8-cpu``) are checked
+as the runtime runs them, each graph's variant paired with the other graph's variant or, where
+it has none, its plain graph, against the same gate. Export *drops* a variant that misses it
+(:func:`keep_passing_variants`: the decoder's first, then the encoder's; a logged warning, and
+the manifest's ``variants_dropped`` says why) rather than failing: a variant is an optional,
+faster form of graphs that passed, the folder stays whole without it (ONNX Runtime's CPU
+provider then runs the plain graphs), and failing would cost the INT8 graphs TensorRT reads.
+Measured on the example model, the unsigned decoder moves masks more than the signed one while
+the unsigned encoder moves them less, so dropping only the decoder's variant often suffices.
+:func:`verify_folder` still fails on any variant left that misses the gate.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import torch
 
 from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import SamsptError
+from samspt.runtime.manifest import GRAPH_KINDS, graph_variant
 from samspt.runtime.ort_backend import OrtGraphs
 from samspt.runtime.parity import pooled_mask_iou
 from samspt.runtime.samples import (PROMPTS_PER_IMAGE, VerifyImage, bundled_verify_images,
@@ -134,23 +146,75 @@ def passes(figures: Dict[str, Any], precision: str, prefix: str = "") -> bool:
         figures[prefix + "min_iou"] >= gate["min_iou"]
 
 
+def graph_pairs(graphs: Dict[str, Dict[str, Any]]
+                ) -> List[Tuple[str, str, Dict[str, Dict[str, Any]]]]:
+    """(label, precision, {kind: GRAPH or VARIANT record}) of each precision's graphs
+    (label: the precision) and of each of their variants (label ``int8-cpu``): a graph's variant
+    paired with the other graph's same variant, or its plain graph where it has none."""
+    pairs = []
+    for precision in [p for p in GATES if p in graphs["encoder"]]:
+        plain = {kind: graphs[kind][precision] for kind in GRAPH_KINDS}
+        pairs.append((precision, precision, plain))
+        names = sorted({name for record in plain.values()
+                        for name in record.get("variants") or {}})
+        pairs += [(f"{precision}-{name}", precision,
+                   {kind: graph_variant(record, name) or record
+                    for kind, record in plain.items()}) for name in names]
+    return pairs
+
+
+def keep_passing_variants(prepared: Prepared, folder: Path,
+                          graphs: Dict[str, Dict[str, Any]]) -> List[str]:
+    """Drop from ``graphs`` (and delete from ``folder``) the variants whose pair (see
+    :func:`graph_pairs`) misses its precision's gate: the decoder's variant first, then the
+    encoder's, until the pair passes or none is left. Returns the file names deleted."""
+    removed: List[str] = []
+    for precision in [p for p in GATES if p in graphs["encoder"]]:
+        plain = {kind: graphs[kind][precision] for kind in GRAPH_KINDS}
+        for name in sorted({n for r in plain.values() for n in r.get("variants") or {}}):
+            while True:
+                owners = [k for k in ("decoder", "encoder") if graph_variant(plain[k], name)]
+                if not owners:
+                    break
+                pair = {k: graph_variant(r, name) or r for k, r in plain.items()}
+                figures = graph_parity(prepared, folder / pair["encoder"]["file"],
+                                       folder / pair["decoder"]["file"])
+                if passes(figures, precision):
+                    break
+                variant = plain[owners[0]]["variants"].pop(name)
+                reason = (f"{precision}-{name} graphs ({pair['encoder']['file']}, "
+                          f"{pair['decoder']['file']}) reached mean mask IoU "
+                          f"{figures['mean_iou']:.4f}, minimum {figures['min_iou']:.4f} (gate "
+                          f"{GATES[precision]}): {variant['file']} dropped")
+                log.warning("%s; ONNX Runtime's %s runs %s instead", reason,
+                            variant.get("execution_provider", name), plain[owners[0]]["file"])
+                plain[owners[0]].setdefault("variants_dropped", {})[name] = reason
+                if not plain[owners[0]]["variants"]:
+                    del plain[owners[0]]["variants"]
+                for file in [variant["file"]] + list(variant.get("external_data") or []):
+                    (folder / file).unlink()
+                    removed.append(file)
+    return removed
+
+
 def verify_folder(model: SptSam, folder: Path, graphs: Dict[str, Dict[str, Any]],
                   images: Optional[Sequence[VerifyImage]] = None,
                   stage: Optional[Callable[[str], None]] = None,
                   prepared: Optional[Prepared] = None) -> Dict[str, Any]:
-    """Parity figures of every precision in ``graphs`` (manifest GRAPH records in ``folder``),
-    each image's box prompts answered in their views (the Inspector's default policy)."""
+    """Parity figures of every precision in ``graphs`` (manifest GRAPH records in ``folder``)
+    and of its variants (:func:`graph_pairs`; under their label, ``int8-cpu``), each image's box
+    prompts answered in their views (the Inspector's default policy)."""
     prepared = prepared if prepared is not None else prepare_reference(model, images)
     report: Dict[str, Any] = {"images": len(prepared), "prompts_per_image": PROMPTS_PER_IMAGE,
                               "reference": "PyTorch FP32 (what the FP32 graphs compute)",
                               "gates": GATES}
     failures: List[str] = []
-    for precision in [p for p in GATES if p in graphs["encoder"]]:
+    for label, precision, pair in graph_pairs(graphs):
         if stage:
-            stage(f"verifying {precision} graphs against PyTorch on {len(prepared)} images")
-        figures = graph_parity(prepared, folder / graphs["encoder"][precision]["file"],
-                               folder / graphs["decoder"][precision]["file"])
-        report[precision] = figures
+            stage(f"verifying {label} graphs against PyTorch on {len(prepared)} images")
+        figures = graph_parity(prepared, folder / pair["encoder"]["file"],
+                               folder / pair["decoder"]["file"])
+        report[label] = figures
         gate = GATES[precision]
         if not passes(figures, precision):
             per_image = figures["per_image"]
@@ -159,14 +223,14 @@ def verify_folder(model: SptSam, folder: Path, graphs: Dict[str, Dict[str, Any]]
             culprit = "decoder" if figures["decoder_min_iou"] < gate["min_iou"] or \
                 worst["decoder_min_iou"] < worst["min_iou"] else "encoder"
             failures.append(
-                f"{precision}: mean mask IoU {figures['mean_iou']:.4f} (gate "
+                f"{label}: mean mask IoU {figures['mean_iou']:.4f} (gate "
                 f"{gate['mean_iou']}), minimum {figures['min_iou']:.4f} (gate {gate['min_iou']}) "
                 f"at image {worst['image']}; the {culprit} graph "
-                f"({graphs[culprit][precision]['file']}) is the likely cause (decoder "
+                f"({pair[culprit]['file']}) is the likely cause (decoder "
                 f"alone on PyTorch's embedding: min IoU {worst['decoder_min_iou']:.4f}; encoder "
                 f"max embedding error {figures['encoder_max_error']:.3g}; max logit error "
                 f"{figures['max_logit_error']:.3g})")
-        log.info("%s parity: mean IoU %.5f, min %.5f, max logit error %.3g", precision,
+        log.info("%s parity: mean IoU %.5f, min %.5f, max logit error %.3g", label,
                  figures["mean_iou"], figures["min_iou"], figures["max_logit_error"])
     if failures:
         fix = ("INT8: calibrate on images like the line's (--calib-data DIR), or leave int8 out "

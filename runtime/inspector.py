@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
-from samspt.runtime.manifest import PRECISIONS, graph_entry, read_manifest, view_settings
+from samspt.runtime.manifest import PRECISIONS, read_manifest, view_settings
 from samspt.runtime.result import InspectionResult, summarize_masks
 from samspt.runtime.validation import DEFAULT_MAX_PIXELS, check_image, check_prompts
 from samspt.runtime.view_inference import infer_views
@@ -53,7 +53,9 @@ class Inspector:
 
     ``backend``: ``auto`` (TensorRT when engines for this GPU and TensorRT version exist, else
     ONNX Runtime), ``onnxruntime`` or ``tensorrt``. ``precision``: ``fp32``, ``fp16`` or ``int8``
-    graphs (int8: static QDQ, ``samspt-export --precision int8``); default: FP16 engines on TensorRT (what ``samspt-build`` builds), FP32 on ONNX Runtime.
+    graphs (int8: static QDQ, ``samspt-export --precision int8``; on ONNX Runtime's CPU provider
+    its CPU variant, unsigned activations, when the folder has one); default: FP16 engines on
+    TensorRT (what ``samspt-build`` builds), FP32 on ONNX Runtime.
     ``providers``: ONNX Runtime execution providers (default: CPU; e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). Loading, checking (sha256 of every
     file) and a warm-up run happen here, so the first ``inspect`` is as fast as the others.
@@ -110,10 +112,8 @@ class Inspector:
         from samspt.runtime.ort_backend import OrtGraphs
 
         self.precision = self.precision or "fp32"
-        encoder = graph_entry(self.manifest, "encoder", self.precision)["file"]
-        decoder = graph_entry(self.manifest, "decoder", self.precision)["file"]
-        graphs = OrtGraphs(self.model_dir / encoder, self.model_dir / decoder,
-                           providers=providers, threads=threads)
+        graphs = OrtGraphs.for_precision(self.model_dir, self.manifest, self.precision,
+                                         providers=providers, threads=threads)
         return graphs, f"onnxruntime ({', '.join(graphs.providers)})"
 
     # --------------------------------------------------------------------------- API

@@ -27,9 +27,19 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
              "weights_storage": "float32",      # "float16": stored half, computed as the graph says
              "inputs": [{"name": "image", "shape": ["V", 3, 512, 512], "dtype": "float32"}],
              "outputs": [...],                  # symbolic dims are strings ("B", "N")
-             "quantization": {...}}             # int8 only: what is INT8 (QDQ), calibration;
+             "quantization": {...},             # int8 only: what is INT8 (QDQ), calibration;
                                                 # {"quantized": false, "reason": ...} for a
                                                 # decoder kept float (its file: the FP32 one)
+             "variants": {"cpu": VARIANT},      # optional (int8): absent in older folders
+             "variants_dropped": {"cpu": "..."}}  # optional: why export left a variant out
+    VARIANT = {"file": "encoder.int8-cpu.onnx", "external_data": [], "activations": "uint8",
+               "execution_provider": "CPUExecutionProvider", "tensorrt": false,
+               "quantization": {...}}           # a second graph of the same precision for one
+                                                # ONNX Runtime provider (:data:`VARIANTS`); its
+                                                # files are listed under files like any other
+
+Optional keys added to a schema version keep its older folders loading (``variants``: a folder
+without them runs its plain graphs); a key the reader cannot do without bumps the version.
 """
 
 from __future__ import annotations
@@ -49,11 +59,17 @@ GRAPH_KINDS = ("encoder", "decoder")
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_KEYS = ("schema_version", "name", "model", "input", "mask_threshold", "low_res_size",
                  "graphs", "files", "tools")
+# Variants of a GRAPH (under its "variants"): name -> the ONNX Runtime execution provider it is
+# for. CPU: INT8 with unsigned (asymmetric) activations, ONNX Runtime's fast x86 form (u8 x s8);
+# TensorRT rejects UINT8 inside a network, so no variant is ever given to TensorRT.
+CPU_VARIANT = "cpu"
+VARIANTS = {CPU_VARIANT: "CPUExecutionProvider"}
 
 
-def graph_file_name(kind: str, precision: str) -> str:
-    """File name of a graph in a model folder: ``encoder.fp16.onnx``."""
-    return f"{kind}.{precision}.onnx"
+def graph_file_name(kind: str, precision: str, variant: Optional[str] = None) -> str:
+    """File name of a graph in a model folder: ``encoder.fp16.onnx``; of a variant:
+    ``encoder.int8-cpu.onnx``."""
+    return f"{kind}.{precision}-{variant}.onnx" if variant else f"{kind}.{precision}.onnx"
 
 
 def read_json_object(path: Path, fix: str) -> Dict[str, Any]:
@@ -99,17 +115,31 @@ def _check_graphs_are_listed(path: Path, manifest: Dict[str, Any]) -> None:
     listed, with its hash, under ``files``: the runtime opens nothing it has not verified."""
     problems = []
     for kind, graphs in manifest["graphs"].items():
-        for precision, entry in graphs.items():
-            names = [entry.get("file")] + list(entry.get("external_data") or [])
-            for name in names:
-                where = f"the {precision} {kind} graph's {name!r}"
-                if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
-                    problems.append(f"{where} is not a file name inside the model folder")
-                elif name not in manifest["files"]:
-                    problems.append(f"{where} is not listed under files (no hash to check it by)")
+        for precision, graph in graphs.items():
+            variants = graph.get("variants") or {}
+            if not isinstance(variants, dict) or \
+                    not all(isinstance(v, dict) for v in variants.values()):
+                problems.append(f"the {precision} {kind} graph's variants are not records")
+                variants = {}
+            for label, entry in [(precision, graph)] + [(f"{precision}-{name}", variant)
+                                                        for name, variant in variants.items()]:
+                problems += _unlisted(manifest, f"the {label} {kind} graph", entry)
     if problems:
         raise ModelFolderError(f"{path} is inconsistent: {'; '.join(problems)}. Export the model "
                                "again; do not edit an exported model's manifest")
+
+
+def _unlisted(manifest: Dict[str, Any], what: str, entry: Dict[str, Any]) -> List[str]:
+    """Problems with the files of one GRAPH or VARIANT record (see the module doc)."""
+    problems = []
+    names = [entry.get("file")] + list(entry.get("external_data") or [])
+    for name in names:
+        where = f"{what}'s {name!r}"
+        if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(f"{where} is not a file name inside the model folder")
+        elif name not in manifest["files"]:
+            problems.append(f"{where} is not listed under files (no hash to check it by)")
+    return problems
 
 
 def verify_files_against(model_dir: Path, manifest: Dict[str, Any]) -> None:
@@ -153,3 +183,21 @@ def graph_entry(manifest: Dict[str, Any], kind: str, precision: str) -> Dict[str
                                f"{', '.join(sorted(graphs)) or 'none'}); export it with "
                                f"--precision {precision} (or all)")
     return graphs[precision]
+
+
+def graph_variant(entry: Dict[str, Any], variant: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The VARIANT record ``variant`` of a GRAPH record, or None (no such variant, or an older
+    folder without variants)."""
+    return (entry.get("variants") or {}).get(variant) if variant else None
+
+
+def tensorrt_graph_files(graphs: Dict[str, Dict[str, Any]]) -> List[str]:
+    """Graph files of a manifest's ``graphs`` that TensorRT may be given: every plain GRAPH
+    record's; VARIANT records (ONNX Runtime only: the INT8 CPU variant's UINT8 activations are
+    what TensorRT rejects) are left out."""
+    return [record["file"] for kind in graphs for record in graphs[kind].values()]
+
+
+def variant_for_provider(provider: str) -> Optional[str]:
+    """The variant name made for an ONNX Runtime execution provider, or None."""
+    return next((name for name, made_for in VARIANTS.items() if made_for == provider), None)

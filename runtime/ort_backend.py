@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from samspt.runtime import tensors
 from samspt.runtime.errors import BackendError
+from samspt.runtime.manifest import (GRAPH_KINDS, graph_entry, graph_variant,
+                                     variant_for_provider)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,34 @@ def available_providers() -> Sequence[str]:
     import onnxruntime as ort
 
     return ort.get_available_providers()
+
+
+def session_provider(providers: Optional[Sequence[str]] = None) -> str:
+    """The execution provider ONNX Runtime runs a session on: the first of ``providers``
+    (default: CPU) that this onnxruntime offers (it skips the others). An entry may be a name
+    or ONNX Runtime's (name, options) pair."""
+    available = set(available_providers())
+    names = [p[0] if isinstance(p, (tuple, list)) else p
+             for p in providers or ["CPUExecutionProvider"]]
+    return next((name for name in names if name in available), "CPUExecutionProvider")
+
+
+def graph_files(model_dir: Path, manifest: Dict[str, Any], precision: str,
+                providers: Optional[Sequence[str]] = None) -> Tuple[Path, Path]:
+    """(encoder, decoder) files ONNX Runtime runs at ``precision`` on ``providers``: each graph's
+    variant made for the provider the session will run on when the manifest has one (INT8 on
+    the CPU: ``encoder.int8-cpu.onnx``, unsigned activations), else the plain graph (what
+    TensorRT reads, and what folders without variants hold)."""
+    provider = session_provider(providers)
+    variant = variant_for_provider(provider)
+    files = []
+    for kind in GRAPH_KINDS:
+        entry = graph_entry(manifest, kind, precision)
+        chosen = graph_variant(entry, variant) or entry
+        files.append(Path(model_dir) / chosen["file"])
+        log.info("%s %s graph on %s: %s%s", precision, kind, provider, chosen["file"],
+                 f" (the {variant} variant)" if chosen is not entry else "")
+    return files[0], files[1]
 
 
 class OrtGraphs:
@@ -50,7 +80,17 @@ class OrtGraphs:
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise BackendError(f"ONNX Runtime cannot load {encoder_path.parent}: {exc}") from None
         self.providers = self.encoder.get_providers()
+        self.files = (Path(encoder_path).name, Path(decoder_path).name)
         log.debug("ONNX Runtime sessions on %s", self.providers)
+
+    @classmethod
+    def for_precision(cls, model_dir: Path, manifest: Dict[str, Any], precision: str,
+                      providers: Optional[Sequence[str]] = None,
+                      threads: int = 0) -> "OrtGraphs":
+        """Sessions of the model folder's graphs at ``precision``, the files as
+        :func:`graph_files` chooses them for ``providers``."""
+        encoder, decoder = graph_files(model_dir, manifest, precision, providers)
+        return cls(encoder, decoder, providers=providers, threads=threads)
 
     def embed(self, image: np.ndarray) -> np.ndarray:
         """1x3xSxS float32 preprocessed image -> 1xCxhxw float32 image embedding."""

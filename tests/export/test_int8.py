@@ -4,6 +4,7 @@ against FP32; the Inspector, samspt-eval and the TensorRT build flow (stand-in) 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -35,9 +36,24 @@ def example_int8(tmp_path_factory):
 
     model, _, sources = load_export_model()
     out = tmp_path_factory.mktemp("int8") / "example"
-    result = export_model(model, out, "example", precision="fp32,int8", verify_images=IMAGES,
-                          sources=sources)
+    collect = _Collect(logging.WARNING)
+    logging.getLogger("samspt.export").addHandler(collect)
+    try:
+        result = export_model(model, out, "example", precision="fp32,int8",
+                              verify_images=IMAGES, sources=sources)
+    finally:
+        logging.getLogger("samspt.export").removeHandler(collect)
     return model, out, result
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of the export's warnings (:data:`EXPORT_WARNINGS`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        EXPORT_WARNINGS.append(record.getMessage())
+
+
+EXPORT_WARNINGS: list = []
 
 
 def _producers(model):
@@ -151,8 +167,11 @@ def test_unverified_int8_keeps_the_decoder_float_and_says_so(tmp_path, tiny_spt,
     assert decoder["file"] == "decoder.fp32.onnx" and not decoder["quantization"]["quantized"]
     assert "not verified" in decoder["quantization"]["reason"]
     assert set(manifest["graphs"]["encoder"]) == {"int8"}
-    assert sorted(p.name for p in out.iterdir()) == ["decoder.fp32.onnx", "encoder.int8.onnx",
-                                                    MANIFEST]
+    # the encoder's CPU variant is written (unverified, like the encoder); the decoder's is not
+    assert "variants" not in decoder
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.fp32.onnx",
+                                                    "encoder.int8-cpu.onnx",
+                                                    "encoder.int8.onnx", MANIFEST]
     with Inspector(out, backend="onnxruntime", precision="int8") as inspector:
         result = inspector.inspect(IMAGES[0][1], boxes=IMAGES[0][2])
     assert result.masks.shape[0] == len(IMAGES[0][2])
@@ -181,6 +200,9 @@ def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp
                            images=IMAGES[:2])
     entry = result.build["precisions"]["int8"]
     assert entry["engines"]["encoder"]["source"]["file"] == "encoder.int8.onnx"
+    # never the CPU variant (UINT8 activations), even with one in the folder
+    assert "variants" in read_manifest(folder)["graphs"]["encoder"]["int8"]
+    assert "-cpu" not in entry["engines"]["decoder"]["source"]["file"]
     assert entry["verification"]["mean_iou"] >= GATES["int8"]["mean_iou"]
     strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert [c["flags"] for c in trt.calls] == [strongly_typed] * 2  # no calibrator
@@ -224,3 +246,163 @@ logging.getLogger("samspt.export.probe").info("exported once")
     assert run.stderr.count("exported once") == 1, run.stderr
     assert "Please consider" not in run.stderr
     assert (tmp_path / "q.onnx").is_file()
+
+
+# ------------------------------------------------------------------ the INT8 CPU variant
+def _zero_points(model):
+    """dtypes of the zero points of QuantizeLinear (activations) and of the DequantizeLinear
+    nodes of initializers (weights)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    acts = {onnx.numpy_helper.to_array(inits[n.input[2]]).dtype.name
+            for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    weights = {inits[n.input[0]].data_type for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    return acts, weights
+
+
+def test_cpu_variant_is_listed_hashed_unsigned_and_within_the_gate(example_int8):
+    """Beside each INT8 graph written, a CPU variant: same calibration, UINT8 (asymmetric)
+    activations, signed per-channel weights; its files hashed; its parity within the gate."""
+    _, out, _ = example_int8
+    manifest = read_manifest(out)  # hashes checked, variant files listed
+    encoder = manifest["graphs"]["encoder"]["int8"]
+    variant = encoder["variants"]["cpu"]
+    assert variant["file"] == "encoder.int8-cpu.onnx" and variant["activations"] == "uint8"
+    assert variant["execution_provider"] == "CPUExecutionProvider" and not variant["tensorrt"]
+    assert variant["quantization"]["calibration"] == encoder["quantization"]["calibration"]
+    assert variant["quantization"]["quantized_nodes"] == \
+        encoder["quantization"]["quantized_nodes"]
+    for kind in ("encoder", "decoder"):
+        graph = manifest["graphs"][kind]["int8"]
+        if "variants" not in graph:  # dropped (its pair missed the gate) or never written
+            assert kind == "decoder"
+            assert not graph["quantization"]["quantized"] or \
+                "dropped" in graph["variants_dropped"]["cpu"]
+            continue
+        entry = graph["variants"]["cpu"]
+        assert entry["file"] in manifest["files"]
+        assert len(manifest["files"][entry["file"]]["sha256"]) == 64
+        acts, weights = _zero_points(onnx.load(str(out / entry["file"])))
+        assert acts == {"uint8"}, f"{kind}: activations {acts}"
+        assert weights == {onnx.TensorProto.INT8}
+        signed_acts, _ = _zero_points(onnx.load(str(out / graph["file"])))
+        assert signed_acts == {"int8"}, "the graph TensorRT reads stays signed"
+    figures = manifest["verification"]["int8-cpu"]
+    assert figures["mean_iou"] >= GATES["int8"]["mean_iou"]
+    assert figures["min_iou"] >= GATES["int8"]["min_iou"]
+
+
+def test_inspector_on_the_cpu_runs_the_cpu_variant(example_int8, caplog, monkeypatch):
+    from samspt.runtime import ort_backend
+    from samspt.runtime.ort_backend import graph_files
+
+    _, out, _ = example_int8
+    name, image, boxes = IMAGES[0]
+    with caplog.at_level("INFO", logger="samspt.runtime.ort_backend"), \
+            Inspector(out, backend="onnxruntime", precision="int8") as int8, \
+            Inspector(out, backend="onnxruntime", precision="fp32") as fp32:
+        assert int8._graphs.files[0] == "encoder.int8-cpu.onnx"
+        assert fp32._graphs.files[0] == "encoder.fp32.onnx"
+        a, b = int8.inspect(image, boxes=boxes), fp32.inspect(image, boxes=boxes)
+    assert "encoder.int8-cpu.onnx (the cpu variant)" in caplog.text
+    assert pooled_mask_iou(a.masks, b.masks) >= GATES["int8"]["min_iou"]
+    manifest = read_manifest(out)
+    # CUDA first where this onnxruntime offers it: the plain (signed) graphs
+    monkeypatch.setattr(ort_backend, "available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    cuda = graph_files(out, manifest, "int8", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert [p.name for p in cuda] == [manifest["graphs"][k]["int8"]["file"]
+                                      for k in ("encoder", "decoder")]
+    # ... and where it does not, ONNX Runtime runs on the CPU: the variant
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: ["CPUExecutionProvider"])
+    cpu = graph_files(out, manifest, "int8", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert cpu[0].name == "encoder.int8-cpu.onnx"
+
+
+def _without_variants(src, dst):
+    """A copy of the model folder as an older samspt wrote it: no variants, no variant files."""
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / MANIFEST).read_text())
+    for kind in manifest["graphs"]:
+        for variant in manifest["graphs"][kind]["int8"].pop("variants", {}).values():
+            manifest["files"].pop(variant["file"])
+            (dst / variant["file"]).unlink()
+    (dst / MANIFEST).write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_folder_without_variants_runs_the_plain_int8_graphs(example_int8, tmp_path):
+    _, out, _ = example_int8
+    _without_variants(out, tmp_path / "old")
+    with Inspector(tmp_path / "old", backend="onnxruntime", precision="int8") as inspector:
+        assert inspector._graphs.files[0] == "encoder.int8.onnx"
+        assert inspector.inspect(IMAGES[0][1], boxes=IMAGES[0][2]).masks.shape[0] == \
+            len(IMAGES[0][2])
+
+
+def test_a_variant_file_not_listed_under_files_is_refused(example_int8, tmp_path):
+    from samspt.runtime.errors import ModelFolderError
+
+    _, out, _ = example_int8
+    shutil.copytree(out, tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
+    del manifest["files"]["encoder.int8-cpu.onnx"]
+    (tmp_path / "m" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match=r"int8-cpu encoder graph's "
+                                               r"'encoder.int8-cpu.onnx' is not listed"):
+        read_manifest(tmp_path / "m")
+
+
+def test_tensorrt_check_leaves_the_cpu_variant_out(example_int8):
+    """The parser-list check export runs covers the plain graphs only; given to it, the CPU
+    variant would be rejected (UINT8 inside the network): the exclusion is what keeps export's
+    log free of TensorRT warnings."""
+    from samspt.export.trt_support import check_files
+    from samspt.runtime.manifest import tensorrt_graph_files
+
+    _, out, result = example_int8
+    graphs = result.manifest["graphs"]
+    files = tensorrt_graph_files(graphs)
+    assert "encoder.int8.onnx" in files and not any("-cpu" in f for f in files)
+    assert not any(check_files([out / f for f in files]).values())
+    rejected = check_files([out / "encoder.int8-cpu.onnx"])
+    assert all(any("UINT8" in r for r in v) for v in rejected.values())
+    assert not any("rejects" in message for message in EXPORT_WARNINGS)
+
+
+def test_a_variant_missing_the_gate_is_dropped_decoder_first(example_int8, tmp_path,
+                                                            monkeypatch, caplog):
+    import copy
+
+    import samspt.export.verify as verify
+
+    _, out, result = example_int8
+    for bad, dropped in (("decoder.int8-cpu", {"decoder.int8-cpu.onnx"}),
+                         ("int8-cpu", {"decoder.int8-cpu.onnx", "encoder.int8-cpu.onnx"})):
+        folder = tmp_path / bad
+        shutil.copytree(out, folder)
+        graphs = copy.deepcopy(result.manifest["graphs"])
+        # both variants present, as export writes them before the check
+        if "variants" not in graphs["decoder"]["int8"]:
+            if not graphs["decoder"]["int8"]["quantization"]["quantized"]:
+                pytest.skip("the example's INT8 decoder is kept float")
+            graphs["decoder"]["int8"].pop("variants_dropped")
+            graphs["decoder"]["int8"]["variants"] = {"cpu": {"file": "decoder.int8-cpu.onnx"}}
+            shutil.copy(folder / "decoder.int8.onnx", folder / "decoder.int8-cpu.onnx")
+
+        def parity(prepared, encoder, decoder, bad=bad):
+            iou = 0.5 if any(bad in p.name for p in (encoder, decoder)) else 1.0
+            return {"mean_iou": iou, "min_iou": iou}
+
+        monkeypatch.setattr(verify, "graph_parity", parity)
+        with caplog.at_level("WARNING", logger="samspt.export.verify"):
+            removed = verify.keep_passing_variants([], folder, graphs)
+        assert set(removed) == dropped
+        assert not any((folder / f).exists() for f in removed)
+        for kind in ("encoder", "decoder"):
+            graph = graphs[kind]["int8"]
+            gone = f"{kind}.int8-cpu.onnx" in dropped
+            assert ("variants" in graph) is not gone
+            if gone:
+                assert "dropped" in graph["variants_dropped"]["cpu"]
+        assert "int8-cpu graphs" in caplog.text and "dropped" in caplog.text

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from samspt.export.trt_support import (RULES, TRT_VERSIONS, check_files, check_graph,
                                        kept_version_for, log_check, support_list)
+from samspt.runtime.manifest import tensorrt_graph_files
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_verify_images
 
 
@@ -50,8 +51,10 @@ def exported_graphs(tmp_path_factory):
         torch.manual_seed(0)
         model = build_model(name)
         out = tmp_path_factory.mktemp(name) / "model"
-        export_model(model, out, name, precision="all", verify=False, calib_images=images)
-        paths += sorted(out.glob("*.onnx"))
+        result = export_model(model, out, name, precision="all", verify=False,
+                              calib_images=images)
+        # what TensorRT is given: the INT8 CPU variants (UINT8 activations) are left out
+        paths += sorted(out / f for f in tensorrt_graph_files(result.manifest["graphs"]))
         config = model.config
         views = calibration_views(images, config.image_size, config.view_settings)
         feeds = decoder_feeds(views, encoder_feeds(views, config.pixel_mean, config.pixel_std),
