@@ -8,8 +8,10 @@ interrupted or failed export never leaves a half-written model folder behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
+import math
 import platform
 import shutil
 import warnings
@@ -212,6 +214,18 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
         files = [name for name in files if name not in removed]
     shutil.rmtree(work)
     return files
+
+
+def with_scan_min_score(config, score: float):
+    """``config`` (a ModelConfig) with the prompt-free scan's gate set to ``score``;
+    :class:`ConfigError` for a whole-image model (it has no scan views) or a score that is not a
+    finite number."""
+    if config.view_settings is None:
+        raise ConfigError(f"{config.name} is a whole-image model: its scan is one view, with no "
+                          "scan views to gate; leave --scan-min-score out")
+    if not math.isfinite(score):
+        raise ConfigError(f"--scan-min-score must be a finite number, got {score}")
+    return dataclasses.replace(config, scan_min_score=float(score))
 
 
 def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both",

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib-data", type=Path, default=None,
                         help="dataset folder whose images calibrate INT8 (default: the bundled "
                              "samples)")
+    parser.add_argument("--scan-min-score", type=float, default=None, metavar="S",
+                        help="the prompt-free scan's operating point, written to the manifest: "
+                             "a scan view's mask counts only where the model scores it at least "
+                             "S (default: the model's; none: every view counts); pick it from "
+                             "samspt-eval's scan trade-off table")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
     parser.add_argument("--compact", action="store_true",
                         help="store the FP32 graphs' weights as float16 (half the files; they "
@@ -69,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
     from samspt.export.model_source import load_export_model
-    from samspt.export.onnx_export import export_model
+    from samspt.export.onnx_export import export_model, with_scan_min_score
     from samspt.export.verify import folder_verify_images
 
     start = time.perf_counter()
@@ -83,6 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             checkpoint=args.checkpoint, spt=args.spt, authors_spt=args.authors_spt,
             weights=args.weights, model_type=args.model_type)
         name = args.name or name
+        if args.scan_min_score is not None:
+            model.config = with_scan_min_score(model.config, args.scan_min_score)
         out = args.out or Path("models") / name
         images = folder_verify_images(args.verify_data) if args.verify_data else None
         calib = folder_verify_images(args.calib_data, limit=16) if args.calib_data else None

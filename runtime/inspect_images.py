@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", choices=("auto", "image"), default="auto",
                         help="auto (default): each prompt in its zoomed view; image: the whole "
                              "image")
+    parser.add_argument("--scan-min-score", type=float, default=None, metavar="S",
+                        help="the scan's gate: a scan view's mask counts where the model scores "
+                             "it at least S (default: the model's, from its manifest); higher "
+                             "flags fewer clean images and misses more defects")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                         help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
@@ -86,6 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows, records = [], []
     try:
         with Inspector(model_dir, backend=args.backend, precision=args.precision,
+                       scan_min_score=args.scan_min_score,
                        views=args.views) as ins:
             print(f"model {model_dir} on {ins.backend}, {ins.precision}", file=sys.stderr)
             paths = images

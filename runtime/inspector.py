@@ -19,7 +19,9 @@ keep the current image per thread, so threads never see each other's image.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import numbers
 import threading
 import time
 from pathlib import Path
@@ -57,15 +59,20 @@ class Inspector:
     its CPU variant, unsigned activations, when the folder has one); default: FP16 engines on
     TensorRT (what ``samspt-build`` builds), FP32 on ONNX Runtime.
     ``providers``: ONNX Runtime execution providers (default: CPU; e.g.
-    ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). Loading, checking (sha256 of every
-    file) and a warm-up run happen here, so the first ``inspect`` is as fast as the others.
+    ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). ``scan_min_score``: the prompt-free
+    scan's gate (a view's mask counts where the model scores it at least this; default: the
+    manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
+    view counts). Loading,
+    checking (sha256 of every file) and a warm-up run happen here, so the first ``inspect`` is as
+    fast as the others.
     """
 
     def __init__(self, model_dir: Union[str, Path], backend: str = "auto",
                  precision: Optional[str] = None, providers: Optional[Sequence[str]] = None,
                  threads: int = 0, max_prompts: int = DEFAULT_MAX_PROMPTS,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS, min_defect_area: int = 1,
-                 views: str = "auto", warmup: bool = True) -> None:
+                 views: str = "auto", warmup: bool = True,
+                 scan_min_score: Optional[float] = None) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if precision not in (None,) + PRECISIONS:
@@ -82,6 +89,12 @@ class Inspector:
         self.pixel_std = tuple(self.manifest["input"]["pixel_std"])
         self.threshold = float(self.manifest["mask_threshold"])
         self.view_settings = view_settings(self.manifest)
+        if scan_min_score is not None and self.view_settings is not None:
+            if isinstance(scan_min_score, bool) or not isinstance(scan_min_score, numbers.Real):
+                raise ConfigError(f"scan_min_score must be a number (the least score a scan "
+                                  f"view's mask needs), got {scan_min_score!r}")
+            self.view_settings = dataclasses.replace(self.view_settings,
+                                                     scan_min_score=float(scan_min_score))
         self.max_prompts = int(max_prompts)
         self.max_image_pixels = int(max_image_pixels)
         self.min_defect_area = int(min_defect_area)

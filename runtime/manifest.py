@@ -13,7 +13,8 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
                 "preprocessing": "runtime"},    # resize/normalise/pad happen in runtime numpy
       "mask_threshold": 0.0,
       "low_res_size": 128,
-      "views": {"context": 2.0, "min_side": 64, "scan_side": 160, "scan_overlap": 0.25} | null,
+      "views": {"context": 2.0, "min_side": 64, "scan_side": 160, "scan_overlap": 0.25,
+                "max_side": 0, "scan_min_score": null} | null,
                                                 # samspt.runtime.views.ViewSettings; null (or
                                                 # absent, version 1): a whole-image model
       "graphs": {"encoder": {"fp32": GRAPH, "fp16": GRAPH, "int8": GRAPH}, "decoder": {...}},
@@ -38,7 +39,8 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
                                                 # ONNX Runtime provider (:data:`VARIANTS`); its
                                                 # files are listed under files like any other
 
-Optional keys added to a schema version keep its older folders loading (``variants``: a folder
+Optional keys added to a schema version keep its older folders loading (``views.scan_min_score``:
+a folder without it scans with every view; ``variants``: a folder
 without them runs its plain graphs); a key the reader cannot do without bumps the version.
 """
 

@@ -8,7 +8,9 @@ prompts through the decoder (``decode``: one 1xCxhxw embedding, BxNx2 coords and
 the view's input frame -> (draft low-res Bx1xLxL, final low-res Bx1xLxL, scores B)). Logits come
 back in image pixels, :data:`~samspt.runtime.views.BACKGROUND_LOGIT` outside a prompt's views.
 Several view prompts may feed one output row (a scan; a box larger than the views allow): their
-logits are merged by the maximum.
+logits are merged by the maximum. In a prompt-free scan the row's score is the best score of the
+views that answered a defect (0 where none did), and a gate (``ViewPlan.min_score``) drops the
+views scored below it, so thresholding one run's scores gives every stricter gate's answer.
 
 With ``mask_threshold`` only the masks come back (what the Inspector answers), each computed
 where low-res cells above the threshold reach (:func:`~samspt.runtime.views.paste_mask`): equal
@@ -22,7 +24,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from samspt.runtime.views import BACKGROUND_LOGIT, View, ViewPlan, paste_mask, paste_max
+from samspt.runtime.preprocess import MASK_THRESHOLD
+from samspt.runtime.views import (BACKGROUND_LOGIT, View, ViewPlan, paste_mask, paste_max,
+                                  positive_cells)
 
 # Views per encoder call: a scan of a 20-megapixel image has hundreds of views, and one batch of
 # them all would hold hundreds of input tensors at once.
@@ -95,7 +99,9 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
     count = len(plan.views)
     height, width = image.shape[:2]
     canvases = _Canvases(plan.rows, (height, width), mask_threshold)
+    gate = plan.min_score if plan.scan else None
     scores = np.full(plan.rows, -np.inf, np.float32)
+    answer_at = MASK_THRESHOLD if mask_threshold is None else mask_threshold
     low_res = draft_low = None
     for view, index in groups:
         t2 = clock()
@@ -107,11 +113,16 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
             draft_low = np.zeros_like(low_res)
         low_res[index], draft_low[index] = f_low, d_low
         for row, k in enumerate(index):
-            target = int(plan.row_of[k])
+            target, value = int(plan.row_of[k]), float(np.ravel(score)[row])
+            if gate is not None and value < gate:
+                continue
             canvases.paste(target, view, f_low[row:row + 1], d_low[row:row + 1])
-            scores[target] = max(scores[target], float(np.ravel(score)[row]))
+            if not plan.scan or positive_cells(f_low[row, 0], answer_at) is not None:
+                scores[target] = max(scores[target], value)
         timings["decoder"] += t3 - t2
         timings["postprocess"] += clock() - t3
+    if plan.scan:
+        scores[np.isneginf(scores)] = 0.0
     views_of_rows = ([plan.views[int(np.flatnonzero(plan.row_of == r)[0])]
                       for r in range(plan.rows)] if plan.rows == count else list(plan.views))
     return canvases.outputs(scores, low_res, draft_low, views_of_rows, timings)

@@ -44,7 +44,11 @@ class ViewSettings:
     neighbour overlaps; ``max_side``: the largest view, image pixels (0: none, a large box is
     seen in the whole image): a box whose view would be larger is covered by overlapping views
     of this side, each prompted with the part of the box it holds, their masks merged, so a large
-    defect is seen at no coarser a scale than ``max_side / S``.
+    defect is seen at no coarser a scale than ``max_side / S``. ``scan_min_score``: a scan view's
+    mask joins the merged mask only where the model's own score for it (its predicted mask IoU)
+    is at least this, as SAM's automatic mask generator keeps masks above ``pred_iou_thresh``:
+    the prompt-free scan's operating point, defect-free images flagged against defective ones
+    (None: every view counts; ``samspt-eval`` reports the trade-off).
     """
 
     context: float = 2.0
@@ -52,6 +56,7 @@ class ViewSettings:
     scan_side: int = 160
     scan_overlap: float = 0.25
     max_side: int = 0
+    scan_min_score: Optional[float] = None
 
     def __post_init__(self) -> None:
         checks = [(self.context >= 1.0, "context must be >= 1"),
@@ -59,7 +64,9 @@ class ViewSettings:
                   (self.scan_side >= 1, "scan_side must be >= 1 pixel"),
                   (0.0 <= self.scan_overlap < 1.0, "scan_overlap must be in [0, 1)"),
                   (self.max_side == 0 or self.max_side >= self.min_side,
-                   "max_side must be 0 (no limit) or at least min_side")]
+                   "max_side must be 0 (no limit) or at least min_side"),
+                  (self.scan_min_score is None or math.isfinite(self.scan_min_score),
+                   "scan_min_score must be a finite number or None")]
         failed = [text for ok, text in checks if not ok]
         if failed:
             raise ConfigError(f"invalid view settings: {'; '.join(failed)} (got {self})")
@@ -331,13 +338,18 @@ def scan_views(image_hw: Tuple[int, int], input_size: int, settings: ViewSetting
 class ViewPlan:
     """What a call runs: M view prompts (``views``; ``coords`` Mx N x2 image pixels and ``labels``
     MxN, packed as :func:`~samspt.runtime.preprocess.pack_prompts` packs them) answering
-    ``rows`` output rows; ``row_of`` (M) says which row each feeds (merged by the maximum)."""
+    ``rows`` output rows; ``row_of`` (M) says which row each feeds (merged by the maximum).
+    ``scan``: a prompt-free scan (its row's score is the best score of the views that answered a
+    defect); ``min_score``: its gate (:attr:`ViewSettings.scan_min_score`): a view prompt scored
+    below it adds nothing to its row; None: every view counts."""
 
     views: List[View]
     coords: np.ndarray
     labels: np.ndarray
     row_of: np.ndarray
     rows: int
+    scan: bool = False
+    min_score: Optional[float] = None
 
 
 def plan_views(image_hw: Tuple[int, int], input_size: int, settings: Optional[ViewSettings],
@@ -354,7 +366,9 @@ def plan_views(image_hw: Tuple[int, int], input_size: int, settings: Optional[Vi
                  if settings is not None and policy == "auto"
                  else [whole_image_view(image_hw, input_size)])
         coords, labels = pack_prompts(boxes=np.stack([view.extent_box for view in views]))
-        return ViewPlan(views, coords, labels, np.zeros(len(views), np.int64), 1)
+        gate = settings.scan_min_score if settings is not None else None
+        return ViewPlan(views, coords, labels, np.zeros(len(views), np.int64), 1, scan=True,
+                        min_score=gate)
     single = prompt_views(image_hw, input_size, settings, policy, boxes, points, point_labels)
     coords, labels = pack_prompts(boxes, points, point_labels)
     limit = settings.max_side if settings is not None and policy == "auto" else 0

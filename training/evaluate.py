@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-defect-area", type=int, default=1, metavar="PX",
                         help="a prompt-free scan flags an image when its merged mask has at "
                              "least this many pixels (the Inspector's min_defect_area; default 1)")
+    parser.add_argument("--scan-min-score", type=float, default=None, metavar="S",
+                        help="with --model: the scan's gate for this run (a scan view's mask "
+                             "counts where the model scores it at least S; default: the "
+                             "manifest's). The report lists the shares flagged at every "
+                             "stricter gate, to pick one for samspt-export --scan-min-score")
     parser.add_argument("--no-scan", action="store_true",
                         help="skip the prompt-free scan figures (share of defective and "
                              "defect-free images flagged, merged-mask mIoU)")
@@ -118,7 +123,8 @@ def _predictor(args: argparse.Namespace):
         from samspt.training.evaluation import RuntimePredictor
 
         predictor = RuntimePredictor(args.model, views=args.views, precision=args.precision,
-                                     min_defect_area=args.min_defect_area)
+                                     min_defect_area=args.min_defect_area,
+                                     scan_min_score=args.scan_min_score)
         return predictor, (f"{args.model} on {predictor.inspector.backend}, "
                            f"{predictor.inspector.precision}")
     from samspt.training.evaluation import TorchPredictor
@@ -186,6 +192,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--sam-checkpoint goes with SPT weights, not with --baseline")
     if args.subset is not None and args.split is None:
         parser.error("--subset needs --split FILE")
+    if args.scan_min_score is not None and args.model is None:
+        parser.error("--scan-min-score goes with --model MODEL_DIR (an exported model folder)")
     configure_cli_logging(args.verbose)
     from samspt.training.evaluation import evaluate_records, format_table
 

@@ -43,6 +43,7 @@ from samspt.runtime.result import summarize_masks
 from samspt.runtime.samples import bundled_samples
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 from samspt.training.metrics import boundary_iou, false_positive_area, mask_iou
+from samspt.training.scan_tradeoff import format_trade_off, trade_off
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ Progress = Callable[[int, int], None]
 
 class Predictor(Protocol):
     """What :func:`evaluate_records` calls: one image, K prompts, K final and K draft masks.
-    A predictor that also has ``scan(image) -> (HxW bool mask, flagged bool)`` (the prompt-free
-    scan) gets the prompt-free figures too."""
+    A predictor that also has ``scan(image) -> (HxW bool mask, flagged bool, score float)`` (the
+    prompt-free scan; ``scan_gate``: its gate, ViewSettings.scan_min_score) gets the prompt-free
+    figures too, with their trade-off against the gate."""
 
     name: str
 
@@ -74,16 +76,22 @@ class RuntimePredictor:
     as a :class:`Predictor`; points are foreground (label 1)."""
 
     def __init__(self, model_dir, backend: str = "auto", precision: Optional[str] = None,
-                 views: str = "auto", min_defect_area: int = 1) -> None:
+                 views: str = "auto", min_defect_area: int = 1,
+                 scan_min_score: Optional[float] = None) -> None:
         from samspt.runtime.inspector import Inspector
 
         self.inspector = Inspector(model_dir, backend=backend, precision=precision, views=views,
-                                   min_defect_area=min_defect_area)
+                                   min_defect_area=min_defect_area, scan_min_score=scan_min_score)
         self.name = f"{Path(model_dir).name} ({self.inspector.backend}, views {views})"
 
-    def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool]:
+    @property
+    def scan_gate(self) -> Optional[float]:
+        settings = self.inspector.view_settings
+        return settings.scan_min_score if settings is not None else None
+
+    def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool, float]:
         result = self.inspector.inspect(image)
-        return result.masks[0], bool(result.pred_label[0])
+        return result.masks[0], bool(result.pred_label[0]), float(result.scores[0])
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -110,9 +118,16 @@ class TorchPredictor:
         self.min_defect_area = int(min_defect_area)
         self._predict = predict
 
-    def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool]:
-        mask = self._predict(self.model, image, views=self.views).masks[0]
-        return mask, bool(summarize_masks(mask[None], self.min_defect_area)["pred_label"][0])
+    @property
+    def scan_gate(self) -> Optional[float]:
+        settings = self.model.config.view_settings
+        return settings.scan_min_score if settings is not None else None
+
+    def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool, float]:
+        out = self._predict(self.model, image, views=self.views)
+        mask = out.masks[0]
+        flagged = bool(summarize_masks(mask[None], self.min_defect_area)["pred_label"][0])
+        return mask, flagged, float(np.ravel(out.scores)[0])
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -268,8 +283,9 @@ def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
     final, draft = _ask(predictor, image, prompt, value)
     scores: Dict[str, float] = {}
     if scan and hasattr(predictor, "scan"):
-        scanned, flagged = predictor.scan(image)
+        scanned, flagged, scan_score = predictor.scan(image)
         scores["scan_flagged"] = float(flagged)
+        scores["scan_score"] = float(scan_score)
         if not record.is_defect_free:
             scores["scan_iou"] = mask_iou(np.asarray(scanned, bool), gt)
     for which, mask in (("final", final), ("draft", draft)):
@@ -316,9 +332,11 @@ def _pass_means(rows: List[Dict[str, float]], which: str) -> Dict[str, Optional[
 
 
 def summarize(results: Iterable[ImageResult], prompt: str = "box", seed: int = 0,
-              predictor_name: str = "?", skipped: Sequence[str] = ()) -> Dict[str, object]:
+              predictor_name: str = "?", skipped: Sequence[str] = (),
+              scan_gate: Optional[float] = None) -> Dict[str, object]:
     """The report of :func:`evaluate_records` from per-image results (means over images; ``None``
-    where there is no image to average)."""
+    where there is no image to average); ``scan_gate``: the scan's gate in the run (its
+    trade-off lists that gate and stricter ones; None: no gate)."""
     defective: "OrderedDict[str, List[Dict[str, float]]]" = OrderedDict()
     free: List[Dict[str, float]] = []
     images = []
@@ -346,7 +364,8 @@ def summarize(results: Iterable[ImageResult], prompt: str = "box", seed: int = 0
             "per_class": {cls: {"flagged": _mean([r["scan_flagged"] for r in group
                                                   if "scan_flagged" in r]),
                                 "miou": _mean([r["scan_iou"] for r in group if "scan_iou" in r])}
-                          for cls, group in sorted(defective.items())}}
+                          for cls, group in sorted(defective.items())},
+            "trade_off": trade_off(scanned, scanned_free, scan_gate) if scanned else None}
     return {"predictor": predictor_name, "prompt": prompt, "seed": int(seed),
             "n_images": len(images), "n_defective": len(rows), "scan": scan,
             "final": _pass_means(rows, "final"), "draft": _pass_means(rows, "draft"),
@@ -364,7 +383,8 @@ def evaluate_records(predictor: Predictor, records: Sequence[Record], prompt: st
     "n_images"}}``, ``defect_free`` ``{"n_images", "empty_rate", "fp_area", "draft": {...}}``,
     ``scan`` (prompt-free figures, where the predictor scans: ``defective_flagged``,
     ``defect_free_flagged`` shares of images, ``miou`` of the merged mask on defective images,
-    ``per_class``), ``n_images``, ``n_defective``, ``prompt``, ``seed``, ``predictor``, ``skipped`` (names of
+    ``per_class``, ``trade_off``: :func:`~samspt.training.scan_tradeoff.trade_off`),
+    ``n_images``, ``n_defective``, ``prompt``, ``seed``, ``predictor``, ``skipped`` (names of
     defect-class records with empty masks) and ``images`` (:meth:`ImageResult.to_dict` of every
     image). Means are ``None`` where no image contributes.
     """
@@ -381,7 +401,7 @@ def evaluate_records(predictor: Predictor, records: Sequence[Record], prompt: st
             # Keep the scores, drop the masks: a whole dataset's masks would fill the memory.
             kept.append(replace(result, gt=None, final=None, draft=None))
     name = getattr(predictor, "name", type(predictor).__name__)
-    report = summarize(kept, prompt, seed, name, skipped)
+    report = summarize(kept, prompt, seed, name, skipped, getattr(predictor, "scan_gate", None))
     log.info("evaluated %s on %d images (%d defective, %d defect-free, %d skipped)", name,
              report["n_images"], report["n_defective"], report["defect_free"]["n_images"],
              len(skipped))
@@ -431,6 +451,7 @@ def format_table(report: Dict[str, object]) -> str:
                      f"{fmt_figure(scan['defective_flagged'])}, defect-free images flagged "
                      f"{fmt_figure(scan['defect_free_flagged'])}, merged-mask mIoU "
                      f"{fmt_figure(scan['miou'])}")
+        lines.extend(format_trade_off(scan.get("trade_off")))
     if report["skipped"]:
         lines.append(f"skipped (defect class, empty mask): {', '.join(report['skipped'])}")
     return "\n".join(lines)

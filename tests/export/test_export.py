@@ -228,6 +228,30 @@ def test_export_command_with_spt_weights(tmp_path, tiny_spt, tiny_sam, capsys):
     assert set(manifest["graphs"]["encoder"]) == {"fp32"}
 
 
+def test_the_scan_gate_goes_into_the_manifest_and_is_the_inspectors_default(tmp_path, capsys):
+    from samspt.runtime import Inspector
+    from samspt.training.checkpoints import build_model
+
+    weights = save_spt_weights(build_model("cnn_tiny"), tmp_path / "cnn.safetensors",
+                               mode="full")
+    out = tmp_path / "cnn"
+    assert export_main(["--weights", str(weights), "--out", str(out), "--precision", "fp32",
+                        "--no-verify", "--scan-min-score", "0.35"]) == 0
+    assert read_manifest(out)["views"]["scan_min_score"] == 0.35
+    with Inspector(out, warmup=False) as inspector:
+        assert inspector.view_settings.scan_min_score == 0.35
+    with Inspector(out, warmup=False, scan_min_score=0.1) as inspector:
+        assert inspector.view_settings.scan_min_score == 0.1
+
+
+def test_a_scan_gate_for_a_whole_image_model_is_refused(tmp_path, tiny_spt, capsys):
+    weights = save_spt_weights(tiny_spt, tmp_path / "tiny.safetensors", mode="full")
+    assert export_main(["--weights", str(weights), "--out", str(tmp_path / "m"),
+                        "--no-verify", "--scan-min-score", "0.3"]) == 2
+    assert "whole-image model" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("argv,words", [
     (["--spt", "x.safetensors"], "also give the SAM checkpoint"),
     (["--weights", "/nonexistent/w.safetensors"], "does not exist"),

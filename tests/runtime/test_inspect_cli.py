@@ -41,6 +41,10 @@ def test_no_box_scans_and_an_explicit_model_folder_is_taken(tmp_path):
     assert main([str(EXAMPLE_MODEL_DIR), str(image), "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "results.json").read_text())[0]
     assert record["boxes"] == [] and len(record["prompts"]) == 1 and len(record["views"]) > 1
+    # A gate no view's score reaches: the scan answers no defect.
+    assert main([str(image), "--out", str(tmp_path / "gated"), "--scan-min-score", "2"]) == 0
+    gated = json.loads((tmp_path / "gated" / "results.json").read_text())[0]
+    assert record["prompts"][0]["defect"] and not gated["prompts"][0]["defect"]
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -130,3 +130,64 @@ def test_a_version_1_folder_loads_as_a_whole_image_model(cnn_model, tmp_path):
         result = ins.inspect(image, boxes=mask_box(mask)[None])
         assert result.views[0].is_whole_image
         assert len(ins.inspect(image).views) == 1
+
+
+def test_the_scan_gate_drops_the_views_the_model_scores_below_it(cnn_model):
+    """A scan view's mask counts where its score reaches the gate; the row's score is the best
+    score of the views that answered a defect, so gating just above it empties the scan."""
+    import dataclasses
+
+    from samspt.training.predict import predict
+
+    model, folder = cnn_model
+    image = bundled_samples()[0].image()
+    with Inspector(folder, backend="onnxruntime") as ins:      # the manifest's: no gate
+        assert ins.view_settings.scan_min_score is None
+        open_gate = ins.inspect(image)
+    best = float(open_gate.scores[0])
+    assert open_gate.pred_label[0], "the test model's scan must answer something"
+    with Inspector(folder, backend="onnxruntime", scan_min_score=best) as ins:
+        at_best = ins.inspect(image)
+    assert at_best.pred_label[0] and at_best.scores[0] == open_gate.scores[0]
+    assert not (at_best.masks & ~open_gate.masks).any()          # a subset of the ungated mask
+    with Inspector(folder, backend="onnxruntime", scan_min_score=best + 1e-3) as ins:
+        above = ins.inspect(image)
+    assert not above.masks.any() and not above.pred_label[0] and above.scores[0] == 0.0
+    # PyTorch gates the same way (the model's view settings carry the gate; just below the best
+    # score, as the two backends' scores differ in their last digits).
+    config = model.config
+    try:
+        model.config = dataclasses.replace(config, scan_min_score=best - 1e-4)
+        reference = predict(model, image)
+    finally:
+        model.config = config
+    with Inspector(folder, backend="onnxruntime", scan_min_score=best - 1e-4) as ins:
+        near_best = ins.inspect(image)
+    assert near_best.pred_label[0]
+    assert pooled_mask_iou(near_best.masks, reference.masks) >= 0.999
+    with pytest.raises(ConfigError, match="scan_min_score must be a number"):
+        Inspector(folder, scan_min_score="high", warmup=False)
+    with pytest.raises(ConfigError, match="finite"):
+        Inspector(folder, scan_min_score=float("nan"), warmup=False)
+
+
+def test_the_scan_trade_off_equals_rerunning_at_each_gate(cnn_model):
+    """samspt-eval's trade-off, computed from one run, gives what the Inspector answers when
+    run again at each stricter gate."""
+    from samspt.training.evaluation import RuntimePredictor, evaluate_records, sample_records
+    from samspt.training.scan_tradeoff import trade_off
+
+    _, folder = cnn_model
+    records = sample_records()
+    report = evaluate_records(RuntimePredictor(folder), records)      # no gate
+    images = report["images"]
+    scores = sorted({i["scan_score"] for i in images if i["scan_flagged"]})
+    assert len(scores) >= 2
+    gates = [scores[0], scores[len(scores) // 2] + 1e-6]
+    defective = [i for i in images if not i["defect_free"]]
+    clean = [i for i in images if i["defect_free"]]
+    predicted = trade_off(defective, clean, gates=gates)["points"]
+    for gate, point in zip(gates, predicted):
+        rerun = evaluate_records(RuntimePredictor(folder, scan_min_score=gate), records)["scan"]
+        assert rerun["defective_flagged"] == point["defective_flagged"]
+        assert rerun["defect_free_flagged"] == point["defect_free_flagged"]

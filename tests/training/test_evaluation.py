@@ -331,6 +331,13 @@ def test_cli_errors_exit_2(argv, words, capsys, monkeypatch, tmp_path):
     assert captured.err.startswith("error: ") and words in captured.err and captured.out == ""
 
 
+def test_cli_scan_gate_needs_a_model_folder(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--baseline", "box", "--scan-min-score", "0.3"])
+    assert exc.value.code == 2
+    assert "--scan-min-score goes with --model" in capsys.readouterr().err
+
+
 def test_cli_runs_as_a_script():
     out = subprocess.run([sys.executable, str(REPO / "training" / "evaluate.py"), "--baseline",
                           "box", "--json", "--limit", "1"], capture_output=True, text=True,
@@ -407,7 +414,8 @@ class _ScanningOracle:
 
     def scan(self, image):
         mask = self.masks[image.tobytes()]
-        return mask, bool(mask.any()) or image.tobytes() in self.flag_free
+        flagged = bool(mask.any()) or image.tobytes() in self.flag_free
+        return mask, flagged, 0.9 if mask.any() else 0.5
 
 
 def test_prompt_free_figures_of_a_scanning_predictor():
@@ -422,7 +430,13 @@ def test_prompt_free_figures_of_a_scanning_predictor():
     assert report["scan"]["defective_flagged"] == 1.0
     assert report["scan"]["defect_free_flagged"] == 0.0
     assert report["scan"]["miou"] == 1.0
+    assert report["scan"]["trade_off"]["auroc"] == 1.0
     report = evaluate_records(_ScanningOracle(masks, flag_free=free), records, scan=True)
     assert report["scan"]["defect_free_flagged"] == 1.0
+    # Flagged clean images score 0.5, defective ones 0.9: a gate between them parts them.
+    points = {p["min_score"]: p for p in report["scan"]["trade_off"]["points"]}
+    assert points[0.5]["defect_free_flagged"] == 1.0 and points[0.55]["defect_free_flagged"] == 0
+    assert points[0.9]["defective_flagged"] == 1.0 and points[0.95]["defective_flagged"] == 0
+    assert "scan trade-off" in format_table(report)
     assert "prompt-free scan: defective images flagged 1.000" in format_table(report)
     assert evaluate_records(_ScanningOracle(masks), records, scan=False)["scan"]["miou"] is None
