@@ -133,9 +133,16 @@ def float_nodes(model: onnx.ModelProto) -> List[str]:
     return keep
 
 
+def quantizable_nodes(model: onnx.ModelProto) -> List[str]:
+    """Names of the nodes :func:`quantize_graph` quantises (before any kept float for parity)."""
+    keep = set(float_nodes(model))
+    return [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES and n.name not in keep]
+
+
 def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.ndarray]],
                    external_data: bool = False, quant_format: str = "QDQ",
-                   activations: str = "int8", per_channel: bool = True) -> Dict[str, Any]:
+                   activations: str = "int8", per_channel: bool = True,
+                   keep_float: Sequence[str] = ()) -> Dict[str, Any]:
     """Write the static QDQ INT8 version of the FP32 graph ``fp32_path`` to ``out_path``,
     calibrated on ``feeds``. Returns its description for the manifest.
 
@@ -143,7 +150,8 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
     (asymmetric; TensorRT rejects UINT8 inside a network) is the export's CPU variant. The others
     exist to measure what ONNX Runtime's CPU kernels prefer (``samspt-bench``): ``quant_format``
     ``QOperator`` (QLinearConv/QLinearMatMul nodes: ONNX Runtime only), ``per_channel``
-    False."""
+    False. ``keep_float``: more nodes to leave float (the export's parity fallback,
+    :mod:`samspt.export.int8_fallback`)."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -155,7 +163,8 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
                         f"activations {activations!r} (int8, uint8)")
     signed = activations == "int8"
     model = onnx.load(str(fp32_path))
-    keep_float = float_nodes(model)
+    for_parity = list(keep_float)
+    keep_float = float_nodes(model) + for_parity
     quantizable = [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES]
     try:
         with _root_logger_kept():
@@ -183,7 +192,8 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
             "activations": "int8, symmetric" if signed else "uint8, asymmetric",
             "calibration": {"method": CALIBRATION_METHOD, "inputs": len(feeds)},
             "quantized_nodes": len(quantized),
-            "float_nodes": len(quantizable) - len(quantized)}
+            "float_nodes": len(quantizable) - len(quantized),
+            "kept_float_for_parity": for_parity}
 
 
 class _ToDebug(logging.Handler):

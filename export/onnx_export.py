@@ -152,10 +152,13 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     dec_feeds = decoder_feeds(views, enc_feeds, sources["encoder"])
     feeds = {"encoder": enc_feeds, "decoder": dec_feeds}
 
+    kept: Dict[str, List[str]] = {"encoder": [], "decoder": []}
+
     def quantize(kind: str, variant: Optional[str] = None):
         path = tmp / graph_file_name(kind, "int8", variant)
         info = quantize_graph(sources[kind], path, feeds[kind], external and kind == "encoder",
-                              activations="uint8" if variant == CPU_VARIANT else "int8")
+                              activations="uint8" if variant == CPU_VARIANT else "int8",
+                              keep_float=kept[kind])
         try:
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as exc:
@@ -168,6 +171,9 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     for kind in ("encoder", "decoder"):
         stage(f"quantising the {kind} graph to INT8 (static QDQ)")
         records[kind] = quantize(kind)
+    if prepared is not None:
+        records["encoder"] = _encoder_within_gate(records["encoder"], quantize, kept, sources,
+                                                  feeds["encoder"], work, prepared, stage)
 
     decoder_path, decoder_names, decoder_info = records["decoder"]
     if prepared is None:
@@ -216,6 +222,46 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     return files
 
 
+def _encoder_within_gate(record, quantize, kept: Dict[str, List[str]], sources, feeds, work: Path,
+                         prepared, stage: Stage):
+    """The INT8 encoder ``record`` (path, names, info), or, where it misses the INT8 gate with
+    the FP32 decoder, one that keeps float the fewest of its most sensitive nodes that passes
+    (:mod:`samspt.export.int8_fallback`); ``kept["encoder"]`` is set to them, so the CPU variant
+    keeps the same nodes float."""
+    from samspt.export.int8 import quantizable_nodes, quantize_graph
+    from samspt.export.int8_fallback import node_sensitivity, smallest_passing
+    from samspt.export.verify import graph_parity, passes
+
+    stage("checking the INT8 encoder against PyTorch (FP32 decoder)")
+    figures = graph_parity(prepared, record[0], sources["decoder"])
+    if passes(figures, "int8"):
+        return record
+    candidates = quantizable_nodes(onnx.load(str(sources["encoder"]), load_external_data=False))
+    stage(f"INT8 encoder misses the gate (mean mask IoU {figures['mean_iou']:.4f}, minimum "
+          f"{figures['min_iou']:.4f}): measuring each of its {len(candidates)} INT8 nodes")
+    sensitivity = node_sensitivity(sources["encoder"], feeds, candidates, work, quantize_graph)
+    ranked = sorted(candidates, key=lambda name: -sensitivity[name])
+    figures_at: Dict[int, Dict[str, Any]] = {}
+
+    def try_float(k: int) -> bool:
+        kept["encoder"] = ranked[:k]
+        stage(f"INT8 encoder with its {k} most sensitive of {len(ranked)} nodes float")
+        figures_at[k] = graph_parity(prepared, quantize("encoder")[0], sources["decoder"])
+        return passes(figures_at[k], "int8")
+
+    count, _ = smallest_passing(len(ranked), try_float)
+    kept["encoder"] = ranked[:count]
+    record = quantize("encoder")       # the file on disk is the last one tried: write this one
+    figures = figures_at.get(count) or graph_parity(prepared, record[0], sources["decoder"])
+    log.warning("INT8 encoder: %d of %d nodes kept float to hold the gate (mean mask IoU %.4f, "
+                "minimum %.4f): %s", count, len(ranked), figures["mean_iou"], figures["min_iou"],
+                ", ".join(ranked[:count]))
+    record[2]["parity_fallback"] = {
+        "sensitivity": {n: round(sensitivity[n], 4) for n in ranked},
+        "mean_iou": figures["mean_iou"], "min_iou": figures["min_iou"]}
+    return record
+
+
 def with_scan_min_score(config, score: float):
     """``config`` (a ModelConfig) with the prompt-free scan's gate set to ``score``;
     :class:`ConfigError` for a whole-image model (it has no scan views) or a score that is not a
@@ -239,8 +285,8 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
     ``precision``: see :func:`parse_precisions` (``both``: FP32 and FP16; ``all``: and INT8).
     ``verify_images``: list of (name, HxWx3 uint8, Kx4 boxes) for the parity check; default:
     the bundled samples. ``calib_images``: the same kind of list for INT8 calibration (default:
-    the bundled samples). ``compact``: FP32 graphs store their weights as float16 (computed in
-    float32; see :func:`samspt.export.fp16.store_weights_fp16`). Raises
+    the bundled samples). ``compact``: FP32 graphs store as float16 the weights float16 holds
+    exactly (computed in float32; see :func:`samspt.export.fp16.store_weights_fp16`). Raises
     :class:`samspt.export.verify.VerificationError` when a parity gate is missed.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:

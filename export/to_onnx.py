@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "samspt-eval's scan trade-off table")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
     parser.add_argument("--compact", action="store_true",
-                        help="store the FP32 graphs' weights as float16 (half the files; they "
-                             "still compute in FP32, and the parity check judges the rounding): "
-                             "how the bundled example model ships")
+                        help="store the FP32 graphs' weights as float16 where float16 holds them "
+                             "exactly (weights saved in float16: up to half the files, the same "
+                             "FP32 results): how the bundled example model ships")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against "
                         "PyTorch with ONNX Runtime")
     parser.add_argument("--verify-data", type=Path, default=None,

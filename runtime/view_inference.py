@@ -101,7 +101,6 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
     canvases = _Canvases(plan.rows, (height, width), mask_threshold)
     gate = plan.min_score if plan.scan else None
     scores = np.full(plan.rows, -np.inf, np.float32)
-    answer_at = MASK_THRESHOLD if mask_threshold is None else mask_threshold
     low_res = draft_low = None
     for view, index in groups:
         t2 = clock()
@@ -116,8 +115,9 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
             target, value = int(plan.row_of[k]), float(np.ravel(score)[row])
             if gate is not None and value < gate:
                 continue
-            canvases.paste(target, view, f_low[row:row + 1], d_low[row:row + 1])
-            if not plan.scan or positive_cells(f_low[row, 0], answer_at) is not None:
+            answered = canvases.paste(target, view, f_low[row:row + 1], d_low[row:row + 1],
+                                      check=plan.scan)
+            if not plan.scan or answered:
                 scores[target] = max(scores[target], value)
         timings["decoder"] += t3 - t2
         timings["postprocess"] += clock() - t3
@@ -143,17 +143,24 @@ class _Canvases:
         self.regions = np.zeros((2, rows, 4), np.int64)
         self.regions[..., 0::2] = np.iinfo(np.int64).max
 
-    def paste(self, row: int, view: View, final: np.ndarray, draft: np.ndarray) -> None:
+    def paste(self, row: int, view: View, final: np.ndarray, draft: np.ndarray,
+              check: bool = False) -> bool:
+        """Paste one view prompt's logits into ``row``; with ``check``, whether its final mask
+        has an image pixel (logits above the threshold; 0 without one)."""
         if self.threshold is None:
             paste_max(self.final[row:row + 1], view, final)
             paste_max(self.draft[row:row + 1], view, draft)
-            return
+            return check and positive_cells(final[0, 0], MASK_THRESHOLD) is not None and bool(
+                (view.logits_in_image(final)[0] > MASK_THRESHOLD).any())
+        answered = False
         for which, canvas, low in ((0, self.final, final), (1, self.draft, draft)):
             window = paste_mask(canvas[row], view, low, self.threshold)
             if window is not None:
+                answered = answered or which == 0
                 region = self.regions[which, row]
                 region[0::2] = np.minimum(region[0::2], window[0::2])
                 region[1::2] = np.maximum(region[1::2], window[1::2])
+        return answered
 
     def outputs(self, scores, low_res, draft_low, views, timings) -> ViewOutputs:
         if self.threshold is None:

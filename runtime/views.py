@@ -418,7 +418,8 @@ def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
     into HxW bool ``canvas`` (image pixels), resizing only the pixels that low-res cells above
     the threshold reach (:meth:`View.window_of_cells`): every other pixel's logit is a convex
     combination of logits at or below it, so its mask is False, as the whole resize gives.
-    Returns the window written, (y0, y1, x0, x1) image pixels end-exclusive, or None.
+    Returns the window written, (y0, y1, x0, x1) image pixels end-exclusive, or None where no
+    image pixel is above the threshold (a positive cell may lie in a view's padding).
     ``threshold`` must be above :data:`BACKGROUND_LOGIT` (pixels outside every view)."""
     if threshold < BACKGROUND_LOGIT:
         raise ConfigError(f"mask threshold {threshold} is below the background logit "
@@ -430,7 +431,10 @@ def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
     if window is None:
         return None
     logits, (rows, cols) = view.logits_in_image(low, window)
-    canvas[rows, cols] |= logits[0] > threshold
+    hit = logits[0] > threshold
+    if not hit.any():
+        return None
+    canvas[rows, cols] |= hit
     return rows.start, rows.stop, cols.start, cols.stop
 
 
