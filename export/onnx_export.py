@@ -152,13 +152,14 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     dec_feeds = decoder_feeds(views, enc_feeds, sources["encoder"])
     feeds = {"encoder": enc_feeds, "decoder": dec_feeds}
 
-    kept: Dict[str, List[str]] = {"encoder": [], "decoder": []}
+    # Nodes kept float for parity, per (graph, variant): each form searches its own.
+    kept: Dict[Tuple[str, Optional[str]], List[str]] = {}
 
     def quantize(kind: str, variant: Optional[str] = None):
         path = tmp / graph_file_name(kind, "int8", variant)
         info = quantize_graph(sources[kind], path, feeds[kind], external and kind == "encoder",
                               activations="uint8" if variant == CPU_VARIANT else "int8",
-                              keep_float=kept[kind])
+                              keep_float=kept.get((kind, variant), []))
         try:
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as exc:
@@ -173,7 +174,7 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
         records[kind] = quantize(kind)
     if prepared is not None:
         records["encoder"] = _encoder_within_gate(records["encoder"], quantize, kept, sources,
-                                                  feeds["encoder"], work, prepared, stage)
+                                                  feeds["encoder"], work, prepared, stage, None)
 
     decoder_path, decoder_names, decoder_info = records["decoder"]
     if prepared is None:
@@ -209,6 +210,10 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
         files += names
         stage(f"quantising the {kind} graph's CPU variant (unsigned activations)")
         path, names, info = quantize(kind, CPU_VARIANT)
+        if kind == "encoder" and prepared is not None:
+            path, names, info = _encoder_within_gate((path, names, info), quantize, kept,
+                                                     sources, feeds["encoder"], work, prepared,
+                                                     stage, CPU_VARIANT)
         graphs[kind]["int8"]["variants"] = {CPU_VARIANT: {
             "file": path.name, "external_data": names[1:], "activations": "uint8",
             "execution_provider": VARIANTS[CPU_VARIANT], "tensorrt": False,
@@ -222,40 +227,47 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     return files
 
 
-def _encoder_within_gate(record, quantize, kept: Dict[str, List[str]], sources, feeds, work: Path,
-                         prepared, stage: Stage):
-    """The INT8 encoder ``record`` (path, names, info), or, where it misses the INT8 gate with
-    the FP32 decoder, one that keeps float the fewest of its most sensitive nodes that passes
-    (:mod:`samspt.export.int8_fallback`); ``kept["encoder"]`` is set to them, so the CPU variant
-    keeps the same nodes float."""
+def _encoder_within_gate(record, quantize, kept: Dict[Tuple[str, Optional[str]], List[str]],
+                         sources, feeds, work: Path, prepared, stage: Stage,
+                         variant: Optional[str]):
+    """The INT8 encoder ``record`` (path, names, info) of ``variant`` (None: the signed graph),
+    or, where it misses the INT8 gate with the FP32 decoder, one that keeps float the fewest of
+    its most sensitive nodes that passes (:mod:`samspt.export.int8_fallback`), ranked for its
+    own activation type; ``kept[("encoder", variant)]`` is set to them."""
+    from functools import partial
+
     from samspt.export.int8 import quantizable_nodes, quantize_graph
     from samspt.export.int8_fallback import node_sensitivity, smallest_passing
     from samspt.export.verify import graph_parity, passes
 
-    stage("checking the INT8 encoder against PyTorch (FP32 decoder)")
+    what = "INT8 encoder" + (f" ({variant} variant)" if variant else "")
+    stage(f"checking the {what} against PyTorch (FP32 decoder)")
     figures = graph_parity(prepared, record[0], sources["decoder"])
     if passes(figures, "int8"):
         return record
     candidates = quantizable_nodes(onnx.load(str(sources["encoder"]), load_external_data=False))
-    stage(f"INT8 encoder misses the gate (mean mask IoU {figures['mean_iou']:.4f}, minimum "
+    stage(f"{what} misses the gate (mean mask IoU {figures['mean_iou']:.4f}, minimum "
           f"{figures['min_iou']:.4f}): measuring each of its {len(candidates)} INT8 nodes")
-    sensitivity = node_sensitivity(sources["encoder"], feeds, candidates, work, quantize_graph)
+    probe = partial(quantize_graph, activations="uint8" if variant == CPU_VARIANT else "int8")
+    sensitivity = node_sensitivity(sources["encoder"], feeds, candidates, work, probe)
     ranked = sorted(candidates, key=lambda name: -sensitivity[name])
     figures_at: Dict[int, Dict[str, Any]] = {}
+    key = ("encoder", variant)
 
     def try_float(k: int) -> bool:
-        kept["encoder"] = ranked[:k]
-        stage(f"INT8 encoder with its {k} most sensitive of {len(ranked)} nodes float")
-        figures_at[k] = graph_parity(prepared, quantize("encoder")[0], sources["decoder"])
+        kept[key] = ranked[:k]
+        stage(f"{what} with its {k} most sensitive of {len(ranked)} nodes float")
+        figures_at[k] = graph_parity(prepared, quantize("encoder", variant)[0],
+                                     sources["decoder"])
         return passes(figures_at[k], "int8")
 
     count, _ = smallest_passing(len(ranked), try_float)
-    kept["encoder"] = ranked[:count]
-    record = quantize("encoder")       # the file on disk is the last one tried: write this one
+    kept[key] = ranked[:count]
+    record = quantize("encoder", variant)  # the file on disk is the last one tried: this one
     figures = figures_at.get(count) or graph_parity(prepared, record[0], sources["decoder"])
-    log.warning("INT8 encoder: %d of %d nodes kept float to hold the gate (mean mask IoU %.4f, "
-                "minimum %.4f): %s", count, len(ranked), figures["mean_iou"], figures["min_iou"],
-                ", ".join(ranked[:count]))
+    log.warning("%s: %d of %d nodes kept float to hold the gate (mean mask IoU %.4f, "
+                "minimum %.4f): %s", what, count, len(ranked), figures["mean_iou"],
+                figures["min_iou"], ", ".join(ranked[:count]))
     record[2]["parity_fallback"] = {
         "sensitivity": {n: round(sensitivity[n], 4) for n in ranked},
         "mean_iou": figures["mean_iou"], "min_iou": figures["min_iou"]}

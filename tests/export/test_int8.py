@@ -273,8 +273,8 @@ def test_cpu_variant_is_listed_hashed_unsigned_and_within_the_gate(example_int8)
     assert variant["file"] == "encoder.int8-cpu.onnx" and variant["activations"] == "uint8"
     assert variant["execution_provider"] == "CPUExecutionProvider" and not variant["tensorrt"]
     assert variant["quantization"]["calibration"] == encoder["quantization"]["calibration"]
-    assert variant["quantization"]["quantized_nodes"] == \
-        encoder["quantization"]["quantized_nodes"]
+    # Each form keeps float what its own parity needs.
+    assert variant["quantization"]["quantized_nodes"] > 0
     for kind in ("encoder", "decoder"):
         graph = manifest["graphs"][kind]["int8"]
         if "variants" not in graph:  # dropped (its pair missed the gate) or never written
