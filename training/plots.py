@@ -94,6 +94,9 @@ def overlay_grid(rows: List[OverlayRow], path: Path, title: str = "") -> Path:
                     (truth, (0, 200, 0)), (draft, (230, 160, 0)), (final, (220, 0, 0))]))
                 row[4].set_title(f"view x{VIEW_PANEL_SIDE / view.side:.1f}: truth / draft / "
                                  "final", fontsize=8)
+    # Margins in inches, not shares of the figure: a grid of many rows keeps its title close.
+    height = fig.get_figheight()
+    fig.subplots_adjust(top=1 - (0.55 if title else 0.3) / height, bottom=0.1 / height)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1 - 0.15 / height)
     return _save(fig, path)
