@@ -26,7 +26,7 @@ import numpy as np
 
 from samspt.runtime.preprocess import MASK_THRESHOLD
 from samspt.runtime.views import (BACKGROUND_LOGIT, View, ViewPlan, paste_mask, paste_max,
-                                  positive_cells)
+                                  view_mask)
 
 # Views per encoder call: a scan of a 20-megapixel image has hundreds of views, and one batch of
 # them all would hold hundreds of input tensors at once.
@@ -99,7 +99,7 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
     count = len(plan.views)
     height, width = image.shape[:2]
     canvases = _Canvases(plan.rows, (height, width), mask_threshold)
-    gate = plan.min_score if plan.scan else None
+    gate = plan.min_score
     scores = np.full(plan.rows, -np.inf, np.float32)
     low_res = draft_low = None
     for view, index in groups:
@@ -150,8 +150,7 @@ class _Canvases:
         if self.threshold is None:
             paste_max(self.final[row:row + 1], view, final)
             paste_max(self.draft[row:row + 1], view, draft)
-            return check and positive_cells(final[0, 0], MASK_THRESHOLD) is not None and bool(
-                (view.logits_in_image(final)[0] > MASK_THRESHOLD).any())
+            return check and view_mask(view, final, MASK_THRESHOLD) is not None
         answered = False
         for which, canvas, low in ((0, self.final, final), (1, self.draft, draft)):
             window = paste_mask(canvas[row], view, low, self.threshold)

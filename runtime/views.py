@@ -412,15 +412,15 @@ def positive_cells(low_res: np.ndarray, threshold: float) -> Optional[Tuple[int,
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
-def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
-               threshold: float) -> Optional[Tuple[int, int, int, int]]:
-    """OR the mask (logits above ``threshold``) of one view prompt's 1x1xLxL low-res logits
-    into HxW bool ``canvas`` (image pixels), resizing only the pixels that low-res cells above
-    the threshold reach (:meth:`View.window_of_cells`): every other pixel's logit is a convex
-    combination of logits at or below it, so its mask is False, as the whole resize gives.
-    Returns the window written, (y0, y1, x0, x1) image pixels end-exclusive, or None where no
-    image pixel is above the threshold (a positive cell may lie in a view's padding).
-    ``threshold`` must be above :data:`BACKGROUND_LOGIT` (pixels outside every view)."""
+def view_mask(view: View, low_res: np.ndarray, threshold: float
+              ) -> Optional[Tuple[np.ndarray, slice, slice]]:
+    """The mask (logits above ``threshold``) of one view prompt's 1x1xLxL low-res logits in
+    image pixels, computed only where low-res cells above the threshold reach
+    (:meth:`View.window_of_cells`): every other pixel's logit is a convex combination of logits
+    at or below it, so its mask is False, as the whole resize gives. Returns (bool mask of the
+    window, its rows, its cols), or None where no image pixel is above the threshold (a positive
+    cell may lie in a view's padding). ``threshold`` must be above :data:`BACKGROUND_LOGIT`
+    (pixels outside every view)."""
     if threshold < BACKGROUND_LOGIT:
         raise ConfigError(f"mask threshold {threshold} is below the background logit "
                           f"{BACKGROUND_LOGIT}: every pixel would be a defect; use a threshold "
@@ -432,8 +432,18 @@ def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
         return None
     logits, (rows, cols) = view.logits_in_image(low, window)
     hit = logits[0] > threshold
-    if not hit.any():
+    return (hit, rows, cols) if hit.any() else None
+
+
+def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
+               threshold: float) -> Optional[Tuple[int, int, int, int]]:
+    """OR :func:`view_mask` into HxW bool ``canvas`` (image pixels). Returns the window
+    written, (y0, y1, x0, x1) image pixels end-exclusive, or None (no pixel above the
+    threshold)."""
+    found = view_mask(view, low_res, threshold)
+    if found is None:
         return None
+    hit, rows, cols = found
     canvas[rows, cols] |= hit
     return rows.start, rows.stop, cols.start, cols.stop
 

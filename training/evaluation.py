@@ -71,6 +71,11 @@ class Predictor(Protocol):
         ...
 
 
+def _gate(settings) -> Optional[float]:
+    """The scan's gate of a model's view settings (None: a whole-image model, or no gate)."""
+    return settings.scan_min_score if settings is not None else None
+
+
 class RuntimePredictor:
     """An exported model folder through :class:`samspt.runtime.Inspector` (what the line runs)
     as a :class:`Predictor`; points are foreground (label 1)."""
@@ -86,8 +91,7 @@ class RuntimePredictor:
 
     @property
     def scan_gate(self) -> Optional[float]:
-        settings = self.inspector.view_settings
-        return settings.scan_min_score if settings is not None else None
+        return _gate(self.inspector.view_settings)
 
     def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool, float]:
         result = self.inspector.inspect(image)
@@ -120,8 +124,7 @@ class TorchPredictor:
 
     @property
     def scan_gate(self) -> Optional[float]:
-        settings = self.model.config.view_settings
-        return settings.scan_min_score if settings is not None else None
+        return _gate(self.model.config.view_settings)
 
     def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool, float]:
         out = self._predict(self.model, image, views=self.views)
