@@ -49,9 +49,10 @@ RESULT_BASIS = {
                                      "trained conv model, prompts on views)",
     "encoder_peak_share": "ort's encoder TFLOP/s / the device's FP32 peak (backends.ort)",
     "encoder_int8_vs_fp32_example": "shipped example model's encoder (conv, 128 px view): "
-                                    "export's QDQ INT8 CPU variant (u8s8, per channel: what the "
-                                    "Inspector runs on ONNX Runtime's CPU provider) / FP32, ONNX "
-                                    "Runtime CPU (ort_choices)",
+                                    "the export's QDQ INT8 CPU variant, parity-gated (u8s8, per "
+                                    "channel: what the Inspector runs on ONNX Runtime's CPU "
+                                    "provider) / FP32, ONNX Runtime CPU (ort_choices "
+                                    "export_int8_cpu)",
     "encoder_int8_signed_vs_fp32_example": "the same with the export's signed QDQ INT8 graph "
                                            "(s8s8, per channel: what TensorRT reads)",
 }

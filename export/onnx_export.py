@@ -131,8 +131,8 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
     so under ``quantization``. Each INT8 graph written gets its CPU variant (unsigned
     activations, same calibration) under ``variants``, kept where its parity holds
     (:func:`samspt.export.verify.keep_passing_variants`)."""
-    from samspt.export.int8 import (calibration_views, decoder_feeds, encoder_feeds,
-                                    quantize_graph)
+    from samspt.export.int8 import (calibration_for, calibration_views, decoder_feeds,
+                                    encoder_feeds, quantize_graph)
     from samspt.export.verify import GATES, graph_parity, keep_passing_variants, passes
     from samspt.runtime.samples import bundled_verify_images
 
@@ -159,7 +159,8 @@ def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
         path = tmp / graph_file_name(kind, "int8", variant)
         info = quantize_graph(sources[kind], path, feeds[kind], external and kind == "encoder",
                               activations="uint8" if variant == CPU_VARIANT else "int8",
-                              keep_float=kept.get((kind, variant), []))
+                              keep_float=kept.get((kind, variant), []),
+                              calibration=calibration_for(kind, variant))
         try:
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as exc:
@@ -236,7 +237,7 @@ def _encoder_within_gate(record, quantize, kept: Dict[Tuple[str, Optional[str]],
     own activation type; ``kept[("encoder", variant)]`` is set to them."""
     from functools import partial
 
-    from samspt.export.int8 import quantizable_nodes, quantize_graph
+    from samspt.export.int8 import calibration_for, quantizable_nodes, quantize_graph
     from samspt.export.int8_fallback import node_sensitivity, smallest_passing
     from samspt.export.verify import graph_parity, passes
 
@@ -248,8 +249,10 @@ def _encoder_within_gate(record, quantize, kept: Dict[Tuple[str, Optional[str]],
     candidates = quantizable_nodes(onnx.load(str(sources["encoder"]), load_external_data=False))
     stage(f"{what} misses the gate (mean mask IoU {figures['mean_iou']:.4f}, minimum "
           f"{figures['min_iou']:.4f}): measuring each of its {len(candidates)} INT8 nodes")
-    probe = partial(quantize_graph, activations="uint8" if variant == CPU_VARIANT else "int8")
-    sensitivity = node_sensitivity(sources["encoder"], feeds, candidates, work, probe)
+    probe = partial(quantize_graph, activations="uint8" if variant == CPU_VARIANT else "int8",
+                    calibration=calibration_for("encoder", variant))
+    sensitivity = node_sensitivity(sources["encoder"], feeds, candidates, work, probe,
+                                   partial(_mask_shortfall, prepared, sources["decoder"]))
     ranked = sorted(candidates, key=lambda name: -sensitivity[name])
     figures_at: Dict[int, Dict[str, Any]] = {}
     key = ("encoder", variant)
@@ -272,6 +275,15 @@ def _encoder_within_gate(record, quantize, kept: Dict[Tuple[str, Optional[str]],
         "sensitivity": {n: round(sensitivity[n], 4) for n in ranked},
         "mean_iou": figures["mean_iou"], "min_iou": figures["min_iou"]}
     return record
+
+
+def _mask_shortfall(prepared, decoder: Path, encoder: Path) -> float:
+    """How far the masks through ``encoder`` (with the FP32 ``decoder``) fall from PyTorch's:
+    (1 - mean mask IoU) + (1 - minimum), what the parity gate checks."""
+    from samspt.export.verify import graph_parity
+
+    figures = graph_parity(prepared, encoder, decoder)
+    return (1.0 - figures["mean_iou"]) + (1.0 - figures["min_iou"])
 
 
 def with_scan_min_score(config, score: float):

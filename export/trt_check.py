@@ -13,6 +13,7 @@ just samspt's base install and TensorRT.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -22,9 +23,11 @@ from samspt.runtime import preprocess as pp
 from samspt.runtime import tensors
 from samspt.runtime.engines import ShapeProfiles
 from samspt.runtime.errors import SamsptError
-from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
+from samspt.runtime.manifest import GRAPH_KINDS, graph_entry, view_settings
 from samspt.runtime.parity import pooled_mask_iou
 from samspt.runtime.samples import VerifyImage, bundled_verify_images
+from samspt.runtime.view_inference import infer_views
+from samspt.runtime.views import plan_views
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,31 @@ def _decode_all(graphs: Any, embedding: Any, coords: np.ndarray, labels: np.ndar
     return tuple(np.concatenate(parts) for parts in zip(*outs))
 
 
+def _no_encode(batch: np.ndarray) -> np.ndarray:
+    """Every view is embedded before :func:`infer_views` runs (:func:`_embedded`)."""
+    raise RuntimeError("a view was not embedded beforehand")
+
+
+def _embedded(graphs: Any, x: np.ndarray) -> np.ndarray:
+    """The embedding of one 1x3xSxS input, on the host: an engine's stays valid on the device
+    only until the next embed (as the Inspector runs views on TensorRT)."""
+    download = getattr(graphs, "download", None)
+    embedding = graphs.embed(x)
+    return embedding if download is None else download(embedding)
+
+
+def _upscale(low_res: np.ndarray, resized, original, size: int) -> np.ndarray:
+    return pp.upscale_logits(low_res, resized, original, size)
+
+
 def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
                    images: Sequence[VerifyImage], precision: str,
                    profiles: ShapeProfiles) -> Dict[str, Any]:
     """Mask IoU of ``candidate`` (TrtGraphs) against ``reference`` (OrtGraphs), draft and final
-    masks at each image's resolution, plus one call at the profile's largest B and N.
+    masks at each image's resolution, plus one call at the profile's largest B and N. A view
+    model's boxes are answered in their views (:mod:`samspt.runtime.views`), as the Inspector
+    answers them: the inputs the engines will see (a whole tile shrunk to the input size is not
+    one of them, and INT8 ranges are calibrated on views).
 
     Both take ``embed(1x3xSxS)`` and ``decode(embedding, BxNx2, BxN)``. Returns the figures;
     raises :class:`EngineVerificationError` when :data:`ENGINE_GATES` ``[precision]`` is missed.
@@ -78,29 +101,55 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
     size = int(manifest["input"]["image_size"])
     mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
     threshold = float(manifest.get("mask_threshold", pp.MASK_THRESHOLD))
-    per_image, logit_err, score_err = [], 0.0, 0.0
+    settings = view_settings(manifest)
+    per_image, errors = [], {"logit": 0.0, "score": 0.0}
+
+    def compare(label: str, got: Sequence[np.ndarray], ref: Sequence[np.ndarray],
+                upscale: Callable[[np.ndarray], np.ndarray], prompts: int, points: int) -> None:
+        """got/ref: (draft logits, final logits, scores, final low-res logits)."""
+        errors["logit"] = max(errors["logit"], float(np.abs(got[3] - ref[3]).max()))
+        errors["score"] = max(errors["score"], float(np.abs(got[2] - ref[2]).max()))
+        ious = [pooled_mask_iou(upscale(mine) > threshold, upscale(theirs) > threshold)
+                for mine, theirs in ((got[0], ref[0]), (got[1], ref[1]))]  # draft, final
+        per_image.append({"image": label, "prompts": prompts, "points": points,
+                          "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious))})
+
     for index, (name, image, boxes) in enumerate(images):
-        x, resized = pp.preprocess_image(image, size, mean, std)
         coords, labels = pp.pack_prompts(boxes=boxes)
-        coords = pp.scale_coords(coords, image.shape[:2], resized)
-        cases = [(name, coords, labels)]
+        if settings is not None:
+            # A view model: each box answered in its view, as the Inspector answers it (and as
+            # export verification checks the graphs); the largest shapes on the first view.
+            plan = plan_views(image.shape[:2], size, settings, "auto", boxes=boxes)
+            outs = [infer_views(image, plan, _no_encode,
+                                partial(_decode_all, graphs, profiles=profiles),
+                                pixel_mean=mean, pixel_std=std,
+                                cache={view: _embedded(graphs, view.input_tensor(image, mean,
+                                                                                  std)[None])
+                                       for view in set(plan.views)})
+                    for graphs in (candidate, reference)]
+            compare(name, *[(o.draft_logits, o.logits, o.scores, o.low_res) for o in outs],
+                    lambda logits: logits, len(boxes), coords.shape[1])
+            view = plan.views[0]
+            x = view.input_tensor(image, mean, std)[None]
+            coords, labels = view.to_input(plan.coords[:1]), plan.labels[:1]
+            upscale = partial(_upscale, resized=(size, size), original=(size, size), size=size)
+        else:
+            x, resized = pp.preprocess_image(image, size, mean, std)
+            coords = pp.scale_coords(coords, image.shape[:2], resized)
+            upscale = partial(_upscale, resized=resized, original=image.shape[:2], size=size)
+        cases = [] if settings is not None else [(name, coords, labels)]
         if index == 0:  # the profile's largest shapes, once
             big = _fit(coords, labels, profiles.prompts.max, profiles.points.max)
             cases.append((f"{name}@B{profiles.prompts.max}xN{profiles.points.max}", *big))
+        if not cases:
+            continue
         ref_emb, cand_emb = reference.embed(x), candidate.embed(x)
         for label, c, l in cases:
             ref = _decode_all(reference, ref_emb, c, l, profiles)
             got = _decode_all(candidate, cand_emb, c, l, profiles)
-            logit_err = max(logit_err, float(np.abs(got[1] - ref[1]).max()))
-            score_err = max(score_err, float(np.abs(got[2] - ref[2]).max()))
-            ious = []
-            for mine, theirs in ((got[0], ref[0]), (got[1], ref[1])):  # draft, final
-                a = pp.upscale_logits(mine, resized, image.shape[:2], size) > threshold
-                b = pp.upscale_logits(theirs, resized, image.shape[:2], size) > threshold
-                ious.append(pooled_mask_iou(a, b))
-            per_image.append({"image": label, "prompts": int(c.shape[0]),
-                              "points": int(c.shape[1]), "mean_iou": float(np.mean(ious)),
-                              "min_iou": float(np.min(ious))})
+            compare(label, (got[0], got[1], got[2], got[1]), (ref[0], ref[1], ref[2], ref[1]),
+                    upscale, int(c.shape[0]), int(c.shape[1]))
+    logit_err, score_err = errors["logit"], errors["score"]
     gate = ENGINE_GATES[precision]
     figures = {"gates": gate, "images": len(images),
                "mean_iou": float(np.mean([r["mean_iou"] for r in per_image])),

@@ -5,7 +5,14 @@ channels, the trunk's features at strides patch/2 (C/4 channels) and patch/4 (C/
 each folded onto the token grid by space-to-depth (factors 2 and 4): a Bx4Cxhxw tensor. Keeping
 one tensor keeps the encoder/decoder contract (one output, one decoder input, one device buffer
 between TensorRT engines, one embedding cache entry) unchanged; the decoder unfolds them with
-depth-to-space (ONNX DepthToSpace) and adds them to its two upscaling stages.
+depth-to-space and adds them to its two upscaling stages.
+
+The fold is ONNX's own order (DCR: channel ``(dy * r + dx) * C + c``), exported as one
+``SpaceToDepth`` / ``DepthToSpace`` node. ``pixel_unshuffle``'s order (CRD) has no ONNX
+SpaceToDepth form and exports as Reshape-Transpose-Reshape, whose 6-D transpose ONNX Runtime
+runs about 7x slower than SpaceToDepth on this tensor: 0.5 ms of the example encoder's 7.7 ms
+(FP32) and of its 3.7 ms (INT8) on one CPU thread. The order is a layout of activations only: no
+weight depends on it.
 """
 
 from __future__ import annotations
@@ -13,15 +20,58 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch.nn import functional as F
 
 HighRes = Tuple[torch.Tensor, torch.Tensor]
 
 
+def _fold(x: torch.Tensor, r: int) -> torch.Tensor:
+    """BxCxHxW -> Bx(r*r*C)x(H/r)x(W/r), DCR order (ONNX SpaceToDepth)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // r, r, w // r, r).permute(0, 3, 5, 1, 2, 4) \
+        .reshape(b, r * r * c, h // r, w // r)
+
+
+def _unfold(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The inverse of :func:`_fold` (ONNX DepthToSpace, mode DCR)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, r, r, c // (r * r), h, w).permute(0, 3, 4, 1, 5, 2) \
+        .reshape(b, c // (r * r), h * r, w * r)
+
+
+class _SpaceToDepth(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, r: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.r = r
+        return _fold(x, r)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return _unfold(grad, ctx.r), None
+
+    @staticmethod
+    def symbolic(g, x, r: int):
+        return g.op("SpaceToDepth", x, blocksize_i=r)
+
+
+class _DepthToSpace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, r: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.r = r
+        return _unfold(x, r)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return _fold(grad, ctx.r), None
+
+    @staticmethod
+    def symbolic(g, x, r: int):
+        return g.op("DepthToSpace", x, blocksize_i=r, mode_s="DCR")
+
+
 def pack(embedding: torch.Tensor, feat_s1: torch.Tensor, feat_s0: torch.Tensor) -> torch.Tensor:
     """BxCxhxw embedding, BxC/4x2hx2w and BxC/8x4hx4w features -> Bx4Cxhxw."""
-    return torch.cat([embedding, F.pixel_unshuffle(feat_s1, 2), F.pixel_unshuffle(feat_s0, 4)],
-                     dim=1)
+    return torch.cat([embedding, _SpaceToDepth.apply(feat_s1, 2),
+                      _SpaceToDepth.apply(feat_s0, 4)], dim=1)
 
 
 def unpack(packed: torch.Tensor, dim: int, high_res: bool
@@ -31,6 +81,6 @@ def unpack(packed: torch.Tensor, dim: int, high_res: bool
     if not high_res:
         return packed, None
     embedding = packed[:, :dim]
-    feat_s1 = F.pixel_shuffle(packed[:, dim:2 * dim], 2)
-    feat_s0 = F.pixel_shuffle(packed[:, 2 * dim:], 4)
+    feat_s1 = _DepthToSpace.apply(packed[:, dim:2 * dim], 2)
+    feat_s0 = _DepthToSpace.apply(packed[:, 2 * dim:], 4)
     return embedding, (feat_s1, feat_s0)

@@ -140,3 +140,12 @@ def test_record_holds_the_onnx_runtime_choices_side_by_side(run):
         assert choices[model]["notes"]["qdq_s8s8_channel"]["quantized_nodes"] > 0
     assert "fp32_transformers_optimizer" in choices["run_model"]["medians_ms"] or \
         "failed" in str(choices["run_model"]["notes"]["transformers_fusions"])
+    # the example model's INT8 ratios time the export's own parity-gated graphs
+    example = choices["example_model"]
+    assert {"export_int8", "export_int8_cpu"} <= set(example["medians_ms"])
+    kept = example["notes"]["export"]["kept_float_for_parity"]
+    assert set(kept) == {"export_int8", "export_int8_cpu"}
+    for name, figures in example["notes"]["export"]["parity"].items():
+        assert figures["mean_iou"] >= 0.97, name
+    ratios = json.loads((out / "record.json").read_text())["ratios"]
+    assert ratios["encoder_int8_vs_fp32_example"] == example["vs_fp32_all"]["export_int8_cpu"]
