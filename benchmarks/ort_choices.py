@@ -6,7 +6,9 @@ For each encoder (the run's model, and the shipped example model: the conv famil
 one view per call:
 
 * ``fp32`` sessions: ``all`` (ORT_ENABLE_ALL, the runtime's choice), ``extended``, ``basic``,
-  one intra-op thread (``threads1``), and for the ViT family the graph rewritten by
+  one intra-op thread (``threads1``), threads that sleep between ops instead of spinning
+  (``sleep``: the runtime's choice, :class:`samspt.runtime.ort_backend.OrtGraphs`; the other
+  sessions spin, ONNX Runtime's default), and for the ViT family the graph rewritten by
   ``onnxruntime.transformers.optimizer`` (model type ``vit``; the fused op counts are recorded);
 * INT8 variants, each quantised here from the FP32 graph with the export's calibration (the
   bundled samples' views) and nodes (:mod:`samspt.export.int8`): ``qdq_s8s8_channel`` (what
@@ -49,7 +51,7 @@ SIGNED_FORM, CPU_VARIANT_FORM = "qdq_s8s8_channel", "qdq_u8s8_channel"
 CALIBRATION_IMAGES = 3
 
 
-def _session(path: Path, level: str = "all", threads: int = 0):
+def _session(path: Path, level: str = "all", threads: int = 0, spin: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -60,6 +62,8 @@ def _session(path: Path, level: str = "all", threads: int = 0):
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -109,6 +113,7 @@ def encoder_choices(folder: Path, label: str, reps: int, warmup: int, threads: i
         for level in ("all", "extended", "basic"):
             sessions[f"fp32_{level}"] = _session(fp32, level, threads)
         sessions["fp32_threads1"] = _session(fp32, "all", 1)
+        sessions["fp32_sleep"] = _session(fp32, "all", threads, spin=False)
         if int(manifest["model"].get("encoder_embed_dim", 0)) > 0:
             fused = Path(tmp) / "encoder.fused.onnx"
             try:

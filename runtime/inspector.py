@@ -62,7 +62,9 @@ class Inspector:
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). ``scan_min_score``: the prompt-free
     scan's gate (a view's mask counts where the model scores it at least this; default: the
     manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
-    view counts). Loading,
+    view counts). ``spin``: let ONNX Runtime's threads spin-wait between ops instead of sleeping
+    (default False: faster wherever the cores are shared, see
+    :class:`samspt.runtime.ort_backend.OrtGraphs`). Loading,
     checking (sha256 of every file) and a warm-up run happen here, so the first ``inspect`` is as
     fast as the others.
     """
@@ -72,7 +74,7 @@ class Inspector:
                  threads: int = 0, max_prompts: int = DEFAULT_MAX_PROMPTS,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS, min_defect_area: int = 1,
                  views: str = "auto", warmup: bool = True,
-                 scan_min_score: Optional[float] = None) -> None:
+                 scan_min_score: Optional[float] = None, spin: bool = False) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if precision not in (None,) + PRECISIONS:
@@ -98,7 +100,7 @@ class Inspector:
         self.max_prompts = int(max_prompts)
         self.max_image_pixels = int(max_image_pixels)
         self.min_defect_area = int(min_defect_area)
-        self._graphs, self.backend = self._open_backend(backend, providers, threads)
+        self._graphs, self.backend = self._open_backend(backend, providers, threads, spin)
         # One GPU stream: TensorRT work is serialised; ONNX Runtime sessions run concurrently.
         self._lock = getattr(self._graphs, "lock", None)
         self.max_prompts = min(self.max_prompts,
@@ -110,7 +112,7 @@ class Inspector:
         if warmup:
             self.inspect(np.zeros((self.image_size, self.image_size, 3), np.uint8))
 
-    def _open_backend(self, backend: str, providers, threads):
+    def _open_backend(self, backend: str, providers, threads, spin):
         if backend in ("auto", "tensorrt"):
             try:
                 from samspt.runtime.trt_backend import open_engines
@@ -126,7 +128,7 @@ class Inspector:
 
         self.precision = self.precision or "fp32"
         graphs = OrtGraphs.for_precision(self.model_dir, self.manifest, self.precision,
-                                         providers=providers, threads=threads)
+                                         providers=providers, threads=threads, spin=spin)
         return graphs, f"onnxruntime ({', '.join(graphs.providers)})"
 
     # --------------------------------------------------------------------------- API

@@ -134,7 +134,8 @@ def test_record_holds_the_onnx_runtime_choices_side_by_side(run):
     choices = json.loads((out / "record.json").read_text())["ort_choices"]
     for model in ("run_model", "example_model"):
         medians = choices[model]["medians_ms"]
-        assert {"fp32_all", "fp32_extended", "fp32_basic", "fp32_threads1", "qdq_s8s8_channel",
+        assert {"fp32_all", "fp32_extended", "fp32_basic", "fp32_threads1", "fp32_sleep",
+                "qdq_s8s8_channel",
                 "qdq_u8s8_channel", "qdq_s8s8_tensor", "qop_u8s8_channel"} <= set(medians)
         assert all(ms > 0 for ms in medians.values())
         assert choices[model]["notes"]["qdq_s8s8_channel"]["quantized_nodes"] > 0

@@ -312,3 +312,21 @@ def test_ten_thousand_inspections_do_not_grow_memory(tiny_model):
             ins.inspect(image, boxes=[[10, 10, 100 + i % 50, 200]])
         after = rss_mb()
     assert after <= before * 1.05, (before, after)
+
+
+def test_threads_sleep_between_ops_unless_asked_to_spin(tiny_model, inspector):
+    """By default ONNX Runtime's threads sleep instead of spin-waiting (faster where cores are
+    shared: a service replica, several caller threads); ``spin=True`` restores ONNX Runtime's
+    own default. The sessions say so, and the answers do not change."""
+    image = np.repeat(bundled_samples()[0].image()[:, :, None], 3, axis=2)
+    boxes = [[10, 20, 120, 140]]
+    for session in (inspector._graphs.encoder, inspector._graphs.decoder):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with Inspector(tiny_model[1], backend="onnxruntime", spin=True) as spinning:
+        options = spinning._graphs.encoder.get_session_options()
+        with pytest.raises(RuntimeError, match="does not have configuration"):  # ORT's default
+            options.get_session_config_entry("session.intra_op.allow_spinning")
+        a, b = spinning.inspect(image, boxes=boxes), inspector.inspect(image, boxes=boxes)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.scores, b.scores)
