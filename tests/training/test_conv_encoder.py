@@ -63,6 +63,8 @@ def test_high_res_fold_is_onnx_space_to_depth_in_value_gradient_and_graph(tmp_pa
     """The fold exports as one SpaceToDepth / DepthToSpace node (not a 6-D transpose, several
     times slower on ONNX Runtime), ONNX Runtime computes what PyTorch computes, and gradients
     pass through it exactly (a permutation: its gradient is the inverse permutation)."""
+    import warnings
+
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -81,8 +83,10 @@ def test_high_res_fold_is_onnx_space_to_depth_in_value_gradient_and_graph(tmp_pa
     packed = high_res.pack(emb, s1, s0)
     assert torch.equal(packed[0, 32 + (1 * 2 + 0) * 8 + 5, 2, 3], s1[0, 5, 2 * 2 + 1, 3 * 2])
     path = tmp_path / "fold.onnx"
-    torch.onnx.export(Roundtrip(), (emb, s1, s0), str(path), dynamo=False, opset_version=17,
-                      input_names=["emb", "s1", "s0"])
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notes
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Roundtrip(), (emb, s1, s0), str(path), dynamo=False,
+                          opset_version=17, input_names=["emb", "s1", "s0"])
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("SpaceToDepth") == 2 and ops.count("DepthToSpace") == 2
     assert "Transpose" not in ops
