@@ -123,6 +123,9 @@ def test_review_page_draws_a_box_and_shows_the_inspectors_answer(browser, main_s
     browser.save_screenshot(str(tmp_path / "review_box.png"))
 
     browser.find_element("id", "clear").click()          # no box: the prompt-free scan
+    # cleared results are no longer "done" (and inspecting marks itself before it awaits), so
+    # waiting for "done" below waits for the scan's answer
+    assert browser.find_element("tag name", "body").get_attribute("data-state") == "ready"
     browser.find_element("id", "inspect").click()
     _wait_state(browser, "done")
     rows = _rows(browser)
