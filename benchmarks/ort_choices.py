@@ -54,6 +54,8 @@ CALIBRATION_IMAGES = 3
 def _session(path: Path, level: str = "all", threads: int = 0, spin: bool = True):
     import onnxruntime as ort
 
+    from samspt.runtime.ort_backend import set_spinning
+
     options = ort.SessionOptions()
     options.graph_optimization_level = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -62,8 +64,7 @@ def _session(path: Path, level: str = "all", threads: int = 0, spin: bool = True
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    set_spinning(options, spin)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -56,6 +56,14 @@ def graph_files(model_dir: Path, manifest: Dict[str, Any], precision: str,
     return files[0], files[1]
 
 
+def set_spinning(options: Any, spin: bool) -> None:
+    """Let ONNX Runtime's threads of the session ``options`` spin-wait between ops (``spin``)
+    or sleep (see :class:`OrtGraphs`)."""
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+
+
 class OrtGraphs:
     """Sessions of ``encoder`` and ``decoder`` ONNX files.
 
@@ -79,9 +87,7 @@ class OrtGraphs:
         options.log_severity_level = 3  # errors only: FP16 constant-folding notes are noise
         if threads:
             options.intra_op_num_threads = threads
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        set_spinning(options, spin)
         providers = list(providers or ["CPUExecutionProvider"])
         try:
             self.encoder = ort.InferenceSession(str(encoder_path), options, providers=providers)

@@ -38,40 +38,31 @@ def _unfold(x: torch.Tensor, r: int) -> torch.Tensor:
         .reshape(b, c // (r * r), h * r, w * r)
 
 
-class _SpaceToDepth(torch.autograd.Function):
+class _Fold(torch.autograd.Function):
+    """:func:`_fold` (``inverse`` False: ONNX SpaceToDepth) or :func:`_unfold` (True:
+    DepthToSpace, DCR), exported as that one node; each one's gradient is the other."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, r: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.r = r
-        return _fold(x, r)
+    def forward(ctx, x: torch.Tensor, r: int,  # type: ignore[override]
+                inverse: bool) -> torch.Tensor:
+        ctx.r, ctx.inverse = r, inverse
+        return _unfold(x, r) if inverse else _fold(x, r)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return _unfold(grad, ctx.r), None
+        return (_fold(grad, ctx.r) if ctx.inverse else _unfold(grad, ctx.r)), None, None
 
     @staticmethod
-    def symbolic(g, x, r: int):
+    def symbolic(g, x, r: int, inverse: bool):
+        if inverse:
+            return g.op("DepthToSpace", x, blocksize_i=r, mode_s="DCR")
         return g.op("SpaceToDepth", x, blocksize_i=r)
-
-
-class _DepthToSpace(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, r: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.r = r
-        return _unfold(x, r)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return _fold(grad, ctx.r), None
-
-    @staticmethod
-    def symbolic(g, x, r: int):
-        return g.op("DepthToSpace", x, blocksize_i=r, mode_s="DCR")
 
 
 def pack(embedding: torch.Tensor, feat_s1: torch.Tensor, feat_s0: torch.Tensor) -> torch.Tensor:
     """BxCxhxw embedding, BxC/4x2hx2w and BxC/8x4hx4w features -> Bx4Cxhxw."""
-    return torch.cat([embedding, _SpaceToDepth.apply(feat_s1, 2),
-                      _SpaceToDepth.apply(feat_s0, 4)], dim=1)
+    return torch.cat([embedding, _Fold.apply(feat_s1, 2, False),
+                      _Fold.apply(feat_s0, 4, False)], dim=1)
 
 
 def unpack(packed: torch.Tensor, dim: int, high_res: bool
@@ -81,6 +72,6 @@ def unpack(packed: torch.Tensor, dim: int, high_res: bool
     if not high_res:
         return packed, None
     embedding = packed[:, :dim]
-    feat_s1 = _DepthToSpace.apply(packed[:, dim:2 * dim], 2)
-    feat_s0 = _DepthToSpace.apply(packed[:, 2 * dim:], 4)
+    feat_s1 = _Fold.apply(packed[:, dim:2 * dim], 2, True)
+    feat_s0 = _Fold.apply(packed[:, 2 * dim:], 4, True)
     return embedding, (feat_s1, feat_s0)
