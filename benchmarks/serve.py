@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 from samspt.benchmarks.settings import parse_int_list
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
+from samspt.serve.ingress import DEFAULT_INGRESS, INGRESS_MODES
 
 
 def _levels(text: str) -> List[int]:
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="views per encoder run across requests (started service)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0,
                         help="batch wait, ms (started service)")
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
+                        help="ingress of a started service: haproxy, proxy (Ray Serve's Python "
+                             "proxy) or auto (default: haproxy where its binary is found)")
     parser.add_argument("--out", type=Path, default=None,
                         help="record path (default: a new file in benchmarks/results/)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -106,7 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
             print(f"starting a local service (port {port}) ...", file=sys.stderr)
-            service = start_service(settings, port=port, num_cpus=os.cpu_count())
+            service = start_service(settings, port=port, num_cpus=os.cpu_count(),
+                                    ingress=args.ingress)
         url = args.url or service.url
         client = Client(url, timeout_s=120)
         served_model = client.model()
@@ -144,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "concurrency": args.concurrency, "requests_per_level": args.requests,
                      "warmup": args.warmup, "prompts_per_request": args.prompts,
                      "service": served_model.get("batching"),
-                     "started_service": settings.to_dict() if args.url is None else None},
+                     "started_service": ({**settings.to_dict(), "ingress": service.ingress}
+                                         if service is not None else None)},
         "model": {"served": {k: served_model.get(k) for k in ("name", "sha256", "backend",
                                                                "precision")},
                   "inprocess_backend": local_backend},

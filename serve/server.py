@@ -21,6 +21,7 @@ from samspt.runtime.logs import configure_cli_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from samspt.serve.ingress import DEFAULT_INGRESS, INGRESS_MODES
     from samspt.serve.settings import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS,
                                        DEFAULT_MAX_PROMPTS)
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="W",
                         help="how long a view waits for others to share its encoder run "
                              "(default 5 ms)")
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
+                        help="how HTTP reaches the replicas on a local Ray: haproxy (Ray Serve's "
+                             "HAProxy mode: C proxy, requests go straight to the replicas' own "
+                             "HTTP servers; the binary comes with ray[serve] on Linux), proxy "
+                             "(Ray Serve's Python HTTP proxy), auto (default: haproxy where "
+                             "found). A cluster joined with --address keeps its own")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join (e.g. auto, ray://head:10001); default: "
                              "start a local Ray")
@@ -98,12 +105,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         service = start_service(settings, host=args.host, port=args.port, address=args.address,
                                 num_cpus=max(settings.replicas * settings.cpus_per_replica,
                                              _cpu_count()),
-                                metrics_port=args.metrics_port)
+                                metrics_port=args.metrics_port, ingress=args.ingress)
         for sig in previous:     # again: ray.init may have put its own handlers in place
             signal.signal(sig, _stop)
         log.info("samspt-serve listening on %s/ (review page), API %s/v1/inspect, "
-                 "health %s/healthz; metrics %s; Ctrl-C stops", service.url, service.url,
-                 service.url, service.metrics_url or "(none)")
+                 "health %s/healthz; metrics %s; ingress %s; Ctrl-C stops", service.url,
+                 service.url, service.url, service.metrics_url or "(none)",
+                 service.ingress or "the cluster's")
         while not stop.wait(1.0):
             pass
     except SamsptError as exc:

@@ -1,5 +1,6 @@
 """Starting and stopping the service on Ray: a local Ray (the embedded default) or an existing
-cluster, Serve's HTTP proxy on ``host:port``, the application under ``route_prefix``.
+cluster, Serve's ingress on ``host:port`` (HAProxy or the Python proxy, see
+:mod:`samspt.serve.ingress`), the application under ``route_prefix``.
 
     service = start_service(ServeSettings(), port=8000)     # blocks until it answers
     service.url, service.metrics_url
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from samspt.runtime.errors import BackendError, ConfigError
+from samspt.serve.ingress import (DEFAULT_INGRESS, INGRESS_MODES, ingress_environment,
+                                  resolve_ingress)
 from samspt.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -33,42 +36,55 @@ class RunningService:
     """Where a started application answers: ``url`` (with its route prefix, no trailing
     slash), ``metrics_url`` (Prometheus, this node's Ray metrics agent); ``owns_ray``: this
     process started a local Ray (stopping the service stops it), ``connected``: this process
-    joined Ray for the service (stopping it disconnects)."""
+    joined Ray for the service (stopping it disconnects); ``ingress``: ``haproxy`` or ``proxy``
+    on a local Ray this process started, None where the cluster's own setting applies."""
 
     url: str
     metrics_url: Optional[str]
     name: str
     owns_ray: bool
     connected: bool
+    ingress: Optional[str] = None
 
 
 def start_ray(address: Optional[str] = None, num_cpus: Optional[float] = None,
-              metrics_port: Optional[int] = None) -> Tuple[bool, bool]:
+              metrics_port: Optional[int] = None,
+              ingress: str = DEFAULT_INGRESS) -> Tuple[bool, bool, Optional[str]]:
     """Connect to the Ray cluster at ``address``, or start a local one (``num_cpus`` logical
-    CPUs, default the machine's). Returns (started a local Ray, called ``ray.init``); nothing
-    happens where this process is already connected."""
+    CPUs, default the machine's) whose Serve takes HTTP through ``ingress``. Returns (started a
+    local Ray, called ``ray.init``, the ingress of that local Ray or None); nothing happens
+    where this process is already connected."""
     import ray
 
+    if ingress not in INGRESS_MODES:
+        raise ConfigError(f"unknown ingress {ingress!r}: use one of {', '.join(INGRESS_MODES)}")
     if ray.is_initialized():
-        return False, False
+        return False, False, None
     if address:
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendError(f"cannot join the Ray cluster at {address}: {exc}; start it with "
                                "`ray start --head` or leave out --address for a local Ray") from None
-        return False, True
+        if ingress != DEFAULT_INGRESS:
+            log.warning("--ingress %s is not applied to the cluster at %s: its nodes use the "
+                        "ingress they were started with (RAY_SERVE_ENABLE_HA_PROXY=1 ray start "
+                        "... for HAProxy)", ingress, address)
+        return False, True, None
+    mode = resolve_ingress(ingress)
     kwargs = {}
     if metrics_port:
         kwargs["_metrics_export_port"] = int(metrics_port)
     try:
-        ray.init(num_cpus=int(num_cpus) if num_cpus else os.cpu_count(),
-                 include_dashboard=False, log_to_driver=False, **kwargs)
+        with ingress_environment(mode):
+            ray.init(num_cpus=int(num_cpus) if num_cpus else os.cpu_count(),
+                     include_dashboard=False, log_to_driver=False, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception when its node is slow
         raise BackendError(f"a local Ray could not start: {exc}; on a machine busy with other "
                            "work try again, or start Ray yourself (`ray start --head`) and pass "
                            "--address auto") from None
-    return True, True
+    log.info("local Ray started; Serve's ingress: %s", mode)
+    return True, True, mode
 
 
 def metrics_url(host: str = "127.0.0.1") -> Optional[str]:
@@ -84,15 +100,17 @@ def metrics_url(host: str = "127.0.0.1") -> Optional[str]:
 def start_service(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
                   route_prefix: str = "/", name: str = APP_NAME, address: Optional[str] = None,
                   num_cpus: Optional[float] = None, metrics_port: Optional[int] = None,
-                  request_timeout_s: float = 60.0) -> RunningService:
-    """Start (or update) the application and wait until its ``/healthz`` answers."""
+                  request_timeout_s: float = 60.0,
+                  ingress: str = DEFAULT_INGRESS) -> RunningService:
+    """Start (or update) the application and wait until its ``/healthz`` answers. ``ingress``
+    (:data:`~samspt.serve.ingress.INGRESS_MODES`) applies where a local Ray is started."""
     from ray import serve
 
     from samspt.serve.deployment import build_app
 
     if not route_prefix.startswith("/"):
         raise ConfigError(f"route_prefix must start with '/', got {route_prefix!r}")
-    owns_ray, connected = start_ray(address, num_cpus, metrics_port)
+    owns_ray, connected, mode = start_ray(address, num_cpus, metrics_port, ingress)
     serve.start(http_options={"host": host, "port": int(port),
                               "request_timeout_s": float(request_timeout_s)})
     serve.run(build_app(settings), name=name, route_prefix=route_prefix, blocking=False)
@@ -100,7 +118,7 @@ def start_service(settings: ServeSettings, host: str = "127.0.0.1", port: int = 
     url = f"http://{shown}:{port}{route_prefix.rstrip('/')}"
     wait_until_healthy(url, READY_TIMEOUT_S)
     return RunningService(url=url, metrics_url=metrics_url(shown), name=name, owns_ray=owns_ray,
-                          connected=connected)
+                          connected=connected, ingress=mode)
 
 
 def wait_until_healthy(url: str, timeout_s: float) -> dict:

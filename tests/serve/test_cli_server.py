@@ -46,14 +46,19 @@ def _read_until(lines, text: str, timeout_s: float, seen):
     raise AssertionError(f"{text!r} not logged within {timeout_s} s:\n{''.join(seen[-30:])}")
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_samspt_serve_runs_in_the_foreground_and_stops_on_a_signal(stop_signal):
+@pytest.mark.parametrize("stop_signal,ingress", [(signal.SIGINT, "auto"),
+                                                 (signal.SIGTERM, "proxy")])
+def test_samspt_serve_runs_in_the_foreground_and_stops_on_a_signal(stop_signal, ingress):
+    from samspt.serve.ingress import resolve_ingress
+
     port = free_port()
-    process, lines = _start(port, "--max-batch", "4", "--batch-wait-ms", "2")
+    process, lines = _start(port, "--max-batch", "4", "--batch-wait-ms", "2",
+                            "--ingress", ingress)
     seen = []
     try:
         listening = _read_until(lines, "listening on", START_TIMEOUT_S, seen)
         assert f"http://127.0.0.1:{port}/" in listening and "metrics http://" in listening
+        assert f"ingress {resolve_ingress(ingress)};" in listening, listening
         health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
         assert health["status"] == "ok" and health["model"] == "example_cnn"
         model = requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=10).json()

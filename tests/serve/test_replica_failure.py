@@ -77,9 +77,12 @@ def test_a_killed_replica_is_replaced_and_no_request_hangs(cluster, samples):
         assert before.count(200) >= 3, before
         failed = [s for s in before + [s for _, s in after] if s != 200]
         # only what was in flight on (or routed to) the killed replica before Serve saw it die
-        # may fail, and it fails with a 5xx answer, not a hang
+        # may fail, and it fails at once, not by a timeout: a 5xx answer (Ray's Python proxy),
+        # or its connection closed (HAProxy drops the client's connection of a request whose
+        # replica died under it)
         assert len(failed) <= 4 * CLIENTS, failed
-        assert all(isinstance(s, int) and s >= 500 for s in failed), failed
+        assert all(s == "ConnectionError" if isinstance(s, str) else s >= 500
+                   for s in failed), failed
         first_answer = min((end for end, s in after if s == 200), default=None)
         assert first_answer is not None, f"no answer after the kill: {after}"
         assert first_answer - killed_at <= ANSWERS_AGAIN_WITHIN_S
