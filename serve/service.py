@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -108,17 +109,55 @@ def start_service(settings: ServeSettings, host: str = "127.0.0.1", port: int = 
 
     from samspt.serve.deployment import build_app
 
+    import ray
+
     if not route_prefix.startswith("/"):
         raise ConfigError(f"route_prefix must start with '/', got {route_prefix!r}")
+    if not address and not ray.is_initialized():
+        check_port_free(host, port)     # before Ray starts: a taken port fails in a second
     owns_ray, connected, mode = start_ray(address, num_cpus, metrics_port, ingress)
-    serve.start(http_options={"host": host, "port": int(port),
-                              "request_timeout_s": float(request_timeout_s)})
-    serve.run(build_app(settings), name=name, route_prefix=route_prefix, blocking=False)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}{route_prefix.rstrip('/')}"
-    wait_until_healthy(url, READY_TIMEOUT_S)
+    try:
+        serve.start(http_options={"host": host, "port": int(port),
+                                  "request_timeout_s": float(request_timeout_s)})
+        serve.run(build_app(settings), name=name, route_prefix=route_prefix, blocking=False)
+        wait_until_healthy(url, READY_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - Ray raises its own task errors; none may leak Ray
+        if owns_ray or connected:
+            _stop_quietly(owns_ray)
+        if isinstance(exc, (ConfigError, BackendError)):
+            raise
+        raise BackendError(f"samspt-serve could not start on {host}:{port}: "
+                           f"{str(exc).strip().splitlines()[-1]}; see the Ray logs under "
+                           "/tmp/ray/session_latest/logs") from None
     return RunningService(url=url, metrics_url=metrics_url(shown), name=name, owns_ray=owns_ray,
                           connected=connected, ingress=mode)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """:class:`ConfigError` where something already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): another "
+                              "program holds the port; stop it or pick another with --port")
+
+
+def _stop_quietly(owns_ray: bool) -> None:
+    """Undo a start that failed half-way (Serve and the local Ray this process started)."""
+    import ray
+    from ray import serve
+
+    try:
+        if owns_ray:
+            serve.shutdown()
+    except Exception as exc:  # noqa: BLE001 - already failing; the first error is the one shown
+        log.debug("serve.shutdown after a failed start: %s", exc)
+    ray.shutdown()
 
 
 def wait_until_healthy(url: str, timeout_s: float) -> dict:

@@ -89,3 +89,19 @@ def test_samspt_serve_refuses_a_missing_model_folder_with_a_fix(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "samspt-export" in result.stderr
+
+
+def test_samspt_serve_refuses_a_taken_port_before_starting_ray():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "samspt.serve.server", "--port",
+                                 str(port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr and "Started a local Ray" not in result.stderr
+    assert time.monotonic() - start < 60
