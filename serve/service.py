@@ -78,7 +78,9 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[float] = None,
         kwargs["_metrics_export_port"] = int(metrics_port)
     try:
         with ingress_environment(mode):
-            ray.init(num_cpus=int(num_cpus) if num_cpus else os.cpu_count(),
+            # "local": always a new Ray of our own, never a cluster that `ray start` left
+            # (or left behind) on this machine; --address joins one
+            ray.init(address="local", num_cpus=int(num_cpus) if num_cpus else os.cpu_count(),
                      include_dashboard=False, log_to_driver=False, **kwargs)
     except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception when its node is slow
         raise BackendError(f"a local Ray could not start: {exc}; on a machine busy with other "

@@ -21,12 +21,12 @@ START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 60
 
 
-def _start(port: int, *flags: str):
+def _start(port: int, *flags: str, env=None):
     process = subprocess.Popen(
         [sys.executable, "-m", "samspt.serve.server", "--port", str(port),
          "--cpus-per-replica", "0.5", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     lines: "queue.Queue[str]" = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
                      daemon=True).start()
@@ -105,3 +105,42 @@ def test_samspt_serve_refuses_a_taken_port_before_starting_ray():
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr and "Started a local Ray" not in result.stderr
     assert time.monotonic() - start < 60
+
+
+def test_samspt_serve_joins_a_running_cluster_and_leaves_it_running():
+    """--address: the application goes onto a cluster started with `ray start --head`; stopping
+    samspt-serve deletes the application, and the cluster (its Serve proxy) keeps running."""
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    gcs_port, http_port = free_port(), free_port()
+    # a throwaway local cluster: no token to hand around (Ray's default for `ray start`)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--port", str(gcs_port),
+                             "--num-cpus", "2", "--include-dashboard", "false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    process = None
+    try:
+        process, lines = _start(http_port, "--address", f"127.0.0.1:{gcs_port}",
+                                env={"RAY_AUTH_MODE": "disabled"})
+        seen = []
+        listening = _read_until(lines, "listening on", START_TIMEOUT_S, seen)
+        assert "ingress the cluster's" in listening, listening
+        assert "Connected to Ray cluster" in "".join(seen)
+        health = requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["model"] == "example_cnn"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_TIMEOUT_S) == 0
+        assert head.poll() is None, "stopping samspt-serve must leave the cluster running"
+        # the cluster's Serve still answers on the port, without the application
+        gone = requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=10)
+        assert gone.status_code == 404
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(30)
+        os.killpg(head.pid, signal.SIGTERM)      # `ray start --block` stops what it started
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(30)
