@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -27,6 +29,8 @@ from samspt.runtime.errors import BackendError, InputError
 from samspt.runtime.result import InspectionResult
 from samspt.runtime.views import View
 from samspt.serve.rle import decode_masks
+
+log = logging.getLogger(__name__)
 
 ImageLike = Union[np.ndarray, bytes, str, Path]
 
@@ -103,11 +107,20 @@ def result_from_answer(answer: Dict[str, Any]) -> InspectionResult:
 
 class Client:
     """HTTP client of a samspt-serve service at ``url`` (``http://host:port``, with the route
-    prefix if the application has one). ``timeout_s`` bounds each request."""
+    prefix if the application has one). ``timeout_s`` bounds each request. ``retries``: how
+    often a request whose connection failed or was closed before an answer is sent again
+    (default 1): a replica that dies under a request drops its connection (Ray Serve's HAProxy
+    ingress), and another replica answers the retry. Inspections are pure, so a retry is safe;
+    a request that timed out is not retried (it may still be running)."""
 
-    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 60.0, retries: int = 1,
+                 retry_wait_s: float = 0.2) -> None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InputError(f"retries must be an int >= 0, got {retries!r}")
         self.url = url.rstrip("/")
         self.timeout_s = float(timeout_s)
+        self.retries = retries
+        self.retry_wait_s = float(retry_wait_s)
         self._local = threading.local()
 
     def _session(self):
@@ -121,13 +134,20 @@ class Client:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import requests
 
-        try:
-            answer = self._session().request(method, f"{self.url}{path}",
-                                             timeout=self.timeout_s, **kwargs)
-        except requests.RequestException as exc:
-            raise ServiceError(f"samspt-serve at {self.url} did not answer {method} {path}: "
-                               f"{exc}; is it running (samspt-serve) and is the URL right?") \
-                from None
+        for attempt in range(self.retries + 1):
+            try:
+                answer = self._session().request(method, f"{self.url}{path}",
+                                                 timeout=self.timeout_s, **kwargs)
+                break
+            except requests.RequestException as exc:
+                retry = (attempt < self.retries and isinstance(exc, requests.ConnectionError)
+                         and not isinstance(exc, requests.Timeout))
+                if not retry:
+                    raise ServiceError(f"samspt-serve at {self.url} did not answer {method} "
+                                       f"{path}: {exc}; is it running (samspt-serve) and is "
+                                       "the URL right?") from None
+                log.info("%s %s: connection lost (%s); sending it again", method, path, exc)
+                time.sleep(self.retry_wait_s)
         try:
             data = answer.json()
         except ValueError:
