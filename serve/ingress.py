@@ -66,12 +66,17 @@ def ray_has_haproxy_mode() -> bool:
     return hasattr(constants, "RAY_SERVE_ENABLE_HA_PROXY")
 
 
+def check_ingress(mode: str) -> None:
+    """:class:`ConfigError` for a mode not in :data:`INGRESS_MODES`."""
+    if mode not in INGRESS_MODES:
+        raise ConfigError(f"unknown ingress {mode!r}: use one of {', '.join(INGRESS_MODES)}")
+
+
 def resolve_ingress(mode: str) -> str:
     """``haproxy`` or ``proxy`` for the requested ``mode`` (see :data:`INGRESS_MODES`);
     :class:`ConfigError` for an unknown mode, or ``haproxy`` where Ray Serve or the binary
     lacks it."""
-    if mode not in INGRESS_MODES:
-        raise ConfigError(f"unknown ingress {mode!r}: use one of {', '.join(INGRESS_MODES)}")
+    check_ingress(mode)
     if mode == "proxy":
         return mode
     missing = None

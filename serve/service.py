@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from samspt.runtime.errors import BackendError, ConfigError
-from samspt.serve.ingress import (DEFAULT_INGRESS, INGRESS_MODES, ingress_environment,
+from samspt.serve.ingress import (DEFAULT_INGRESS, check_ingress, ingress_environment,
                                   resolve_ingress)
 from samspt.serve.settings import ServeSettings
 
@@ -57,8 +57,7 @@ def start_ray(address: Optional[str] = None, num_cpus: Optional[float] = None,
     where this process is already connected."""
     import ray
 
-    if ingress not in INGRESS_MODES:
-        raise ConfigError(f"unknown ingress {ingress!r}: use one of {', '.join(INGRESS_MODES)}")
+    check_ingress(ingress)
     if ray.is_initialized():
         return False, False, None
     if address:
@@ -107,11 +106,10 @@ def start_service(settings: ServeSettings, host: str = "127.0.0.1", port: int = 
                   ingress: str = DEFAULT_INGRESS) -> RunningService:
     """Start (or update) the application and wait until its ``/healthz`` answers. ``ingress``
     (:data:`~samspt.serve.ingress.INGRESS_MODES`) applies where a local Ray is started."""
+    import ray
     from ray import serve
 
     from samspt.serve.deployment import build_app
-
-    import ray
 
     if not route_prefix.startswith("/"):
         raise ConfigError(f"route_prefix must start with '/', got {route_prefix!r}")
@@ -126,13 +124,17 @@ def start_service(settings: ServeSettings, host: str = "127.0.0.1", port: int = 
         serve.run(build_app(settings), name=name, route_prefix=route_prefix, blocking=False)
         wait_until_healthy(url, READY_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - Ray raises its own task errors; none may leak Ray
-        if owns_ray or connected:
-            _stop_quietly(owns_ray)
+        # undo the half-made start: the application, and the Ray this call started or joined
+        try:
+            stop_service(RunningService(url=url, metrics_url=None, name=name,
+                                        owns_ray=owns_ray, connected=connected))
+        except Exception as cleanup:  # noqa: BLE001 - the first error is the one to show
+            log.debug("cleaning up after a failed start: %s", cleanup)
         if isinstance(exc, (ConfigError, BackendError)):
             raise
-        raise BackendError(f"samspt-serve could not start on {host}:{port}: "
-                           f"{str(exc).strip().splitlines()[-1]}; see the Ray logs under "
-                           "/tmp/ray/session_latest/logs") from None
+        last_line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise BackendError(f"samspt-serve could not start on {host}:{port}: {last_line}; see "
+                           "the Ray logs under /tmp/ray/session_latest/logs") from None
     return RunningService(url=url, metrics_url=metrics_url(shown), name=name, owns_ray=owns_ray,
                           connected=connected, ingress=mode)
 
@@ -147,19 +149,6 @@ def check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): another "
                               "program holds the port; stop it or pick another with --port")
-
-
-def _stop_quietly(owns_ray: bool) -> None:
-    """Undo a start that failed half-way (Serve and the local Ray this process started)."""
-    import ray
-    from ray import serve
-
-    try:
-        if owns_ray:
-            serve.shutdown()
-    except Exception as exc:  # noqa: BLE001 - already failing; the first error is the one shown
-        log.debug("serve.shutdown after a failed start: %s", exc)
-    ray.shutdown()
 
 
 def wait_until_healthy(url: str, timeout_s: float) -> dict:
