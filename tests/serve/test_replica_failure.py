@@ -17,6 +17,7 @@ REQUEST_TIMEOUT_S = 30          # the clients' bound on one request
 ANSWERS_AGAIN_WITHIN_S = 10     # the other replica keeps answering: the service is back at once
 REPLACED_WITHIN_S = 90          # a new replica process loads the model (checked, warmed up)
 CLIENTS = 4
+ROUTED_WITHIN_S = 30            # both replicas of a started application take requests
 
 
 def _running_replicas(app: str) -> int:
@@ -33,10 +34,12 @@ def test_a_killed_replica_is_replaced_and_no_request_hangs(cluster, samples):
     try:
         url = service.url
         pids = set()
-        for _ in range(100):
+        # HAProxy routes to a replica once its reloaded configuration lists it, a moment after
+        # Serve reports the application running
+        deadline = time.monotonic() + ROUTED_WITHIN_S
+        while len(pids) < 2 and time.monotonic() < deadline:
             pids.add(requests.get(f"{url}/healthz", timeout=10).json()["pid"])
-            if len(pids) == 2:
-                break
+            time.sleep(0.05)
         assert len(pids) == 2, f"expected two replica processes, saw {pids}"
         victim = sorted(pids)[0]
 
@@ -93,10 +96,10 @@ def test_a_killed_replica_is_replaced_and_no_request_hangs(cluster, samples):
         assert _running_replicas("failover") == 2, "the killed replica was not replaced"
         replaced_after = time.monotonic() - killed_at
         seen = set()
-        for _ in range(100):
+        deadline = time.monotonic() + ROUTED_WITHIN_S
+        while len(seen - {victim}) < 2 and time.monotonic() < deadline:
             seen.add(requests.get(f"{url}/healthz", timeout=10).json()["pid"])
-            if len(seen - {victim}) == 2:
-                break
+            time.sleep(0.05)
         assert victim not in seen and len(seen) == 2
         assert requests.post(f"{url}/v1/inspect", json=body, timeout=30).status_code == 200
         print(f"{len(outcomes)} requests, {len(failed)} failed (in flight on the killed "
