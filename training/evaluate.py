@@ -21,6 +21,7 @@ from typing import Callable, List, Optional, Tuple
 
 from samspt.runtime.errors import ConfigError, SamsptError
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
+from samspt.training.data.mask_values import MASK_RECORDS, MASK_VALUES
 
 BASELINES = ("box", "grabcut")
 
@@ -35,10 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "prompt-free scan of every image (share of defective and of defect-free "
                     "images flagged, mIoU of the merged mask).")
     parser.add_argument("--data", type=Path, default=None,
-                        help="dataset folder (MTD, MVTec AD, VisA, SPT paper or images/+masks/ "
-                             "layout); default: the bundled sample images")
+                        help="dataset folder (MTD, MVTec AD, VisA, SPT paper, images/+masks/ or "
+                             "images/+annotations/ layout); default: the bundled sample images")
     parser.add_argument("--layout", default="auto",
-                        help="layout of --data: auto (default), mtd, mvtec, visa, spt, folder")
+                        help="layout of --data: auto (default), mtd, mvtec, visa, spt, mmseg, "
+                             "folder, coco")
+    parser.add_argument("--mask-records", choices=MASK_RECORDS, default=None,
+                        help="records a class-id mask becomes: class (default; one per class in "
+                             "an image), image (one per image, every non-zero pixel: the paper's "
+                             "protocol) or component (one per connected component of a class)")
+    parser.add_argument("--mask-values", choices=MASK_VALUES, default=None,
+                        help="what the mask values of --data mean: auto (default; decided from "
+                             "the masks), binary (non-zero is defect), threshold (above half the "
+                             "range), class_ids (each value a class)")
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", type=Path, default=None,
                        help="SPT weights (.safetensors); default: the bundled example model")
@@ -108,7 +118,9 @@ def _records(args: argparse.Namespace) -> Tuple[list, str]:
     else:
         from samspt.training.data.readers import read_dataset
 
-        records, source = read_dataset(args.data, layout=args.layout), str(args.data)
+        options = {k: v for k, v in (("mask_records", args.mask_records),
+                                      ("mask_values", args.mask_values)) if v is not None}
+        records, source = read_dataset(args.data, layout=args.layout, **options), str(args.data)
     return limit_per_class(records, args.limit), source
 
 
@@ -192,6 +204,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--sam-checkpoint goes with SPT weights, not with --baseline")
     if args.subset is not None and args.split is None:
         parser.error("--subset needs --split FILE")
+    if (args.mask_records or args.mask_values) and (args.data is None or args.split):
+        parser.error("--mask-records and --mask-values go with --data DIR (a dataset to read); "
+                     "a --split file already lists its records")
     if args.scan_min_score is not None and args.model is None:
         parser.error("--scan-min-score goes with --model MODEL_DIR (an exported model folder)")
     configure_cli_logging(args.verbose)

@@ -12,11 +12,18 @@ Layouts (``read_dataset(root, layout="auto")`` tells them apart):
             root). Class ``anomaly`` (the CSV's label; it names no defect type) or defect-free,
             dataset ``visa/<object>``. Masks are VisA's raw label maps: any non-zero value is a
             defect. ``splits`` picks the CSV's splits (default ``("test",)``).
+``mmseg``   mmsegmentation / ADE20K (NEU-Seg): ``images/<split>/<stem>.*`` with the label map
+            ``annotations/<split>/<stem>.png`` (or ``<stem>_mask.*``, any image extension);
+            every split folder present is read, and images directly in ``images/`` pair with
+            ``annotations/``. Every image needs its label map (all 0: defect-free). Dataset =
+            ``<root name>/<split>`` (the root's name for images directly in ``images/``); class
+            (binary or grey masks) ``defect``.
 ``folder``  Generic: ``images/`` and ``masks/`` with matching stems (``<stem>.*`` or
             ``<stem>_mask.*``, any image extension). Images directly in ``images/`` get class
             ``defect``; images in ``images/<sub>/`` (one level) get class ``<sub>`` and their masks
-            are looked up in ``masks/<sub>/``. An image without a mask is defect-free. Dataset =
-            the root folder's name.
+            are looked up in ``masks/<sub>/``. An image without a mask is defect-free; no
+            ``masks/`` folder at all is an error unless ``allow_no_masks=True`` (every image
+            defect-free). Dataset = the root folder's name.
 ``spt``     The SPT paper's evaluation data: ``<dataset>/test/<stem>.jpg`` + ``<stem>.png`` beside
             it; root is the folder of datasets or one dataset. Class = dataset = ``<dataset>``;
             an image without a mask is defect-free.
@@ -27,6 +34,18 @@ Layouts (``read_dataset(root, layout="auto")`` tells them apart):
 
 Where the layout itself says an image is defective (MTD, MVTec, VisA) but its mask file is
 missing, the image is skipped with a warning (it would otherwise teach "no defect here").
+A mask file without its image (mmseg, folder, spt) is an error.
+
+Mask values: MTD and MVTec masks are grey (defect above half the range), VisA's any non-zero
+value. Masks of the mmseg, folder and spt layouts may be binary, grey or class-id maps: the values
+of a dataset's masks decide, or ``mask_values=`` says; class-id masks become one record per class
+in an image (``mask_records="class"``), per image (``"image"``) or per connected component
+(``"component"``); see :mod:`samspt.training.data.mask_values` for the rule.
+
+:func:`check_records` (``check_masks=True``) opens every image and mask: unreadable files and
+masks of another size are errors; so is a mask whose non-zero values all read as background
+(lost data) and a dataset whose masks are all empty. An all-zero mask of a defect class reads
+as defect-free, with a warning.
 """
 
 from __future__ import annotations
@@ -38,16 +57,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from PIL import Image
-
+from samspt.training.data.checks import check_records
 from samspt.training.data.coco import coco_files, read_coco
-from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
+from samspt.training.data.mask_values import (MIN_COMPONENT_AREA, VALUE_LAYOUTS, check_options,
+                                              resolve_records, split_components)
+from samspt.training.data.records import DEFECT_FREE, DatasetError, Record, record_key
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_DEFAULT_CLASS = "defect"
+_Pair = Tuple[Path, Optional[Path]]  # an image and its mask (None: it has none)
 
 LAYOUTS: Dict[str, str] = {
     "mtd": "MT_<Class>/Imgs/<stem>.jpg with mask <stem>.png (Magnetic Tile Defect)",
@@ -55,6 +76,8 @@ LAYOUTS: Dict[str, str] = {
              "(MVTec AD; root = the MVTec folder or one category)",
     "visa": "split_csv/1cls.csv listing object,split,label,image,mask (VisA)",
     "spt": "<dataset>/test/<stem>.jpg with mask <stem>.png beside it (SPT paper's evaluation data)",
+    "mmseg": "images/<split>/<stem>.* with label maps annotations/<split>/<stem>.png "
+             "(mmsegmentation / ADE20K, NEU-Seg; split folders optional)",
     "folder": "images/<stem>.* with masks/<stem>.* (optionally one level of class subfolders)",
     "coco": "a COCO instance-segmentation .json (images, annotations, categories; polygons or "
             "RLE), given as root or alone in the folder or its annotations/",
@@ -77,7 +100,7 @@ def _subdirs(folder: Path) -> List[Path]:
 
 
 def _sort(records: Iterable[Record]) -> List[Record]:
-    return sorted(records, key=lambda r: (r.dataset, r.defect_class, r.image_path.as_posix()))
+    return sorted(records, key=record_key)
 
 
 def _warn_skipped(skipped: List[Path], what: str) -> None:
@@ -196,29 +219,102 @@ def _mask_index(folder: Path) -> Dict[str, List[Path]]:
     return index
 
 
-def read_folder(root: PathLike) -> List[Record]:
-    """Generic ``images/`` + ``masks/`` folder (see the module docstring for the rules)."""
+def _mask_of(image: Path, index: Dict[str, List[Path]]) -> Optional[Path]:
+    found = index.get(image.stem, []) + index.get(f"{image.stem}_mask", [])
+    if len(found) > 1:
+        raise DatasetError(f"image {image} has {len(found)} candidate masks "
+                           f"({', '.join(p.name for p in found)}); keep one")
+    return found[0] if found else None
+
+
+def _pairs(image_dir: Path, mask_dir: Path) -> Tuple[List[_Pair], List[Path]]:
+    """(image, its mask or None) for the images of ``image_dir``, and the masks of ``mask_dir``
+    that no image claims."""
+    index = _mask_index(mask_dir)
+    pairs = [(image, _mask_of(image, index)) for image in _images(image_dir)]
+    used = {mask for _, mask in pairs if mask is not None}
+    orphans = [m for masks in index.values() for m in masks if m not in used]
+    return pairs, sorted(orphans)
+
+
+def _refuse_orphans(orphans: List[Path], expected: str) -> None:
+    if orphans:
+        raise DatasetError(f"{len(orphans)} mask(s) have no image, e.g. {orphans[0]}; expected "
+                           f"{expected}. Add or rename the images, or move the masks away")
+
+
+def _unpaired_mask_dirs(mask_root: Path, image_root: Path) -> List[Path]:
+    """Masks in subfolders of ``mask_root`` that have no image subfolder of the same name."""
+    if not mask_root.is_dir():
+        return []
+    return [m for sub in _subdirs(mask_root) if not (image_root / sub.name).is_dir()
+            for m in _images(sub)]
+
+
+def _folder_groups(root: Path) -> List[Tuple[Path, Path, str]]:
+    images_dir, masks_dir = root / "images", root / "masks"
+    groups: List[Tuple[Path, Path, str]] = [(images_dir, masks_dir, FOLDER_DEFAULT_CLASS)]
+    return groups + [(sub, masks_dir / sub.name, sub.name) for sub in _subdirs(images_dir)]
+
+
+def read_folder(root: PathLike, allow_no_masks: bool = False) -> List[Record]:
+    """Generic ``images/`` + ``masks/`` folder (see the module docstring for the rules).
+    ``allow_no_masks``: read a folder without masks (no ``masks/``, or none in it) as all
+    defect-free instead of refusing it."""
     root = _existing_dir(root)
     images_dir, masks_dir = root / "images", root / "masks"
     if not images_dir.is_dir():
         raise DatasetError(f"{root} has no images/ folder; the folder layout is "
                            f"{LAYOUTS['folder']}")
-    if not masks_dir.is_dir():
-        log.warning("%s has no masks/ folder: every image is read as defect-free", root)
-    groups: List[Tuple[Path, Path, str]] = [(images_dir, masks_dir, FOLDER_DEFAULT_CLASS)]
-    groups += [(sub, masks_dir / sub.name, sub.name) for sub in _subdirs(images_dir)]
-    records = []
-    for image_dir, mask_dir, defect_class in groups:
-        index = _mask_index(mask_dir)
-        for image in _images(image_dir):
-            found = index.get(image.stem, []) + index.get(f"{image.stem}_mask", [])
-            if len(found) > 1:
-                raise DatasetError(f"image {image} has {len(found)} candidate masks "
-                                   f"({', '.join(p.name for p in found)}); keep one")
-            if found:
-                records.append(Record(image, found[0], defect_class, root.name))
-            else:
-                records.append(Record(image, None, DEFECT_FREE, root.name))
+    records, orphans = [], _unpaired_mask_dirs(masks_dir, images_dir)
+    for image_dir, mask_dir, defect_class in _folder_groups(root):
+        pairs, unused = _pairs(image_dir, mask_dir)
+        orphans += unused
+        records += [Record(image, None, DEFECT_FREE, root.name) if mask is None else
+                    Record(image, mask, defect_class, root.name) for image, mask in pairs]
+    _refuse_orphans(orphans, "images/[<class>/]<stem>.* for masks/[<class>/]<stem>[_mask].*")
+    if records and all(r.mask_path is None for r in records):
+        if not allow_no_masks:
+            raise DatasetError(
+                f"{root} has images/ but no mask in {masks_dir} ("
+                f"{'no such folder' if not masks_dir.is_dir() else 'none matches an image'}): "
+                "every image would read as defect-free. Put each defective image's mask in "
+                "masks/ (same stem), use the mmseg layout (annotations/) for label maps, or pass "
+                "allow_no_masks=True if every image is defect-free indeed")
+        log.info("%s has no masks: every image is read as defect-free (allow_no_masks)", root)
+    return _sort(records)
+
+
+def _mmseg_parts(root: Path) -> List[Tuple[Path, Path, str]]:
+    images_dir, ann_dir = root / "images", root / "annotations"
+    parts = [(images_dir, ann_dir, root.name)]
+    return parts + [(sub, ann_dir / sub.name, f"{root.name}/{sub.name}")
+                    for sub in _subdirs(images_dir)]
+
+
+def read_mmseg(root: PathLike) -> List[Record]:
+    """mmsegmentation / ADE20K layout (NEU-Seg): ``images/<split>/`` with label maps in
+    ``annotations/<split>/``; every split folder present, and images directly in ``images/``."""
+    root = _existing_dir(root)
+    for folder in ("images", "annotations"):
+        if not (root / folder).is_dir():
+            raise DatasetError(f"{root} has no {folder}/ folder; the mmseg layout is "
+                               f"{LAYOUTS['mmseg']}")
+    records, unlabelled = [], []
+    orphans = _unpaired_mask_dirs(root / "annotations", root / "images")
+    for image_dir, ann_dir, dataset in _mmseg_parts(root):
+        pairs, unused = _pairs(image_dir, ann_dir)
+        orphans += unused
+        unlabelled += [image for image, ann in pairs if ann is None]
+        records += [Record(image, ann, FOLDER_DEFAULT_CLASS, dataset)
+                    for image, ann in pairs if ann is not None]
+    _refuse_orphans(orphans, "images/<split>/<stem>.* for annotations/<split>/<stem>.png")
+    if unlabelled:
+        raise DatasetError(
+            f"{len(unlabelled)} image(s) of {root} have no label map, e.g. {unlabelled[0]} "
+            f"(looked for {unlabelled[0].stem}.* in the matching annotations/ folder). In the "
+            "mmseg layout every image needs one (all 0 for a defect-free image); add them, or "
+            "move such images away")
     return _sort(records)
 
 
@@ -231,16 +327,21 @@ def _spt_datasets(root: Path) -> List[Path]:
 def read_spt(root: PathLike) -> List[Record]:
     """The SPT paper's evaluation data: ``<dataset>/test/<stem>.jpg`` + ``<stem>.png``."""
     root = _existing_dir(root)
-    records = []
+    records, orphans = [], []
     non_png = tuple(e for e in IMAGE_EXTENSIONS if e != ".png")
     for dataset_dir in _spt_datasets(root):
         name = dataset_dir.name
-        for image in _images(dataset_dir / "test", non_png):
+        images = _images(dataset_dir / "test", non_png)
+        for image in images:
             mask = image.with_suffix(".png")
             if mask.is_file():
                 records.append(Record(image, mask, name, name))
             else:
                 records.append(Record(image, None, DEFECT_FREE, name))
+        stems = {image.stem for image in images}
+        orphans += [m for m in _images(dataset_dir / "test", (".png",)) if m.stem not in stems]
+    _refuse_orphans(orphans, "<dataset>/test/<stem>.jpg (any non-PNG image) beside each "
+                    "<stem>.png")
     return _sort(records)
 
 
@@ -267,17 +368,27 @@ def _looks_coco(root: Path) -> bool:
     return bool(coco_files(root))  # several: read_coco asks for the one to read
 
 
+def _looks_mmseg(root: Path) -> bool:
+    """images/ beside annotations/ holding label maps (directly or in split folders); a COCO
+    JSON in annotations/ is the coco layout."""
+    annotations = root / "annotations"
+    if not (root / "images").is_dir() or not annotations.is_dir():
+        return False
+    return bool(_images(annotations)) or any(_images(sub) for sub in _subdirs(annotations))
+
+
 def _looks_folder(root: Path) -> bool:
     return (root / "images").is_dir()
 
 
+# In this order: an mmseg split named test/ would look like an spt dataset.
 _DETECT: Dict[str, Callable[[Path], bool]] = {
-    "visa": _looks_visa, "mtd": _looks_mtd, "mvtec": _looks_mvtec, "spt": _looks_spt,
-    "coco": _looks_coco, "folder": _looks_folder,
+    "visa": _looks_visa, "mtd": _looks_mtd, "mvtec": _looks_mvtec, "mmseg": _looks_mmseg,
+    "spt": _looks_spt, "coco": _looks_coco, "folder": _looks_folder,
 }
 _READERS: Dict[str, Callable[..., List[Record]]] = {
     "mtd": read_mtd, "mvtec": read_mvtec, "visa": read_visa, "folder": read_folder,
-    "spt": read_spt, "coco": read_coco,
+    "mmseg": read_mmseg, "spt": read_spt, "coco": read_coco,
 }
 
 
@@ -314,37 +425,52 @@ def detect_layout(root: PathLike) -> str:
                        "Arrange the folder as one of them or pass the layout by name")
 
 
-def check_records(records: Sequence[Record]) -> List[Record]:
-    """Open every mask: a DatasetError if its size differs from its image's; a record whose
-    mask is empty becomes defect-free (class :data:`DEFECT_FREE`, no mask), with a warning."""
-    out, emptied = [], []
-    for record in records:
-        if record.mask_path is None:
-            out.append(record)
-            continue
-        try:
-            with Image.open(record.image_path) as img:
-                width, height = img.size
-        except OSError as exc:
-            raise DatasetError(f"cannot read image {record.image_path}: {exc}") from None
-        if record.load_mask((height, width)).any():
-            out.append(record)
-        else:
-            emptied.append(record.image_path)
-            out.append(Record(record.image_path, None, DEFECT_FREE, record.dataset,
-                              record.mask_nonzero))
-    if emptied:
-        log.warning("%d image(s) of defect classes have an empty mask and are read as "
-                    "defect-free: %s", len(emptied), ", ".join(str(p) for p in emptied[:5]))
-    return _sort(out)
+def _names_dirs(layout: str, root: Path) -> Callable[[Record], Sequence[Path]]:
+    """Where a layout's class names file (classes.txt) may lie, for a record."""
+    if layout == "spt":
+        return lambda r: (r.image_path.parent.parent, root)
+    return lambda r: (root,)
+
+
+def _group_of(layout: str, root: Path) -> Callable[[Record], str]:
+    """The dataset a record's masks are decided with (named by its folder)."""
+    if layout == "spt":
+        return lambda r: str(r.image_path.parent.parent)
+    return lambda r: str(root)
+
+
+def _apply_mask_options(records: List[Record], layout: str, root: Path, mask_values: str,
+                        mask_records: str, min_component_area: int) -> List[Record]:
+    if layout in VALUE_LAYOUTS:
+        return resolve_records(records, mask_values, mask_records, _group_of(layout, root),
+                               _names_dirs(layout, root), min_component_area)
+    if mask_values != "auto":
+        raise DatasetError(f"the {layout} layout reads its masks one way (its own convention); "
+                           f"mask_values={mask_values!r} applies to the layouts "
+                           f"{', '.join(VALUE_LAYOUTS)}: leave it 'auto'")
+    if mask_records != "component":
+        return records  # one record per image: the layout names one class per image
+    if layout == "coco":
+        raise DatasetError("mask_records 'component' is not available for COCO annotations (a "
+                           "record's mask is the union of its image's annotations); use 'class' "
+                           "or 'image'")
+    return split_components(records, min_component_area)
 
 
 def read_dataset(root: PathLike, layout: str = "auto", check_masks: bool = True,
-                 **options) -> List[Record]:
+                 mask_values: str = "auto", mask_records: str = "class",
+                 min_component_area: int = MIN_COMPONENT_AREA, **options) -> List[Record]:
     """Read ``root`` in ``layout`` (``auto``: detected) -> records sorted by
     (dataset, class, path); ``root`` may be a COCO .json file. ``options`` go to the layout's
     reader (``include_train`` for mvtec, ``splits``/``csv_path`` for visa, ``images_dir`` for
-    coco). ``check_masks``: see :func:`check_records`."""
+    coco, ``allow_no_masks`` for folder). ``check_masks``: see :func:`check_records`.
+
+    ``mask_values`` (``auto``, ``binary``, ``threshold``, ``class_ids``; layouts mmseg, folder
+    and spt) says what mask values mean, ``mask_records`` (``class``, ``image``, ``component``)
+    which records a mask becomes, ``min_component_area`` the smallest component (pixels) that is
+    a record of its own: see :mod:`samspt.training.data.mask_values`. Masks are opened where
+    their values decide (``auto``, ``class_ids``, ``component``), even without ``check_masks``.
+    """
     path = _existing_root(root)
     name = detect_layout(path) if layout == "auto" else layout
     if name not in _READERS:
@@ -354,6 +480,7 @@ def read_dataset(root: PathLike, layout: str = "auto", check_masks: bool = True,
         raise DatasetError(f"dataset path {path} is a file; the {name} layout reads a folder: "
                            "give the folder that holds the dataset (or layout coco for a COCO "
                            "JSON file)")
+    check_options(mask_values, mask_records, min_component_area)
     reader = _READERS[name]
     try:
         inspect.signature(reader).bind(path, **options)
@@ -365,6 +492,8 @@ def read_dataset(root: PathLike, layout: str = "auto", check_masks: bool = True,
     if not records:
         raise DatasetError(f"{path} holds no images in the {name} layout ({LAYOUTS[name]}); "
                            "check the path and the layout")
+    records = _sort(_apply_mask_options(records, name, path, mask_values, mask_records,
+                                        min_component_area))
     if check_masks:
         records = check_records(records)
     names = Counter((r.dataset, r.name) for r in records)
@@ -374,6 +503,7 @@ def read_dataset(root: PathLike, layout: str = "auto", check_masks: bool = True,
                     "%s; rename the files if predictions are saved by name", len(clashes),
                     clashes[0])
     counts = Counter(r.defect_class for r in records)
-    log.info("read %d images from %s (%s layout): %s", len(records), path, name,
+    log.info("read %d records of %d images from %s (%s layout, %s records): %s", len(records),
+             len({r.image_path for r in records}), path, name, mask_records,
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return records

@@ -1,9 +1,17 @@
 """Reproducible train/validation splits, stratified by (dataset, class), saved as JSON.
 
-Each stratum (records of one dataset and one class) is shuffled by a generator seeded with
-``(seed, crc32 of the stratum's name)`` after sorting it by path, so a split depends only on the
-seed, the fraction and the set of records: not on their order, nor on which other classes exist.
-Every stratum of two or more images puts at least one in validation and one in training.
+Images are split, not records: all records of one image (its classes, its components) go to the
+same side, so validation never sees an image that training saw. An image's stratum is (its
+dataset, its rarest class): the class held by the fewest images of the dataset, ties by name;
+for an image of one class that is simply its class. Each stratum is shuffled by a generator
+seeded with ``(seed, crc32 of the stratum's name)`` after sorting it by path, so a split depends
+only on the seed, the fraction and the set of records: not on their order, nor on which other
+classes exist (except through the rarest class of images holding several). Every stratum of two
+or more images puts at least one in validation and one in training.
+
+Split files (version 2) list each record with its image, mask, class and dataset, and the keys
+``mask_nonzero``, ``mask_value``, ``mask_region`` and ``component`` where they are set; files of
+version 1 (without the last three) are read too.
 """
 
 from __future__ import annotations
@@ -12,47 +20,72 @@ import json
 import logging
 import math
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from samspt.runtime.files import atomic_write_text
-from samspt.training.data.records import DatasetError, Record
+from samspt.training.data.records import DatasetError, Record, record_key
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 SPLIT_FORMAT = "samspt.split"
-SPLIT_VERSION = 1
+SPLIT_VERSION = 2
+READS_VERSIONS = (1, 2)
+
+_Stratum = Tuple[str, str]
 
 
-def _key(record: Record) -> Tuple[str, str, str]:
-    return record.dataset, record.defect_class, record.image_path.as_posix()
+def _images(records: Sequence[Record]) -> Dict[str, List[Record]]:
+    """Records grouped by image path."""
+    images: Dict[str, List[Record]] = {}
+    for record in sorted(set(records), key=record_key):
+        images.setdefault(record.image_path.as_posix(), []).append(record)
+    return images
+
+
+def _stratum(members: List[Record], frequency: Counter) -> _Stratum:
+    """(dataset, rarest class) of one image's records."""
+    dataset = members[0].dataset
+    classes = sorted({r.defect_class for r in members})
+    return dataset, min(classes, key=lambda c: (frequency[(dataset, c)], c))
+
+
+def _strata(images: Dict[str, List[Record]]) -> Dict[_Stratum, List[str]]:
+    """Stratum -> its images (paths), sorted by path."""
+    frequency = Counter(pair for members in images.values()
+                        for pair in {(m.dataset, m.defect_class) for m in members})
+    strata: Dict[_Stratum, List[str]] = {}
+    for path, members in images.items():
+        strata.setdefault(_stratum(members, frequency), []).append(path)
+    return {key: sorted(paths) for key, paths in sorted(strata.items())}
 
 
 def split_records(records: Sequence[Record], val_fraction: float = 0.2,
                   seed: int = 0) -> Tuple[List[Record], List[Record]]:
-    """(train, val), each sorted by (dataset, class, path). A stratum of n >= 2 images gives
-    ``round(n * val_fraction)`` to validation, clamped to 1..n-1; a single image trains."""
+    """(train, val), each sorted by (dataset, class, path), every image's records on one side.
+    A stratum of n >= 2 images gives ``round(n * val_fraction)`` images to validation, clamped to
+    1..n-1; a single image trains."""
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if not records:
         raise DatasetError("no records to split; read a dataset first (read_dataset)")
-    strata: Dict[Tuple[str, str], List[Record]] = {}
-    for record in sorted(set(records), key=_key):
-        strata.setdefault((record.dataset, record.defect_class), []).append(record)
+    images = _images(records)
     train: List[Record] = []
     val: List[Record] = []
-    for (dataset, defect_class), members in strata.items():
-        n = len(members)
+    for (dataset, defect_class), paths in _strata(images).items():
+        n = len(paths)
         n_val = 0 if n < 2 else min(n - 1, max(1, int(math.floor(n * val_fraction + 0.5))))
         rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}\0{defect_class}".encode())])
         order = rng.permutation(n)
-        val += [members[i] for i in order[:n_val]]
-        train += [members[i] for i in order[n_val:]]
-        log.debug("split %s/%s: %d train, %d val", dataset, defect_class, n - n_val, n_val)
-    return sorted(train, key=_key), sorted(val, key=_key)
+        val += [r for i in order[:n_val] for r in images[paths[i]]]
+        train += [r for i in order[n_val:] for r in images[paths[i]]]
+        log.debug("split %s/%s: %d train, %d val images", dataset, defect_class, n - n_val,
+                  n_val)
+    return sorted(train, key=record_key), sorted(val, key=record_key)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -74,6 +107,12 @@ def _entry(record: Record, root: Path) -> Dict[str, object]:
     }
     if record.mask_nonzero:
         entry["mask_nonzero"] = True
+    if record.mask_value is not None:
+        entry["mask_value"] = int(record.mask_value)
+    if record.mask_region is not None:
+        entry["mask_region"] = [int(v) for v in record.mask_region]
+    if record.component is not None:
+        entry["component"] = int(record.component)
     return entry
 
 
@@ -82,7 +121,9 @@ def write_split(path: PathLike, train: Sequence[Record], val: Sequence[Record], 
     """Write the split as JSON (paths relative to ``root``) atomically.
 
     ``{"format", "version", "seed", "val_fraction", "root", "train": [...], "val": [...]}``,
-    each entry ``{"image", "mask" (or null), "class", "dataset"}``.
+    each entry ``{"image", "mask" (or null), "class", "dataset"}`` plus, where set,
+    ``mask_nonzero`` (true), ``mask_value`` (int), ``mask_region`` ([x0, y0, x1, y1]) and
+    ``component`` (int).
     """
     base = Path(root).expanduser().absolute()
     doc = {
@@ -98,13 +139,37 @@ def write_split(path: PathLike, train: Sequence[Record], val: Sequence[Record], 
     log.info("wrote split %s: %d train, %d val", path, len(train), len(val))
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional_int(entry: dict, key: str, where: str) -> Optional[int]:
+    value = entry.get(key)
+    if value is not None and not _whole(value):
+        raise DatasetError(f"{where}: {key} must be a whole number, got {value!r} in {entry!r}")
+    return value
+
+
+def _region(entry: dict, where: str) -> Optional[Tuple[int, int, int, int]]:
+    region = entry.get("mask_region")
+    if region is None:
+        return None
+    if not isinstance(region, list) or len(region) != 4 or not all(_whole(v) for v in region):
+        raise DatasetError(f"{where}: mask_region must be [x0, y0, x1, y1] (whole numbers), got "
+                           f"{region!r}")
+    return tuple(region)
+
+
 def _record(entry: object, base: Path, where: str) -> Record:
     if not isinstance(entry, dict) or not {"image", "mask", "class", "dataset"} <= set(entry):
         raise DatasetError(f"{where}: each entry needs image, mask, class and dataset; got "
                            f"{entry!r}")
     mask = entry["mask"]
     return Record(base / entry["image"], None if mask is None else base / mask,
-                  str(entry["class"]), str(entry["dataset"]), bool(entry.get("mask_nonzero")))
+                  str(entry["class"]), str(entry["dataset"]), bool(entry.get("mask_nonzero")),
+                  mask_value=_optional_int(entry, "mask_value", where),
+                  mask_region=_region(entry, where),
+                  component=_optional_int(entry, "component", where))
 
 
 def _with_coco_masks(parts: List[List[Record]], path: Path) -> List[List[Record]]:
@@ -146,9 +211,10 @@ def read_split(path: PathLike, root: PathLike) -> Tuple[List[Record], List[Recor
                            "a new split") from None
     if not isinstance(doc, dict) or doc.get("format") != SPLIT_FORMAT:
         raise DatasetError(f"{path} is not a samspt split file (format {SPLIT_FORMAT!r})")
-    if doc.get("version") != SPLIT_VERSION:
+    if doc.get("version") not in READS_VERSIONS:
         raise DatasetError(f"{path} is split format version {doc.get('version')}; this samspt "
-                           f"reads version {SPLIT_VERSION}")
+                           f"reads versions {', '.join(map(str, READS_VERSIONS))}: make a new "
+                           "split with this samspt (or read it with the samspt that wrote it)")
     base = Path(root).expanduser().absolute()
     parts = []
     for part in ("train", "val"):

@@ -125,3 +125,47 @@ def spt_root(tmp_path: Path) -> Path:
     write_image(root / "rails" / "test" / "c.jpg", seed=2)
     write_mask(root / "rails" / "test" / "c.png", box_mask(box=(5, 5, 5, 5)))
     return root
+
+
+# ----------------------------------------------------------------------------- NEU-Seg-like
+NEU_HW = (40, 48)
+
+
+def label_map(blobs) -> np.ndarray:
+    """HxW uint8 class ids: {id: [inclusive boxes]}."""
+    arr = np.zeros(NEU_HW, np.uint8)
+    for class_id, boxes in blobs.items():
+        for box in boxes:
+            arr[box_mask(NEU_HW, box)] = class_id
+    return arr
+
+
+# A "U" of class 1 whose bounding box holds a separate blob of class 1 (not background).
+U_SHAPE = [(2, 2, 3, 20), (2, 19, 20, 20), (19, 2, 20, 20)]
+INSIDE_U = (10, 6, 12, 8)
+NEU_LIKE = {
+    "training": {
+        "000001": {1: U_SHAPE + [INSIDE_U], 3: [(30, 30, 40, 33)]},
+        "000002": {2: [(5, 5, 30, 30)]},
+        "000003": {1: [(25, 2, 30, 5), (45, 38, 45, 38)]},   # a one-pixel speck too
+        "000004": {3: [(40, 0, 40, 0)]},                     # a class of one speck only
+    },
+    "validation": {"000001": {2: [(0, 0, 9, 9)], 3: [(20, 20, 22, 39)]}},
+}
+
+
+def write_neu(root: Path, layout=NEU_LIKE, splits: bool = True) -> Path:
+    """NEU-Seg's layout: images/<split>/<stem>.jpg + annotations/<split>/<stem>.png class ids
+    ({split: {stem: blobs}}; ``splits=False``: straight in images/ and annotations/)."""
+    for split, images in layout.items():
+        sub = Path(split) if splits else Path()
+        for i, (stem, blobs) in enumerate(images.items()):
+            write_image(root / "images" / sub / f"{stem}.jpg", hw=NEU_HW, rgb=True, seed=i)
+            (root / "annotations" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(label_map(blobs)).save(root / "annotations" / sub / f"{stem}.png")
+    return root
+
+
+@pytest.fixture
+def neu_root(tmp_path: Path) -> Path:
+    return write_neu(tmp_path / "neu")

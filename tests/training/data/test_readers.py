@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from samspt.training.data.readers import (LAYOUTS, check_records, detect_layout, read_dataset,
                                           read_mvtec, read_visa)
@@ -157,13 +158,35 @@ def test_mask_of_another_size(spt_root):
 
 
 def test_empty_mask_means_defect_free(spt_root, caplog):
-    write_mask(spt_root / "tiles" / "test" / "a.png", np.zeros((24, 32), bool))
+    zeros = spt_root / "tiles" / "test" / "a.png"
+    Image.fromarray(np.zeros((24, 32), np.uint8)).save(zeros)  # all 0: no defect marked
+    write_image(spt_root / "tiles" / "test" / "d.jpg", seed=5)
+    write_mask(spt_root / "tiles" / "test" / "d.png", box_mask())
     with caplog.at_level(logging.WARNING):
         records = read_dataset(spt_root / "tiles")
-    assert all(r.is_defect_free and r.mask_path is None for r in records)
+    assert _classes(records) == {"tiles": 1, DEFECT_FREE: 2}
+    a = next(r for r in records if r.image_path.stem == "a")
+    assert a.is_defect_free and a.mask_path is None
     assert "empty mask" in caplog.text
     unchecked = read_dataset(spt_root / "tiles", check_masks=False)
-    assert _classes(unchecked) == {"tiles": 1, DEFECT_FREE: 1}
+    assert _classes(unchecked) == {"tiles": 2, DEFECT_FREE: 1}
+
+
+def test_grey_mask_below_half_is_an_error_not_defect_free(mtd_root):
+    write_mask(mtd_root / "MT_Crack" / "Imgs" / "c1.png", np.zeros((24, 32), bool))  # 127s
+    with pytest.raises(DatasetError, match=r"c1\.png holds the non-zero values 127 but none "
+                                           r"reads as a defect"):
+        read_dataset(mtd_root)
+
+
+def test_dataset_of_empty_masks_is_an_error(spt_root):
+    Image.fromarray(np.zeros((24, 32), np.uint8)).save(spt_root / "tiles" / "test" / "a.png")
+    # Masks that mark nothing at all: an error, not a defect-free dataset (spt datasets are
+    # decided one by one, so rails does not hide it).
+    with pytest.raises(DatasetError, match=r"every one of the 1 masks of .*tiles is empty"):
+        read_dataset(spt_root)
+    with pytest.raises(DatasetError, match=r"every one of the 1 masks is empty"):
+        read_dataset(spt_root / "tiles", mask_values="threshold")
 
 
 def test_check_records_keeps_good_records(mvtec_root):
@@ -181,8 +204,13 @@ def test_record_missing_mask_file_is_empty(tmp_path):
 def test_real_mtd_folder(tmp_path):
     records = read_dataset(MTD_DIR)
     counts = _classes(records)
-    for name in ("Blowhole", "Break", "Crack", "Fray", "Uneven", DEFECT_FREE):
-        assert counts[name] > 0, name
+    # Exactly as before class-id masks were known: 745 Free images and 2 Uneven ones whose
+    # masks are all 0 are defect-free.
+    assert len(records) == 1062
+    assert counts == {"Blowhole": 95, "Break": 72, "Crack": 44, "Fray": 28, "Uneven": 76,
+                      DEFECT_FREE: 747}
+    assert all(r.mask_value is None and r.mask_region is None and not r.mask_nonzero
+               for r in records)
     free = [r for r in records if "MT_Free" in r.image_path.parts]
     assert free and all(r.is_defect_free for r in free)
     defective = [r for r in records if not r.is_defect_free]

@@ -117,3 +117,106 @@ def test_write_split_refuses_records_outside_root(mtd_root, tmp_path):
     records = read_dataset(mtd_root)
     with pytest.raises(DatasetError, match="not inside the dataset root"):
         write_split(tmp_path / "s.json", records, [], tmp_path / "elsewhere")
+
+
+# ----------------------------------------------------------------------------- class records
+def _split_v1(records, val_fraction, seed):
+    """The version-1 algorithm (one record per image), to check it is kept for such data."""
+    import math
+    import zlib
+
+    key = lambda r: (r.dataset, r.defect_class, r.image_path.as_posix())  # noqa: E731
+    strata = {}
+    for record in sorted(set(records), key=key):
+        strata.setdefault((record.dataset, record.defect_class), []).append(record)
+    val = []
+    for (dataset, defect_class), members in strata.items():
+        n = len(members)
+        n_val = 0 if n < 2 else min(n - 1, max(1, int(math.floor(n * val_fraction + 0.5))))
+        rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}\0{defect_class}".encode())])
+        val += [members[i] for i in rng.permutation(n)[:n_val]]
+    return sorted(val, key=key)
+
+
+def test_one_record_per_image_splits_as_before():
+    records = _records(COUNTS)
+    for seed in (0, 3):
+        assert split_records(records, 0.2, seed)[1] == _split_v1(records, 0.2, seed)
+
+
+def _multi_class(n_images=60, root=Path("/neu")):
+    """Records of images holding one or two classes (every third image: a and a rare class)."""
+    records = []
+    for i in range(n_images):
+        image, mask = root / f"{i:03d}.jpg", root / f"{i:03d}.png"
+        classes = ["a", "rare"] if i % 3 == 0 else ["b"] if i % 3 == 1 else ["a"]
+        records += [Record(image, mask, c, "neu", mask_value=v + 1) for v, c in enumerate(classes)]
+    return records
+
+
+def test_no_image_on_both_sides():
+    records = _multi_class()
+    train, val = split_records(records, val_fraction=0.25, seed=0)
+    assert sorted(train + val, key=str) == sorted(records, key=str)
+    train_images = {r.image_path for r in train}
+    val_images = {r.image_path for r in val}
+    assert not train_images & val_images
+    # Images holding a and rare are stratified by rare: a quarter of them go to validation.
+    assert Counter(r.defect_class for r in val) == {"rare": 5, "a": 5 + 5, "b": 5}
+    assert split_records(list(reversed(records)), val_fraction=0.25, seed=0) == (train, val)
+
+
+def test_components_of_an_image_stay_together(neu_root):
+    records = read_dataset(neu_root, mask_records="component")
+    for seed in range(5):
+        train, val = split_records(records, val_fraction=0.5, seed=seed)
+        assert not {r.image_path for r in train} & {r.image_path for r in val}
+
+
+def test_class_and_component_records_round_trip(neu_root, tmp_path):
+    for mode in ("class", "image", "component"):
+        records = read_dataset(neu_root, mask_records=mode)
+        train, val = split_records(records, val_fraction=0.3, seed=1)
+        path = tmp_path / f"{mode}.json"
+        write_split(path, train, val, neu_root, seed=1, val_fraction=0.3)
+        doc = json.loads(path.read_text())
+        assert doc["version"] == 2
+        assert read_split(path, neu_root) == (train, val), mode
+        back = read_split(path, neu_root)
+        for before, after in zip(train + val, back[0] + back[1]):
+            assert np.array_equal(before.load_mask(), after.load_mask())
+    entries = doc["train"] + doc["val"]
+    assert all(isinstance(e["mask_region"], list) and e["component"] >= 1 and e["mask_value"]
+               for e in entries)
+
+
+def test_reads_version_1_files(mvtec_root, tmp_path):
+    records = read_dataset(mvtec_root)
+    train, val = split_records(records, seed=0)
+    path = tmp_path / "s.json"
+    write_split(path, train, val, mvtec_root)
+    doc = json.loads(path.read_text())
+    doc["version"] = 1
+    path.write_text(json.dumps(doc))
+    assert read_split(path, mvtec_root) == (train, val)
+    doc["version"] = 3
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="version 3; this samspt reads versions 1, 2"):
+        read_split(path, mvtec_root)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("mask_region", [1, 2, 3], "mask_region must be"),
+    ("mask_region", [1, 2, 3, "4"], "mask_region must be"),
+    ("mask_value", 1.5, "mask_value must be a whole number"),
+    ("component", True, "component must be a whole number"),
+])
+def test_bad_new_fields(neu_root, tmp_path, key, value, words):
+    train, val = split_records(read_dataset(neu_root, mask_records="component"), seed=0)
+    path = tmp_path / "s.json"
+    write_split(path, train, val, neu_root)
+    doc = json.loads(path.read_text())
+    doc["train"][0][key] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=words):
+        read_split(path, neu_root)
