@@ -58,6 +58,21 @@ class ModelConfig:
     # edges come from pixels rather than from 1/patch_size tokens. They travel inside the one
     # image_embeddings tensor, packed after the C embedding channels (see embedding_channels).
     high_res_features: bool = False
+    # A pixel decoder (conv family, with high_res_features): the high-res features come from a
+    # top-down path (FPN: each stride's trunk features plus the upsampled coarser result, then a
+    # 3x3 conv block) instead of 1x1 projections of the trunk alone, so the stride patch/4 and
+    # patch/2 features that mask edges are read from carry what the deep layers saw, as a
+    # U-Net's skip connections do. Computed once per view, in the encoder graph.
+    pixel_decoder: bool = False
+    # A residual 3x3 conv block after each of the decoders' upscaling stages (zero-initialised,
+    # so it starts as the identity): mask pixels see their neighbours at full mask resolution,
+    # per prompt, instead of only a 2x2 transposed convolution.
+    upscale_convs: bool = False
+    # The box as a dense prompt too: a learned vector added to the draft decoder's dense
+    # embedding at every token whose cell centre lies inside the box prompt (zero-initialised:
+    # off until trained), so every token knows whether it is in the box, as a U-Net given the
+    # box as an input channel does. Prompts without a box get none.
+    box_dense_prompt: bool = False
     # Views (samspt.runtime.views): a model trained on zoomed views records how they are chosen;
     # view_context None is a whole-image model (SAM's protocol, the SAM sizes).
     view_context: Optional[float] = None
@@ -86,6 +101,9 @@ class ModelConfig:
                                        or self.prompt_embed_dim % 8):
             raise ConfigError(f"{self.name}: high_res_features needs the conv encoder, a "
                               "patch_size divisible by 4 and a prompt_embed_dim divisible by 8")
+        if self.pixel_decoder and not self.high_res_features:
+            raise ConfigError(f"{self.name}: pixel_decoder builds the high-res features: it "
+                              "needs high_res_features (and the conv encoder)")
         if self.encoder == "vit" and self.encoder_embed_dim % self.encoder_num_heads:
             raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
                               f"divide encoder_embed_dim {self.encoder_embed_dim}")

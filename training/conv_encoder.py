@@ -11,12 +11,16 @@ architecture alone); its output at ``stride`` (8 or 16) is the image embedding g
 
 With ``high_res`` the trunk's features at strides stride/2 and stride/4 are projected (1x1 conv,
 as SAM 2's ``conv_s1``/``conv_s0``) to C/4 and C/8 channels and packed after the embedding
-(:mod:`samspt.training.high_res`) for the decoders' upscaling stages.
+(:mod:`samspt.training.high_res`) for the decoders' upscaling stages. With ``pixel_decoder`` they
+come from a top-down path instead (:class:`TopDown`, an FPN): each stride's trunk features plus
+the coarser result upsampled, through a 3x3 conv block, so the fine features carry what the deep
+layers saw (a U-Net's skip connections), not only the edges of the first layers.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
@@ -24,11 +28,29 @@ from samspt.runtime.errors import ConfigError
 from samspt.training import high_res as hr
 
 
+class TopDown(nn.Module):
+    """One step of a top-down path: (fine BxC_fxHxW trunk features, coarse BxC_cx(H/2)x(W/2)) ->
+    Bx``width``xHxW: 1x1 lateral of the fine + 1x1 of the coarse upsampled (nearest), then a 3x3
+    conv, batch norm and ReLU (folded into the convolution at export)."""
+
+    def __init__(self, fine_chans: int, coarse_chans: int, width: int) -> None:
+        super().__init__()
+        self.lateral = nn.Conv2d(fine_chans, width, kernel_size=1)
+        self.coarse = nn.Conv2d(coarse_chans, width, kernel_size=1)
+        self.block = nn.Sequential(nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False),
+                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(self.coarse(coarse), scale_factor=2.0, mode="nearest")
+        return self.block(self.lateral(fine) + up)
+
+
 class ConvImageEncoder(nn.Module):
     """Bx3xSxS preprocessed images -> BxC'x(S/stride)x(S/stride) image embeddings (C' = C, or
     4C with the high-res features packed in)."""
 
-    def __init__(self, arch: str, stride: int, out_chans: int, high_res: bool = False) -> None:
+    def __init__(self, arch: str, stride: int, out_chans: int, high_res: bool = False,
+                 pixel_decoder: bool = False) -> None:
         super().__init__()
         try:
             import timm
@@ -52,7 +74,17 @@ class ConvImageEncoder(nn.Module):
         all_channels = self.trunk.feature_info.channels()
         channels = all_channels[-1]
         self.high_res = high_res
-        if high_res:
+        self.pixel_decoder = pixel_decoder and high_res
+        if self.pixel_decoder:
+            # Widths of the top-down path at stride/2 and stride/4: at least the packed
+            # channels, at most the trunk's (a few per cent of the trunk's operations).
+            wide_s1 = max(out_chans // 4, min(64, all_channels[1]))
+            wide_s0 = max(out_chans // 8, min(32, all_channels[0]))
+            self.top_s1 = TopDown(all_channels[1], out_chans, wide_s1)
+            self.top_s0 = TopDown(all_channels[0], wide_s1, wide_s0)
+            self.conv_s0 = nn.Conv2d(wide_s0, out_chans // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(wide_s1, out_chans // 4, kernel_size=1)
+        elif high_res:
             self.conv_s0 = nn.Conv2d(all_channels[0], out_chans // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(all_channels[1], out_chans // 4, kernel_size=1)
         self.neck = nn.Sequential(
@@ -67,4 +99,8 @@ class ConvImageEncoder(nn.Module):
         embedding = self.neck(features[-1])
         if not self.high_res:
             return embedding
+        if self.pixel_decoder:
+            top_s1 = self.top_s1(features[1], embedding)
+            top_s0 = self.top_s0(features[0], top_s1)
+            return hr.pack(embedding, self.conv_s1(top_s1), self.conv_s0(top_s0))
         return hr.pack(embedding, self.conv_s1(features[1]), self.conv_s0(features[0]))

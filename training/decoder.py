@@ -46,16 +46,36 @@ def mask_dense(prompt_encoder: PromptEncoder, low_res_logits: torch.Tensor) -> t
     return prompt_encoder.mask_downscaling(low_res_logits)
 
 
+class ResidualConv(nn.Module):
+    """``x + conv(GELU(conv(x)))``, 3x3 convolutions, the second zero-initialised: the identity
+    until trained (a pretrained decoder computes what it did)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.act = nn.GELU()
+        self.conv_b = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv_b.weight)
+        nn.init.zeros_(self.conv_b.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_b(self.act(self.conv_a(x)))
+
+
 class SptMaskDecoder(MaskDecoder):
     """SAM's mask decoder plus one zero-initialised relation scale (C-vector) per two-way block."""
 
     def __init__(self, transformer_dim: int, transformer: TwoWayTransformer,
-                 iou_head_hidden_dim: int) -> None:
+                 iou_head_hidden_dim: int, upscale_convs: bool = False) -> None:
         super().__init__(transformer_dim=transformer_dim, transformer=transformer,
                          num_multimask_outputs=3, iou_head_depth=3,
                          iou_head_hidden_dim=iou_head_hidden_dim)
         self.relation_scales = nn.ParameterList(
             [nn.Parameter(torch.zeros(transformer_dim)) for _ in transformer.layers])
+        # ModelConfig.upscale_convs: a residual 3x3 block after each upscaling stage.
+        self.upscale_refine = (nn.ModuleList([ResidualConv(transformer_dim // 4),
+                                              ResidualConv(transformer_dim // 8)])
+                               if upscale_convs else None)
 
     def forward(  # type: ignore[override]
         self,
@@ -90,11 +110,16 @@ class SptMaskDecoder(MaskDecoder):
         return logits.reshape(batch, 1, up_height, up_width), scores
 
     def _upscale(self, src: torch.Tensor, high_res: Optional[HighRes]) -> torch.Tensor:
-        if high_res is None:
+        if high_res is None and self.upscale_refine is None:
             return self.output_upscaling(src)
         dc1, ln1, act1, dc2, act2 = self.output_upscaling
-        feat_s1, feat_s0 = high_res
-        return act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
+        feat_s1, feat_s0 = high_res if high_res is not None else (0.0, 0.0)
+        refine = self.upscale_refine if self.upscale_refine is not None else (None, None)
+        stage1 = act1(ln1(dc1(src) + feat_s1))
+        if refine[0] is not None:
+            stage1 = refine[0](stage1)
+        stage2 = act2(dc2(stage1) + feat_s0)
+        return refine[1](stage2) if refine[1] is not None else stage2
 
     def _two_way(self, src: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
                  relation: Optional[ImageRelation]) -> Tuple[torch.Tensor, torch.Tensor]:

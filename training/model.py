@@ -19,7 +19,8 @@ from segment_anything.modeling.transformer import Attention as DecoderAttention
 from torch import nn
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.box_region import BoxClip
+from samspt.runtime.tensors import LABEL_BOX_TOP_LEFT
+from samspt.training.box_region import BoxClip, box_region
 from samspt.training.config import LoraConfig, ModelConfig
 from samspt.training.conv_encoder import ConvImageEncoder
 from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
@@ -44,7 +45,8 @@ class SptOutput:
 def _image_encoder(config: ModelConfig) -> nn.Module:
     if config.encoder == "conv":
         return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim,
-                                high_res=config.high_res_features)
+                                high_res=config.high_res_features,
+                                pixel_decoder=config.pixel_decoder)
     return ImageEncoderViT(
         depth=config.encoder_depth, embed_dim=config.encoder_embed_dim,
         img_size=config.image_size, mlp_ratio=4,
@@ -59,7 +61,8 @@ def _decoder(config: ModelConfig) -> SptMaskDecoder:
                                     embedding_dim=config.prompt_embed_dim,
                                     mlp_dim=config.decoder_mlp_dim,
                                     num_heads=config.decoder_num_heads)
-    return SptMaskDecoder(config.prompt_embed_dim, transformer, config.iou_head_hidden_dim)
+    return SptMaskDecoder(config.prompt_embed_dim, transformer, config.iou_head_hidden_dim,
+                          upscale_convs=config.upscale_convs)
 
 
 class SptSam(nn.Module):
@@ -82,6 +85,10 @@ class SptSam(nn.Module):
                     config.pe_scale)
         self.draft_decoder = _decoder(config)
         self.refine_decoder = _decoder(config)
+        # The box as a dense prompt (ModelConfig.box_dense_prompt): one vector per pass (draft,
+        # refine) added at the tokens inside the box; zero: off until trained.
+        self.box_dense = (nn.Parameter(torch.zeros(2, config.prompt_embed_dim))
+                          if config.box_dense_prompt else None)
         self.box_clip = (None if config.box_clip_margin is None
                          else BoxClip(config.image_size, config.box_clip_margin))
         self.relation = RelationBuilder()
@@ -116,14 +123,37 @@ class SptSam(nn.Module):
         with torch.autocast(device_type=image_embedding.device.type, enabled=False):
             image_pe = self.prompt_encoder.get_dense_pe()
             sparse = embed_points(self.prompt_encoder, point_coords.float(), point_labels)
+        inside = self._inside_box(point_coords, point_labels)
         draft_logits, _ = self.draft_decoder(
-            image_embedding, image_pe, sparse, no_mask_dense(self.prompt_encoder), relation,
-            high_res)
+            image_embedding, image_pe, sparse,
+            self._with_box(no_mask_dense(self.prompt_encoder), inside, 0), relation, high_res)
         draft_logits = self._clip(draft_logits, point_coords, point_labels)
         dense = mask_dense(self.prompt_encoder, draft_logits.detach())
-        logits, scores = self.refine_decoder(image_embedding, image_pe, sparse, dense, relation,
-                                             high_res)
+        logits, scores = self.refine_decoder(image_embedding, image_pe, sparse,
+                                             self._with_box(dense, inside, 1), relation, high_res)
         return SptOutput(draft_logits, self._clip(logits, point_coords, point_labels), scores)
+
+    def _inside_box(self, point_coords: torch.Tensor,
+                    point_labels: torch.Tensor) -> Optional[torch.Tensor]:
+        """Bx1xhxw float 0/1: tokens whose cell centre lies within half a cell of the box prompt
+        (so a box smaller than a cell still marks one); 0 for prompts without a box. None when
+        the model has no box dense prompt."""
+        if self.box_dense is None:
+            return None
+        size = self.config.embedding_size
+        region = box_region(point_coords, point_labels, self.config.image_size, size, 0.0,
+                            slack_cells=0.5)
+        is_box = (point_labels == LABEL_BOX_TOP_LEFT).any(dim=1)
+        return (region & is_box[:, None, None]).to(torch.float32)[:, None]
+
+    def _with_box(self, dense: torch.Tensor, inside: Optional[torch.Tensor],
+                  index: int) -> torch.Tensor:
+        """A pass's dense embedding (1xCxhxw or BxCxhxw) plus its box vector at the tokens
+        inside each prompt's box: BxCxhxw (unchanged without a box dense prompt)."""
+        if inside is None:
+            return dense
+        return dense + inside.to(dense.dtype) * self.box_dense[index].to(dense.dtype)[None, :,
+                                                                                        None, None]
 
     def _clip(self, logits: torch.Tensor, point_coords: torch.Tensor,
               point_labels: torch.Tensor) -> torch.Tensor:
@@ -162,8 +192,11 @@ class SptSam(nn.Module):
 
 
 def is_spt_parameter(name: str) -> bool:
-    """True for state-dict names of SPT's trained tensors."""
-    return is_lora_parameter(name) or ".relation_scales." in name
+    """True for state-dict names of SPT's trained tensors: LoRA, relation scales, and the
+    additions a configuration may switch on beside SAM's own weights (the box dense prompt,
+    the upscaling refinement blocks), which start at zero and so exist only once trained."""
+    return (is_lora_parameter(name) or ".relation_scales." in name or name == "box_dense"
+            or ".upscale_refine." in name)
 
 
 def build_sam(config: ModelConfig) -> nn.Module:

@@ -43,7 +43,7 @@ from samspt.runtime.preprocess import mask_box
 from samspt.training.data.prompts import (jitter_boxes, negative_boxes, region_boxes,
                                           sample_points)
 from samspt.training.data.records import DatasetError, Record
-from samspt.training.data.view_samples import ViewSampling, view_sample
+from samspt.training.data.view_samples import ViewSampling, extra_prompts, view_sample
 from samspt.runtime.views import whole_image_view
 
 log = logging.getLogger(__name__)
@@ -203,14 +203,23 @@ class DefectDataset(torch.utils.data.Dataset):
 
     def _view_item(self, index: int, record: Record, image: np.ndarray, mask: np.ndarray,
                    rng: np.random.Generator) -> Dict[str, object]:
-        """The item of one view: K = 1 box prompt, in the view's input frame."""
+        """The item of one view: its box prompt, and in training ``prompts_per_view - 1`` more
+        on the same view (:func:`extra_prompts`), in the view's input frame."""
         config = self.config
         view, box, target, kind = view_sample(
             image, mask, config.image_size, self.views, self.sampling if self.train else None,
             rng, box_jitter=self.settings.box_jitter)
+        boxes, targets = box.reshape(1, 4), target[None]
+        extra = self.sampling.prompts_per_view - 1 if self.train else 0
+        if extra:
+            more_boxes, more_targets = extra_prompts(view, mask, kind, box, target, extra,
+                                                     self.sampling, rng,
+                                                     box_jitter=self.settings.box_jitter)
+            boxes = np.concatenate([boxes, more_boxes])
+            targets = np.concatenate([targets, more_targets])
         n = self.settings.points_per_prompt_slots
-        coords, labels = _pad(*pack_prompts(boxes=view.to_input(box.reshape(2, 2)).reshape(1, 4)),
-                              n)
+        coords, labels = _pad(*pack_prompts(
+            boxes=view.to_input(boxes.reshape(-1, 2, 2)).reshape(-1, 4)), n)
         ox, oy, rw, rh = view.placement
         valid = np.zeros((config.image_size,) * 2, dtype=bool)
         valid[oy:oy + rh, ox:ox + rw] = True
@@ -219,10 +228,10 @@ class DefectDataset(torch.utils.data.Dataset):
                                                         config.pixel_std)),
             "point_coords": torch.from_numpy(coords),
             "point_labels": torch.from_numpy(labels),
-            "targets": torch.from_numpy(target[None]),
+            "targets": torch.from_numpy(targets),
             "valid": torch.from_numpy(valid),
-            "negative": torch.tensor([not target.any()]),
-            "repeat": torch.tensor([False]),
+            "negative": torch.from_numpy(~targets.reshape(len(targets), -1).any(axis=1)),
+            "repeat": torch.zeros(len(targets), dtype=torch.bool),
             "original_hw": torch.tensor(image.shape[:2], dtype=torch.int64),
             "resized_hw": torch.tensor((rh, rw), dtype=torch.int64),
             "index": index,

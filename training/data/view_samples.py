@@ -18,6 +18,11 @@ The view's context and minimum side are jittered (log-uniform, ``context_jitter`
 moves within the slack the box leaves, so the model sees boxes at varied places and scales. The
 target of a box prompt is the mask inside the box (the model clips its logits to the box), in the
 view's input frame.
+
+With ``prompts_per_view`` K > 1 a view also carries K - 1 more prompts, answered from the same
+encoder pass (the encoder is most of a training step's cost, a prompt's decoding a small part):
+each a box on a defect-free part of the view (``extra_negative`` of them, where such room is
+found; empty target) or the defect's tight box jittered anew.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class ViewSampling:
     loose_max: float = 4.0
     context_jitter: float = 0.4
     center_jitter: float = 0.5
+    prompts_per_view: int = 1
+    extra_negative: float = 0.5
 
     def __post_init__(self) -> None:
         shares = (self.tight, self.loose, self.scan)
@@ -59,6 +66,9 @@ class ViewSampling:
         if self.loose_max < 1 or self.context_jitter < 0 or not 0 <= self.center_jitter <= 1:
             raise ConfigError(f"loose_max must be >= 1, context_jitter >= 0 and center_jitter "
                               f"in [0, 1] (got {self})")
+        if self.prompts_per_view < 1 or not 0 <= self.extra_negative <= 1:
+            raise ConfigError(f"prompts_per_view must be >= 1 and extra_negative in [0, 1] "
+                              f"(got {self})")
 
     def draw_kind(self, defect: bool, rng: np.random.Generator) -> str:
         u = rng.random()
@@ -187,3 +197,47 @@ def view_sample(image: np.ndarray, mask: np.ndarray, input_size: int, views: Vie
     else:
         target = view.crop_mask(mask & box_region(box, image_hw))
     return view, np.asarray(box, np.float32), target, kind
+
+
+def _negative_in_view(view: View, mask: np.ndarray,
+                      rng: np.random.Generator) -> Optional[np.ndarray]:
+    """A box (4,) float32, image pixels, inside the view's part of the image and holding no
+    defect pixel (grown by one pixel), sides 10-50 % of that part's; None where none fits."""
+    ix0, iy0, ix1, iy1 = view.inside
+    part = mask[max(0, iy0 - 1):iy1 + 1, max(0, ix0 - 1):ix1 + 1]
+    grown = part.copy()  # a box touching a defect's edge would hold some of its pixels
+    grown[1:] |= part[:-1]
+    grown[:-1] |= part[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    oy, ox = iy0 - max(0, iy0 - 1), ix0 - max(0, ix0 - 1)
+    found = negative_boxes(grown[oy:oy + iy1 - iy0, ox:ox + ix1 - ix0], 1, rng, (0.1, 0.5))
+    if not len(found):
+        return None
+    return (found[0] + np.array([ix0, iy0, ix0, iy0], np.float32)).astype(np.float32)
+
+
+def extra_prompts(view: View, mask: np.ndarray, kind: str, first_box: np.ndarray,
+                  first_target: np.ndarray, count: int, sampling: ViewSampling,
+                  rng: np.random.Generator, box_jitter: float = 0.1) -> Tuple[np.ndarray, np.ndarray]:
+    """``count`` more box prompts of a view whose first prompt was of ``kind`` (see the module
+    docstring; re-jittered tight boxes only in a view made around the defect, ``tight`` or
+    ``loose``; the first prompt, ``first_box`` and ``first_target``, again where the view has
+    neither a defect nor defect-free room): (countx4 float32 boxes in image pixels, countxSxS float32 targets in the view's
+    input frame)."""
+    size = view.input_size
+    boxes = np.zeros((count, 4), np.float32)
+    targets = np.zeros((count, size, size), np.float32)
+    around_defect = kind in ("tight", "loose") and bool(mask.any())
+    for k in range(count):
+        box = None
+        if not around_defect or rng.random() < sampling.extra_negative:
+            box = _negative_in_view(view, mask, rng)
+        if box is None and around_defect:
+            box = jitter_boxes(mask_box(mask)[None], box_jitter, mask.shape, rng)[0]
+            targets[k] = view.crop_mask(mask & box_region(box, mask.shape))
+        elif box is None:  # no defect-free room in the view: the first prompt again
+            box = first_box
+            targets[k] = first_target
+        boxes[k] = box
+    return boxes, targets

@@ -123,3 +123,52 @@ def test_large_boxes_are_sampled_through_the_runtimes_tiles():
         ix0, iy0, ix1, iy1 = view.inside
         assert ix0 <= box[0] <= box[2] <= ix1 - 1 and iy0 <= box[1] <= box[3] <= iy1 - 1
         np.testing.assert_array_equal(target, view.crop_mask(mask & box_region(box, mask.shape)))
+
+
+def test_a_view_carries_more_prompts_negatives_hold_no_defect(records):
+    """prompts_per_view K: K box prompts on one view, the first the sample's own; the others are
+    boxes on defect-free room of the view (empty targets, no defect pixel under them) or the
+    defect's tight box again, jittered (its target the mask inside it); validation keeps one."""
+    sampling = ViewSampling(tight=1.0, loose=0.0, scan=0.0, free_scan=0.0, prompts_per_view=3,
+                            extra_negative=0.5)
+    dataset = DefectDataset(records, CONFIG, train=True, sampling=sampling)
+    kinds = collections.Counter()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        for index in range(5):
+            item = dataset[index]
+            assert item["point_coords"].shape == (3, 2, 2)
+            assert item["targets"].shape == (3, CONFIG.image_size, CONFIG.image_size)
+            coords = item["point_coords"].numpy()
+            inside = (coords >= -0.5) & (coords <= CONFIG.image_size + 0.5)
+            assert inside.all()                       # every prompt lies in the view's input
+            for k in range(1, 3):
+                target = item["targets"][k].numpy()
+                kinds["negative" if not target.any() else "tight"] += 1
+                if index == 4:                        # the defect-free image: negatives only
+                    assert not target.any()
+    assert kinds["negative"] > 10 and kinds["tight"] > 5
+    assert DefectDataset(records, CONFIG, train=False, sampling=sampling)[0][
+        "point_coords"].shape == (1, 2, 2)
+
+
+def test_negatives_in_a_view_avoid_the_defect():
+    from samspt.training.data.view_samples import extra_prompts
+
+    rng = np.random.default_rng(0)
+    mask = _mask()
+    box = pp.mask_box(mask)
+    view = box_view(box, mask.shape, CONFIG.image_size, CONFIG.view_settings)
+    sampling = ViewSampling(prompts_per_view=9, extra_negative=1.0)
+    first = view.crop_mask(mask & box_region(box, mask.shape))
+    boxes, targets = extra_prompts(view, mask, "tight", box, first, 8, sampling, rng)
+    ix0, iy0, ix1, iy1 = view.inside
+    for b, target in zip(boxes, targets):
+        if target.any():  # no room left: the first prompt again
+            np.testing.assert_array_equal(b, box)
+            continue
+        x0, y0, x1, y1 = b.astype(int)
+        assert ix0 <= x0 <= x1 < ix1 and iy0 <= y0 <= y1 < iy1
+        assert not mask[y0:y1 + 1, x0:x1 + 1].any()
+    with pytest.raises(ConfigError, match="prompts_per_view"):
+        ViewSampling(prompts_per_view=0)
