@@ -7,6 +7,7 @@
     runs/<name>/checkpoints/step_0000200.state.pt      optimizer, scheduler, scaler, step
     runs/<name>/checkpoints/latest.json  the newest complete checkpoint (written last)
     runs/<name>/model.safetensors       final weights; best.safetensors: best validation
+    runs/<name>/status.json             the one command's state: training, trained, finished
 
 Every file is written atomically; ``latest.json`` only names a checkpoint once both of its files
 are complete, so an interrupted run always resumes from a whole checkpoint.
@@ -39,6 +40,25 @@ class RunFiles:
         self.plots = self.root / "plots"
         self.final = self.root / "model.safetensors"
         self.best = self.root / "best.safetensors"
+        self.status = self.root / "status.json"
+
+    # -------------------------------------------------------------------------- status
+    def read_status(self) -> Dict[str, Any]:
+        """The one command's record of the run (``{}`` when there is none)."""
+        if not self.status.exists():
+            return {}
+        try:
+            found = json.loads(self.status.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise CheckpointError(f"{self.status} is damaged; delete it to continue the run "
+                                  "from its newest checkpoint") from None
+        return found if isinstance(found, dict) else {}
+
+    def write_status(self, **fields: Any) -> None:
+        """Update ``status.json`` with ``fields`` (atomically)."""
+        status = self.read_status()
+        status.update(fields)
+        atomic_write_text(self.status, json.dumps(status, indent=1, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------------------- metrics
     def append_metrics(self, record: Dict[str, Any]) -> None:
@@ -66,11 +86,12 @@ class RunFiles:
 
     # --------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, model: SptSam, mode: str, state: Dict[str, Any],
-                        keep: int = 2) -> Path:
-        """Weights and training state of ``step``; then ``latest.json``; then prune old ones."""
+                        keep: int = 2, extra: Optional[Dict[str, str]] = None) -> Path:
+        """Weights and training state of ``step``; then ``latest.json``; then prune old ones.
+        ``extra``: more metadata for the weights file (the step is always there)."""
         stem = self.checkpoints / f"step_{step:07d}"
         weights = stem.with_suffix(".safetensors")
-        save_spt_weights(model, weights, mode=mode, extra={"step": str(step)})
+        save_spt_weights(model, weights, mode=mode, extra={"step": str(step), **(extra or {})})
         with atomic_path(stem.with_suffix(".state.pt")) as tmp:
             torch.save(state, tmp)
         atomic_write_text(self.checkpoints / "latest.json",

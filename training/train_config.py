@@ -27,12 +27,20 @@ class ModelSection:
     init_weights: Optional[str] = None  # SPT/full weights (.safetensors) to start from
     lora_rank: int = 8
     lora_alpha: float = 1.0
+    # Overrides of the named configuration's fields (ModelConfig, training/config.py), e.g.
+    # {image_size: 256, view_min_side: 128}: how `samspt-train --data` applies the view settings
+    # it derives from the training masks. Unknown field names are errors.
+    config: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class DataSection:
     root: str = "../shared/datasets/mtd"
     layout: str = "auto"
+    # How mask files become records where the reader offers a choice (read_dataset's
+    # mask_records: "class", one record per class id of a class-id mask); passed only to
+    # readers that take it.
+    mask_records: str = "class"
     val_fraction: float = 0.2
     split_seed: int = 0
     prompts_per_image: int = 4
@@ -50,6 +58,9 @@ class DataSection:
     view_loose: float = 0.2
     view_scan: float = 0.2
     view_free_scan: float = 0.5
+    # Prompts per training view: the view's own, and K - 1 more boxes on the same view (its
+    # other defects, jittered or loose boxes, clean areas) answered from the one encoder run.
+    prompts_per_view: int = 1
 
 
 @dataclass
@@ -68,6 +79,8 @@ class OptimSection:
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     seed: int = 0
     deterministic: bool = True
+    channels_last: bool = False  # conv trunks in channels-last memory format (faster on CPUs)
+    threads: int = 0  # torch's CPU threads for this process (0: torch's default, one per core)
 
 
 @dataclass
@@ -92,6 +105,16 @@ class LogSection:
 
 
 @dataclass
+class BudgetSection:
+    """A wall-clock budget instead of a step count (training/schedule.py, TimeBudget)."""
+
+    minutes: float = 0.0  # the whole run, the finish stage included; 0: steps decide
+    finish_share: float = 0.12  # least share kept for the finish stage (export, evaluation)
+    warmup_share: float = 0.03  # share of the training time the learning rate warms up
+    evaluations: int = 8  # validations spread over the training time, the last at its end
+
+
+@dataclass
 class TrainConfig:
     name: str = "spt"
     out_dir: str = "runs"
@@ -100,6 +123,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
     log: LogSection = field(default_factory=LogSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
 
     @property
     def run_dir(self) -> Path:
@@ -142,6 +166,22 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         return [_coerce(v, args[0], where) for v in value]
+    if origin is tuple:  # kept as a list, which YAML writes and reads back alike
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return [_coerce(v, args[0], where) for v in value]
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return [_coerce(v, a, where) for v, a in zip(value, args)]
+    if origin in (dict, Dict):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if hint is Any:
+        return value
     if hint is float and isinstance(value, str):
         try:  # PyYAML reads 3e-4 (no dot) as a string
             return float(value)
@@ -194,6 +234,14 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     return merged
 
 
+def config_from_dict(data: Dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
+    """A configuration from a mapping (e.g. a recipe's :meth:`TrainConfig.to_dict`) updated by
+    ``overrides``, checked as a YAML file is."""
+    config = _build(TrainConfig, _merge(data, parse_overrides(overrides)), "")
+    _validate(config)
+    return config
+
+
 def load_train_config(path: Optional[Union[str, Path]] = None,
                       overrides: Sequence[str] = ()) -> TrainConfig:
     """The defaults, updated by the YAML file at ``path``, updated by ``overrides``."""
@@ -212,7 +260,29 @@ def load_train_config(path: Optional[Union[str, Path]] = None,
     return config
 
 
+def model_config_overrides(overrides: Dict[str, Any],
+                           where: str = "model.config") -> Dict[str, Any]:
+    """``model.config`` checked against ModelConfig's fields (training/config.py) and typed:
+    a ConfigError names an unknown field and the known ones. Tuples come back as tuples."""
+    from samspt.training.config import ModelConfig
+
+    hints = get_type_hints(ModelConfig)
+    known = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown model configuration field{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(f'{where}.{k}' for k in unknown)}; known fields: "
+                          f"{', '.join(known)}")
+    out = {}
+    for name, value in overrides.items():
+        coerced = _coerce(value, hints[name], f"{where}.{name}")
+        out[name] = tuple(coerced) if isinstance(coerced, list) else coerced
+    return out
+
+
 def _validate(config: TrainConfig) -> None:
+    typed = model_config_overrides(config.model.config)
+    config.model.config = {k: list(v) if isinstance(v, tuple) else v for k, v in typed.items()}
     checks: List[Tuple[bool, str]] = [
         (config.model.mode in ("spt", "full"), f"model.mode must be spt or full, "
                                                f"got {config.model.mode!r}"),
@@ -227,6 +297,11 @@ def _validate(config: TrainConfig) -> None:
         (config.optim.amp in ("auto", "off", "bf16", "fp16"),
          "optim.amp must be auto, off, bf16 or fp16"),
         (config.log.checkpoint_every >= 1, "log.checkpoint_every must be >= 1"),
+        (config.optim.threads >= 0, "optim.threads must be >= 0 (0: torch's default)"),
+        (config.budget.minutes >= 0, "budget.minutes must be >= 0 (0: steps decide)"),
+        (0 <= config.budget.finish_share < 1, "budget.finish_share must be in [0, 1)"),
+        (0 <= config.budget.warmup_share < 1, "budget.warmup_share must be in [0, 1)"),
+        (config.budget.evaluations >= 1, "budget.evaluations must be >= 1"),
         (0 <= config.loss.defect_share < 1, "loss.defect_share must be in [0, 1): 0 turns "
                                             "class balancing off, 0.5 balances"),
         (config.loss.focus_margin >= 0 and config.loss.outside >= 0,

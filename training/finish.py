@@ -1,0 +1,510 @@
+"""The finish stage of a training run: a verified model folder, its scan gate, and a model card.
+
+    report = finish_run(run_dir, config, train_records, val_records, deadline=..., progress=...)
+
+``run_dir`` holds what :class:`samspt.training.trainer.Trainer` wrote (``best.safetensors``,
+``model.safetensors``, ``config.yaml``, ``split.json``, ``metrics.jsonl``, ``plots/``). The stage:
+
+1. loads ``best.safetensors`` (best validation final mIoU; ``model.safetensors`` when the run has
+   no best), and exports its FP32 graphs, unverified and with no scan gate, into a hidden probe
+   folder inside the run (:func:`samspt.export.onnx_export.export_model`: about a second);
+2. evaluates the probe through :class:`samspt.runtime.Inspector` on the validation records
+   (:func:`samspt.training.evaluation.evaluate_records`: a tight box per defective image, a
+   seeded random box per defect-free one, and the prompt-free scan with no gate, whose
+   trade-off gives the figures at every stricter gate from this one run);
+3. chooses the scan's gate from that trade-off
+   (:func:`samspt.training.finish_report.choose_gate`);
+4. exports the model folder once, ``RUN/model`` (FP32 and FP16 graphs, parity-verified against
+   PyTorch on validation images, the gate in its manifest; built in a temporary folder and
+   renamed, so a failed export leaves no folder; FP32 alone, with a note in the card, where the
+   FP16 graphs miss their parity gate), checks that its FP32 graphs are the probe's
+   byte for byte (so the figures are those of the shipped graphs) and opens it with the
+   Inspector, which checks every file's sha256;
+5. draws validation overlays with the exported model (each box's view enlarged), evaluates
+   the baselines (box as mask; GrabCut, skipped when ``deadline`` is near) and writes
+   ``RUN/MODEL_CARD.md`` and ``RUN/finish.json`` (:mod:`samspt.training.model_card`).
+
+The gate rule: :func:`samspt.training.finish_report.choose_gate`.
+
+Re-running the stage on a finished run: :func:`main_finish` (``samspt-train --finish-only RUN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from samspt.runtime.errors import CheckpointError, CheckpointNotFoundError, ConfigError, \
+    ModelFolderError, SamsptError
+from samspt.runtime.files import atomic_write_text, sha256_file
+from samspt.training import model_card
+from samspt.training.data.records import Record
+from samspt.training.finish_report import (BOX, DEFAULT_FALSE_ALARM, GOALS, GRABCUT, Figures,
+                                          FinishReport, check_goals, choose_gate, flagged_at,
+                                          goal_lines, scan_figures)
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+CARD = "MODEL_CARD.md"
+REPORT = "finish.json"
+OVERLAYS = "plots/model_overlays.png"
+CURVES = "plots/curves.png"
+VERIFY_IMAGES = 8          # validation images of the export's parity check
+OVERLAY_IMAGES = 8         # when the config does not say (log.overlay_images)
+CARD_RESERVE_S = 10.0      # seconds kept for the card when a deadline cuts GrabCut short
+FINISH_COMMAND = "samspt-train --finish-only {run}"
+
+Progress = Callable[[str], None]
+
+# ----------------------------------------------------------------------------- the stage
+class _OutOfTime(Exception):
+    pass
+
+
+class _Stages:
+    """Stage messages to the caller's ``progress`` and the log, and seconds per stage."""
+
+    def __init__(self, progress: Optional[Progress]) -> None:
+        self.progress = progress
+        self.seconds: Dict[str, float] = {}
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            log.debug("%s", message)      # the caller shows it
+            self.progress(message)
+        else:
+            log.info("%s", message)
+
+    @contextlib.contextmanager
+    def stage(self, key: str, message: str) -> Iterator[None]:
+        self.say(message)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[key] = round(time.perf_counter() - start, 2)
+
+    def counter(self, what: str, deadline: Optional[float] = None
+                ) -> Callable[[int, int], None]:
+        """An evaluate_records progress callback: a message at each quarter; raises
+        _OutOfTime once ``deadline`` (minus the card's reserve) has passed, or, from the third
+        image on, as soon as the pace so far says the images left would end after it."""
+        start = time.time()
+
+        def progress(done: int, total: int) -> None:
+            now = time.time()
+            if deadline is not None and done < total:
+                end, pace = deadline - CARD_RESERVE_S, (now - start) / done
+                if now > end or (done >= 3 and now + pace * (total - done) > end):
+                    raise _OutOfTime
+            if done == total or done % max(1, math.ceil(total / 4)) == 0:
+                self.say(f"{what}: {done}/{total} images")
+        return progress
+
+
+def finish_run(run_dir: Path, config: Any, train_records: Sequence[Record],
+               val_records: Sequence[Record], deadline: Optional[float] = None,
+               progress: Optional[Progress] = None, *,
+               goals: Optional[Mapping[str, float]] = None,
+               false_alarm: float = DEFAULT_FALSE_ALARM,
+               command: Optional[Sequence[str]] = None,
+               data_root: Optional[Path] = None,
+               train_seconds: Optional[float] = None) -> FinishReport:
+    """Export, measure and document a trained run (see the module doc); returns the report.
+
+    ``config``: the run's TrainConfig; ``train_records``/``val_records``: its split;
+    ``deadline``: a ``time.time()`` by which to be done (GrabCut is skipped or cut short near
+    it; the required steps always run); ``progress``: stage messages. ``goals``: e.g.
+    ``{"final_miou": 0.80, "defect_free_empty": 0.95}`` (keys: :data:`GOALS`); ``false_alarm``:
+    the gate rule's target share of defect-free images flagged; ``command``: the training
+    command's argv, quoted in the card; ``data_root``: the dataset folder the split is relative
+    to (default: the split file's, else the config's); ``train_seconds``: the training's wall
+    time (default: from the run's files). Raises :class:`CheckpointError` when the run's weights
+    cannot be read and :class:`samspt.export.verify.VerificationError` when the graphs miss
+    parity; then no ``RUN/model`` is written (one from an earlier finish stays as it was).
+    """
+    run_dir = Path(run_dir)
+    goals = check_goals(goals)
+    if not 0 <= false_alarm < 1:
+        raise ConfigError(f"false_alarm is a share of defect-free images in [0, 1), got "
+                          f"{false_alarm}")
+    val_records, train_records = list(val_records), list(train_records)
+    if not val_records:
+        raise ConfigError(f"{run_dir}: no validation images; the finish stage measures the "
+                          "model on them (data.val_fraction > 0)")
+    stages = _Stages(progress)
+    notes: List[str] = []
+    weights = _weights(run_dir)
+    with _one_torch_thread():
+        return _finish(run_dir, config, train_records, val_records, deadline, stages, notes,
+                       weights, goals, false_alarm, command, data_root, train_seconds)
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """PyTorch on one thread while finishing, the caller's setting restored after. Its work here
+    is small (tracing, parity masks of a few images), and on CPU cores that other processes
+    share its OpenMP threads mostly wait for each other: exporting cnn_small took 150 s on two
+    threads and 32 s on one on the 2-core VM under a training run's load (4 s unloaded)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records: List[Record],
+            deadline: Optional[float], stages: _Stages, notes: List[str], weights: Path,
+            goals: Dict[str, float], false_alarm: float, command: Optional[Sequence[str]],
+            data_root: Optional[Path], train_seconds: Optional[float]) -> FinishReport:
+    with stages.stage("load", f"loading {weights.name}"):
+        model = _load(weights, config, run_dir)
+    full_config = model.config
+    views = full_config.view_settings is not None
+
+    from samspt.export.onnx_export import export_model, with_scan_min_score
+    from samspt.training.evaluation import RuntimePredictor, evaluate_records
+
+    probe_root = Path(tempfile.mkdtemp(prefix=".finish-probe.", dir=run_dir))
+    try:
+        with stages.stage("probe_export", "exporting the FP32 graphs to measure them"):
+            model.config = dataclasses.replace(full_config, scan_min_score=None)
+            probe = export_model(model, probe_root / MODEL_DIR, run_dir.resolve().name,
+                                 precision="fp32", verify=False)
+        with stages.stage("evaluate", f"evaluating the exported graphs on {len(val_records)} "
+                                      "validation images (boxes, and the scan with no gate)"):
+            predictor = RuntimePredictor(probe.out_dir)
+            backend = f"{predictor.inspector.backend}, {predictor.inspector.precision}"
+            evaluation = evaluate_records(predictor, val_records, progress=stages.counter(
+                "evaluating the model"))
+            predictor.inspector.close()
+    finally:
+        shutil.rmtree(probe_root, ignore_errors=True)
+    images = evaluation.pop("images")
+    scan = scan_figures(evaluation) if views else None
+    gate = choose_gate(scan, false_alarm, whole_image=not views)
+    gate.per_class = {c: flagged_at([r for r in images if r["defect_class"] == c], gate.gate)
+                      for c in evaluation["per_class"]} if scan else {}
+    stages.say(f"scan gate: {model_card.gate_text(gate.gate)} ({gate.rule})")
+
+    model_dir = run_dir / MODEL_DIR
+    with stages.stage("export", f"exporting {model_dir} (FP32 + FP16, verified)"):
+        model.config = (with_scan_min_score(full_config, gate.gate) if gate.gate is not None
+                        else dataclasses.replace(full_config, scan_min_score=None))
+        result = _export(model, model_dir, run_dir.resolve().name, _verify_images(val_records),
+                         _sources(weights, config), notes)
+    shipped = result.manifest["files"]
+    if any(entry["sha256"] != shipped.get(name, {}).get("sha256")
+           for name, entry in probe.manifest["files"].items()):
+        notes.append("The figures were measured on FP32 graphs traced a moment before the "
+                     "shipped ones and not byte-identical to them (both from the same weights; "
+                     "the shipped graphs passed parity with PyTorch).")
+        log.warning("%s", notes[-1])
+
+    from samspt.runtime.inspector import Inspector
+
+    pictures: Dict[str, Path] = {}
+    with Inspector(model_dir) as inspector:        # checks every file's sha256, warms up
+        if views and inspector.view_settings.scan_min_score != gate.gate:
+            raise ModelFolderError(f"{model_dir}'s manifest holds scan gate "
+                                   f"{inspector.view_settings.scan_min_score}, not the chosen "
+                                   f"{gate.gate}; finish the run again")
+        left = _time_left(deadline)
+        if left is None or left > CARD_RESERVE_S:
+            with stages.stage("overlays", "drawing validation overlays with the exported model"):
+                count = int(getattr(getattr(config, "log", None), "overlay_images",
+                                    OVERLAY_IMAGES) or OVERLAY_IMAGES)
+                path = _overlays(inspector, val_records, count, run_dir / OVERLAYS)
+                if path is not None:
+                    pictures["overlays"] = path
+        else:
+            notes.append("Validation overlays: skipped (the deadline was near).")
+    curves = _curves(run_dir)
+    if curves is not None:
+        pictures["curves"] = curves
+
+    baselines = _baselines(val_records, deadline, stages, notes)
+    metrics = _read_metrics(run_dir)
+    report = FinishReport(
+        run_dir=run_dir, model_dir=model_dir, card=run_dir / CARD,
+        report_json=run_dir / REPORT, weights=weights, weights_step=_weights_step(weights),
+        model=Figures.from_report(run_dir.resolve().name, evaluation), baselines=baselines,
+        scan=scan, gate=gate, goals=[], pictures=pictures, notes=notes,
+        seconds=stages.seconds, backend=backend,
+        verification=_verification(result.manifest.get("verification")), files=result.files)
+    report.goals = goal_lines(report, goals)
+    with stages.stage("card", f"writing {report.card}"):
+        info = model_card.run_info(run_dir, config, model, train_records, val_records, metrics,
+                                   model_dir=model_dir, command=command, data_root=data_root,
+                                   finish_command=FINISH_COMMAND.format(run=run_dir),
+                                   train_seconds=train_seconds)
+        atomic_write_text(report.card, model_card.render(report, info))
+        atomic_write_text(report.report_json, json.dumps(report.to_dict(), indent=2) + "\n")
+    stages.say(f"finished {run_dir}: {model_dir}, {report.card}")
+    return report
+
+
+# ----------------------------------------------------------------------------- helpers
+def _time_left(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else deadline - time.time()
+
+
+def _weights(run_dir: Path) -> Path:
+    for name in ("best.safetensors", "model.safetensors"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise CheckpointNotFoundError(f"{run_dir} holds neither best.safetensors nor "
+                                  "model.safetensors: training has not written its weights; "
+                                  "finish the training (or resume it) first")
+
+
+def _load(weights: Path, config: Any, run_dir: Path):
+    from samspt.training.checkpoints import load_spt_model
+
+    sam = getattr(getattr(config, "model", None), "sam_checkpoint", None)
+    try:
+        return load_spt_model(weights, sam).float().eval()
+    except CheckpointError as exc:
+        raise type(exc)(f"cannot finish {run_dir}: {exc} No model folder was written; "
+                        "resume or repeat the training to write the weights again") from None
+
+
+def _weights_step(weights: Path) -> Optional[int]:
+    """The training step the trainer wrote into the weights' metadata, if any (the header
+    only: the tensors are not read again)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return int((handle.metadata() or {}).get("step"))
+    except (SafetensorError, OSError, TypeError, ValueError):
+        return None
+
+
+def _sources(weights: Path, config: Any) -> Dict[str, Any]:
+    sources = {"weights": {"name": weights.name, "sha256": sha256_file(weights)}}
+    sam = getattr(getattr(config, "model", None), "sam_checkpoint", None)
+    if sam:
+        sources["checkpoint"] = {"name": Path(sam).name, "sha256": sha256_file(sam)}
+    return sources
+
+
+def _export(model, model_dir: Path, name: str, verify_images, sources: Dict[str, Any],
+            notes: List[str]):
+    """FP32 + FP16 graphs, verified, into ``model_dir`` (replaced only on success). Where the
+    FP16 graphs miss their parity gate, the verified FP32 graphs alone, and a note says why: the
+    run's model still ships, as ONNX Runtime runs it. A VerificationError when FP32 misses too."""
+    from samspt.export.onnx_export import export_model
+    from samspt.export.verify import VerificationError
+
+    def export(precision: str):
+        return export_model(model, model_dir, name, precision=precision,
+                            verify_images=verify_images, sources=sources,
+                            stage=lambda text: log.info("export: %s", text))
+
+    try:
+        return export("both")
+    except VerificationError as exc:
+        missed = str(exc)
+    log.warning("the graphs missed parity (%s); exporting the FP32 graphs alone", missed)
+    result = export("fp32")
+    notes.append(f"FP16 graphs: not in the folder, they missed parity with PyTorch ({missed}). "
+                 "It holds the verified FP32 graphs only (what ONNX Runtime runs by default).")
+    return result
+
+
+def _round_robin(records: Sequence[Record]) -> List[Record]:
+    by_class: Dict[str, List[Record]] = {}
+    for record in records:
+        by_class.setdefault(record.defect_class, []).append(record)
+    return [r for group in itertools.zip_longest(*by_class.values()) for r in group if r]
+
+
+def _verify_images(records: Sequence[Record]) -> Optional[list]:
+    """Up to VERIFY_IMAGES validation images, classes mixed, with seeded box prompts (the
+    export's parity check runs on the run's own kind of image)."""
+    from samspt.runtime.samples import prompt_boxes
+
+    rng = np.random.default_rng(0)
+    out = []
+    for record in _round_robin(records)[:VERIFY_IMAGES]:
+        image = record.load_image()
+        out.append((record.name, image, prompt_boxes(record.load_mask(image.shape[:2]), rng)))
+    return out or None
+
+
+def _verification(figures: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if not figures:
+        return None
+    out: Dict[str, Any] = {"images": figures.get("images")}
+    for label, block in figures.items():
+        if isinstance(block, dict) and "mean_iou" in block:
+            out[label] = {"mean_iou": block["mean_iou"], "min_iou": block["min_iou"]}
+    return out
+
+
+def _overlays(inspector, records: Sequence[Record], count: int, path: Path) -> Optional[Path]:
+    """Rows of defective validation images (classes in turn): the exported model's answer to
+    each tight box, its view enlarged (:func:`samspt.training.plots.overlay_grid`)."""
+    from samspt.runtime.preprocess import mask_box
+    from samspt.training.plots import overlay_grid
+
+    rows = []
+    for record in _round_robin([r for r in records if not r.is_defect_free]):
+        if len(rows) >= count:
+            break
+        image = record.load_image()
+        truth = record.load_mask(image.shape[:2])
+        if not truth.any():
+            continue
+        box = mask_box(truth)
+        result = inspector.inspect(image, boxes=box[None])
+        rows.append((record.name, image, truth, result.draft_masks[0], result.masks[0], box,
+                     result.views[0] if result.views else None))
+    if not rows:
+        return None
+    return overlay_grid(rows, path, title="validation: the exported model through the "
+                                          "Inspector (tight boxes)")
+
+
+def _read_metrics(run_dir: Path) -> List[Dict[str, Any]]:
+    from samspt.training.run_files import RunFiles
+
+    return RunFiles(run_dir).read_metrics()
+
+
+def _curves(run_dir: Path) -> Optional[Path]:
+    """plots/curves.png: the trainer's, or drawn here from metrics.jsonl when it is missing."""
+    path = run_dir / CURVES
+    if path.is_file():
+        return path
+    metrics = _read_metrics(run_dir)
+    if not any("loss" in r for r in metrics):
+        return None
+    from samspt.training.plots import plot_curves
+
+    return plot_curves(metrics, path)
+
+
+def _baselines(records: Sequence[Record], deadline: Optional[float], stages: _Stages,
+               notes: List[str]) -> Dict[str, Optional[Figures]]:
+    from samspt.training.baselines import BoxAsMask, GrabCut
+    from samspt.training.evaluation import evaluate_records
+
+    out: Dict[str, Optional[Figures]] = {}
+    with stages.stage("baseline_box", "baseline: the box as the mask"):
+        out[BOX] = Figures.from_report(BOX, evaluate_records(BoxAsMask(), records, scan=False))
+    left = _time_left(deadline)
+    if left is not None and left < 2 * CARD_RESERVE_S:
+        out[GRABCUT] = None
+        notes.append(f"GrabCut baseline: skipped ({left:.0f} s were left before the deadline).")
+        return out
+    try:
+        with stages.stage("baseline_grabcut", "baseline: OpenCV GrabCut, 5 iterations"):
+            report = evaluate_records(GrabCut(), records, scan=False,
+                                      progress=stages.counter("GrabCut", deadline))
+        out[GRABCUT] = Figures.from_report(GRABCUT, report)
+    except _OutOfTime:
+        out[GRABCUT] = None
+        notes.append("GrabCut baseline: stopped part-way, it would have ended after the "
+                     "deadline; not reported.")
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+def build_finish_parser(prog: str = "samspt-train --finish-only") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Finish a trained run again: export RUN/model (FP32 + FP16, "
+        "verified), measure it on the run's validation split through the Inspector, choose "
+        "the scan's gate, write RUN/MODEL_CARD.md.")
+    parser.add_argument("run", type=Path, metavar="RUN", help="the run folder (config.yaml, "
+                        "split.json, best.safetensors or model.safetensors)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset folder the split is relative to (default: the one the "
+                             "split was written with)")
+    parser.add_argument("--false-alarm", type=float, default=DEFAULT_FALSE_ALARM, metavar="P",
+                        help="the gate rule's target share of defect-free validation images "
+                             f"the scan flags (default {DEFAULT_FALSE_ALARM})")
+    parser.add_argument("--goal", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"a goal line in the card (repeatable); keys: {', '.join(GOALS)}")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="time to finish in; GrabCut is skipped when it runs short")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def main_finish(argv: Optional[List[str]] = None) -> int:
+    """``samspt-train --finish-only RUN [...]``: :func:`finish_run` on a finished run's files."""
+    from samspt.runtime.logs import configure_cli_logging
+
+    args = build_finish_parser().parse_args(argv)
+    configure_cli_logging(args.verbose)
+    start = time.perf_counter()
+
+    def progress(text: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    try:
+        goals = _parse_goals(args.goal)
+        config, train, val, root = _read_run(args.run, args.data)
+        deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+        report = finish_run(args.run, config, train, val, deadline, progress, goals=goals,
+                            false_alarm=args.false_alarm, data_root=root)
+    except SamsptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write into {args.run}: {exc}", file=sys.stderr)
+        return 2
+    m = report.model
+    print(f"model folder: {report.model_dir}\nmodel card:   {report.card}")
+    print(f"final mIoU {model_card.fmt(m.final_miou)} (draft {model_card.fmt(m.draft_miou)}, "
+          f"box as mask {model_card.fmt(report.baselines[BOX].final_miou)}); defect-free boxes "
+          f"answered empty {model_card.share(m.defect_free_empty)}")
+    print(f"scan gate: {model_card.gate_text(report.gate.gate)}: defective flagged "
+          f"{model_card.share(report.gate.defective_flagged)}, defect-free flagged "
+          f"{model_card.share(report.gate.defect_free_flagged)}")
+    return 0
+
+
+def _parse_goals(pairs: Sequence[str]) -> Dict[str, float]:
+    goals = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            goals[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"--goal takes KEY=NUMBER (e.g. final_miou=0.8), got {pair!r}; "
+                              f"keys: {', '.join(GOALS)}") from None
+    return check_goals(goals)
+
+
+def _read_run(run: Path, data: Optional[Path]):
+    """(TrainConfig, train records, val records, data root) of a run folder."""
+    from samspt.training.data.split import read_split
+    from samspt.training.train_config import load_train_config
+
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run} has no config.yaml: it is not a samspt-train run folder")
+    config = load_train_config(run / "config.yaml")
+    root = data or model_card.json_object(run / "split.json").get("root") or \
+        config.data.root
+    train, val = read_split(run / "split.json", root)
+    return config, train, val, Path(root)

@@ -1,0 +1,120 @@
+"""The recipe of ``samspt-train --data DIR --out RUN``: every default the one command trains
+with, in one function. ``--set key=value`` overrides any of it (applied after the recipe and
+the settings derived from the data).
+
+It starts from the bundled example model's first stage (training/configs/example_cnn.yaml), in
+float32 (``amp off``: CPUs without bfloat16 support run it fastest) and not bit-deterministic
+(deterministic kernels are slower), with a wall-clock budget in place of a step count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+from samspt.training.train_config import TrainConfig
+
+START_KINDS = ("scratch", "sam", "weights")
+
+
+def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: float = 60.0,
+                   start: str = "scratch") -> TrainConfig:
+    """The one command's configuration for dataset ``data`` and run folder ``out``.
+
+    ``start``: ``scratch`` (the conv family from scratch), ``sam`` (SPT on a SAM checkpoint) or
+    ``weights`` (training on from SPT/full weights). The model's type, checkpoint and derived
+    view settings are filled in by :mod:`samspt.training.auto_run`; this function holds only
+    defaults.
+    """
+    out = Path(out)
+    c = TrainConfig()
+    c.name = out.name                     # the run folder is out_dir/name = RUN
+    c.out_dir = str(out.parent)
+
+    # Model: the example model's conv family (ResNet-18 trunk, SAM 2-style high-res features,
+    # SPT's decoders), trained whole from scratch; its view settings come from the data.
+    c.model.type = "cnn_small"
+    c.model.mode = "full"
+    # The path to pixels (measured on unseen MTD images, 21.6k views each, docs/training.md):
+    # the encoder's top-down pixel decoder to stride 2, residual convs after the decoders'
+    # upscaling, and the box also as a dense prompt: 0.626 against 0.612 without them.
+    c.model.config = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True}
+
+    # Data: every reader's layout detected; a fifth of each class kept for validation.
+    c.data.root = str(data)
+    c.data.layout = "auto"
+    c.data.mask_records = "class"         # class-id masks: one record per class of an image
+    c.data.val_fraction = 0.2
+    c.data.split_seed = 0
+    c.data.val_limit = 30                 # validate on at most 30 images per class
+    c.data.box_jitter = 0.1
+    c.data.augment = True
+    c.data.defect_free_fraction = 0.25    # defect-free images per defective one in an epoch
+    # Sample kinds on defective images (the rest: boxes on clean areas), and the share of scan
+    # windows on defect-free images (view_samples.py). Tight boxes dominate: the mix of the
+    # example model's first stage (tight 0.45, loose 0.2, scan 0.2) cost 0.03-0.05 mIoU with
+    # tight boxes on unseen images.
+    c.data.view_tight = 0.8
+    c.data.view_loose = 0.0
+    c.data.view_scan = 0.1
+    c.data.view_free_scan = 0.5
+    # A second box on every view (another defect, a jittered or loose box, half of them on
+    # clean areas): the decoders see twice the prompts for one encoder run.
+    c.data.prompts_per_view = 2
+    # Loading, augmenting and cropping in the training process: on the 2-core CPU they cost
+    # 0.14 CPU-s of a 1.7 CPU-s step of 24 views (8 %), and a DataLoader worker would take that
+    # core time from torch's second thread rather than add any (data.workers 1 to try it).
+    c.data.workers = 0
+
+    # Optimiser: AdamW, 24 views a step, gradient clipping; float32 on the CPU.
+    c.optim.batch_size = 24               # lowered to the images of an epoch on small datasets
+    c.optim.grad_accum = 1
+    c.optim.lr = 1.0e-3
+    c.optim.weight_decay = 0.01
+    c.optim.grad_clip = 1.0
+    c.optim.amp = "off"
+    c.optim.seed = 0
+    c.optim.deterministic = False
+    c.optim.channels_last = True          # the conv trunk channels-last: 5 % less CPU a step
+    c.optim.threads = 0                   # torch's default (one per core); 1 when several runs
+    #                                       share the CPU (two threads then wait on each other)
+    c.optim.epochs = 1000                 # unused on a time budget; max_steps 0: the clock ends
+    c.optim.max_steps = 0
+
+    # Losses: draft and final masks alike, BCE + Dice, class-balanced BCE (defect pixels weigh
+    # 0.6), the score head trained on the final mask's IoU.
+    c.loss.bce = 1.0
+    c.loss.dice = 1.0
+    c.loss.draft = 1.0
+    c.loss.final = 1.0
+    c.loss.score = 1.0
+    c.loss.focus_margin = 0.0
+    c.loss.outside = 0.0
+    c.loss.defect_share = 0.6
+
+    # Time: the whole command's budget; 12 % (or the measured estimate, if larger) kept for the
+    # finish stage; the learning rate warms up over the first 3 % of the training time and
+    # decays (cosine) to 1 % at the training deadline; 6 validations spread over it.
+    c.budget.minutes = float(budget_min)
+    c.budget.finish_share = 0.12
+    c.budget.warmup_share = 0.03
+    c.budget.evaluations = 6
+
+    # Logging: a metrics line every 20 steps, checkpoints every 200 steps and at every
+    # validation, the last 3 kept.
+    c.log.log_every = 20
+    c.log.checkpoint_every = 200
+    c.log.keep_checkpoints = 3
+    c.log.overlay_images = 8
+
+    if start == "sam":
+        # SPT on SAM: only LoRA and the relation scales train; SAM's 1024 px input is slow on a
+        # CPU, so fewer views a step.
+        c.model.mode = "spt"
+        c.model.config = {}               # SAM's architecture, as its checkpoint fixes it
+        c.optim.batch_size = 4
+    elif start == "weights":
+        # Training on from weights: a gentler learning rate, as the example's later stages.
+        c.model.config = {}               # the weights fix the architecture
+        c.optim.lr = 3.0e-4
+    return c
