@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=_count(0), default=0,
                         help="CPU threads for PyTorch and ONNX Runtime (default 0: theirs)")
     parser.add_argument("--seed", type=int, default=0, help="weights and prompts seed")
+    parser.add_argument("--train-steps", type=_count(0), default=12,
+                        help="training steps of samspt-train's default recipe timed for "
+                             "train_views_per_s and train_compute_share (default 12; 0: skip)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -122,7 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = Settings(model=args.model, prompts=args.prompts, reps=args.reps,
                             warmup=args.warmup, backends=parse_backends(args.backends),
                             device=args.device, relation_tokens=args.relation_tokens,
-                            threads=args.threads, seed=args.seed).resolved()
+                            threads=args.threads, seed=args.seed,
+                            train_steps=args.train_steps).resolved()
         print(f"samspt-bench: {settings.model} on {settings.device}, backends "
               f"{', '.join(settings.backends)}, prompts {settings.prompts}, {settings.reps} reps",
               file=sys.stderr, flush=True)

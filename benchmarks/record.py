@@ -7,7 +7,8 @@ Top-level keys: ``record_version``, ``created``, ``machine``, ``versions``, ``gi
 ``settings``, ``inputs``, ``model``, ``backends``, ``skipped``, ``results`` (one entry per
 backend and prompt count: ``stages`` with median/p90/p99 ms, ``throughput``, ``memory``),
 ``ratios`` (exactly :data:`samspt.benchmarks.ratios.RATIO_KEYS`), ``ratio_details``,
-``relation``.
+``relation``, ``train_views_per_s`` and ``train_compute_share`` (samspt-train's default recipe,
+benchmarks/train_rate.py; null with ``--train-steps 0``) and ``training`` (what they rest on).
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ class Settings:
     relation_channels: int = VIT_B_CHANNELS
     threads: int = 0
     seed: int = 0
+    train_steps: int = 12  # steps of the one command's recipe timed (train_rate.py); 0: none
 
     def resolved(self) -> "Settings":
         """A copy with the device and backends resolved and everything checked."""
@@ -74,6 +75,9 @@ class Settings:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
         if self.relation_tokens < 2 or self.relation_channels < 1:
             raise ConfigError("the relation comparison needs >= 2 tokens and >= 1 channel")
+        if self.train_steps < 0:
+            raise ConfigError(f"--train-steps must be >= 0 (0: no training measurement), got "
+                              f"{self.train_steps}")
         if self.threads < 0:
             raise ConfigError(f"--threads must be >= 0 (0: the libraries' default), got "
                               f"{self.threads}")

@@ -167,6 +167,13 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
                                       "device": settings.device, "model_dir": str(model_dir),
                                       "prompts": settings.prompts, "threads": settings.threads})
             progress.step()
+    training: Dict[str, Any] = {"train_views_per_s": None, "train_compute_share": None}
+    if settings.train_steps:
+        from samspt.benchmarks.train_rate import measure_train_rate
+
+        progress.phase(f"{settings.train_steps} steps of samspt-train's default recipe", 1)
+        training = measure_train_rate(settings.train_steps, settings.threads, settings.device)
+        progress.step()
     results, backends = _results(samples, pipelines, memory, flops)
     order = {name: i for i, name in enumerate(settings.backends)}
     results.sort(key=lambda e: (order[e["backend"]], e["prompts"]))
@@ -181,4 +188,4 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
                                    "counting": run_flops["counted_from"]})},
             "backends": backends, "skipped": skipped, "results": results,
             "ratios": ratios["ratios"], "ratio_details": ratios["details"],
-            "relation": relation, "ort_choices": choices}
+            "relation": relation, "ort_choices": choices, **training}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
     checkpoint = classify_init(init) if init is not None else None
     start = checkpoint.kind if checkpoint else "scratch"
     # The data's absolute path: the run is continued and finished from any working folder.
-    recipe = default_recipe(data.absolute(), out, budget_min, start).to_dict()
+    recipe = default_recipe(Path(os.path.abspath(data)), out, budget_min, start).to_dict()
     if checkpoint is not None and checkpoint.kind == "sam":
         recipe["model"].update(type=checkpoint.model_type, sam_checkpoint=str(checkpoint.path))
     elif checkpoint is not None:

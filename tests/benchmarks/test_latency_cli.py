@@ -17,7 +17,7 @@ from samspt.benchmarks.ratios import RATIO_KEYS
 
 PROMPTS = (1, 16)
 FAST = ["--model", "tiny", "--reps", "2", "--warmup", "1", "--relation-tokens", "256",
-        "--threads", "1", "--device", "cpu"]
+        "--threads", "1", "--device", "cpu", "--train-steps", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,17 @@ def test_record_has_every_stage_for_every_backend_and_prompt_count(run):
         assert entry["memory"]["host_peak_mb"] > 0
     # An ONNX Runtime process never imports torch: its memory is what a deployment sees.
     assert record["backends"]["ort"]["memory"]["torch_imported"] is False
+
+
+def test_record_holds_the_training_throughput_of_the_default_recipe(run):
+    _, _, out = run
+    record = json.loads((out / "record.json").read_text())
+    assert record["train_views_per_s"] > 0
+    assert 0 < record["train_compute_share"] <= 1
+    training = record["training"]
+    assert training["model"] == "cnn_small" and training["steps"] == 8
+    assert training["steps_counted"] == 4                 # the warm-up window left out
+    assert training["batch_views"] >= 1 and training["prompts_per_view"] >= 1
 
 
 def test_markdown_table_is_printed(run):
