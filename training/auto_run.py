@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from samspt.runtime.errors import CheckpointError, ConfigError
-from samspt.training.auto_views import SIZES, DerivedViews, collect_stats, derive_views
+from samspt.training.auto_views import CPU_SIZES, SIZES, DerivedViews, collect_stats, derive_views
 from samspt.training.data.records import DatasetError
 from samspt.training.recipe import default_recipe
 from samspt.training.run_files import RunFiles
@@ -185,6 +185,9 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
     else:
         model = model_config_for(first.model)
         sizes, patch, fixed_by = SIZES, model.patch_size, ""
+        if not _cuda_available():
+            sizes, fixed_by = CPU_SIZES, ("training on a CPU (256 px views train about 6x "
+                                          "slower; --set model.config.image_size=256 for them)")
         if "image_size" in first.model.config:
             sizes, fixed_by = (model.image_size,), "--set model.config.image_size"
         elif start == "sam":
@@ -206,6 +209,12 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
     else:
         model_config_for(config.model)  # a ConfigError now, not after the run folder exists
     return OneCommandPlan("new", config, out, list(train), list(val), derived, start)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:

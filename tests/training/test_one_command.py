@@ -427,3 +427,22 @@ def test_print_config_shows_the_recipe_with_derived_settings(tmp_path, data, cap
     assert config["model"]["config"]["image_size"] in (128, 256)
     assert config["budget"]["minutes"] == 60 and config["optim"]["amp"] == "off"
     assert config["data"]["root"] == str(data) and not run.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's choice of input size")
+def test_on_a_cpu_thin_defects_keep_128_px_views_and_get_tiles(tmp_path):
+    root = tmp_path / "thin"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(6):
+        image = np.full((240, 240), 180, np.uint8)
+        mask = np.zeros((240, 240), np.uint8)
+        mask[60 + 10 * i:62 + 10 * i, 30:210] = 255       # 2 px wide, 180 px long
+        image[mask > 0] = 90
+        Image.fromarray(image).save(root / "images" / f"t{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"t{i}.png")
+    plan = plan_run(root, tmp_path / "run")
+    assert plan.derived.image_size == 128
+    assert "training on a CPU" in plan.derived.describe()
+    assert plan.config.model.config["view_max_side"] > 0     # tiles keep them wide enough
+    assert not (tmp_path / "run").exists()                    # planning writes nothing
