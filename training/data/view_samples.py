@@ -109,9 +109,10 @@ def _jittered_view(box: np.ndarray, image_hw: Tuple[int, int], input_size: int,
                    views: ViewSettings, sampling: ViewSampling,
                    rng: np.random.Generator) -> View:
     j = sampling.context_jitter
+    min_side = max(8, int(round(views.min_side * math.exp(rng.uniform(-j, j)))))
     settings = dataclasses.replace(
         views, context=max(1.1, views.context * math.exp(rng.uniform(-j, j))),
-        min_side=max(8, int(round(views.min_side * math.exp(rng.uniform(-j, j))))))
+        min_side=min_side, max_side=views.max_side and max(views.max_side, min_side))
     x0, y0, x1, y1 = (float(v) for v in box)
     long_side = max(x1 - x0 + 1, y1 - y0 + 1)
     side = max(settings.min_side, settings.context * long_side)
@@ -150,7 +151,8 @@ def _scan_view(mask: np.ndarray, input_size: int, views: ViewSettings,
         cy = ys[pick] + rng.uniform(-0.45, 0.45) * side
     else:
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-    settings = dataclasses.replace(views, min_side=side, context=1.0)
+    # One window of this side (the jitter may take it past max_side: no tiling here).
+    settings = dataclasses.replace(views, min_side=side, context=1.0, max_side=0)
     return box_view(np.array([cx, cy, cx, cy]), (height, width), input_size, settings,
                     center=(cx, cy))
 

@@ -9,7 +9,7 @@ import pytest
 
 from samspt.runtime import preprocess as pp
 from samspt.runtime.errors import ConfigError
-from samspt.runtime.views import box_view
+from samspt.runtime.views import ViewSettings, box_view
 from samspt.training.config import get_config
 from samspt.training.data.dataset import DefectDataset
 from samspt.training.data.records import DEFECT_FREE, Record
@@ -172,3 +172,19 @@ def test_negatives_in_a_view_avoid_the_defect():
         assert not mask[y0:y1 + 1, x0:x1 + 1].any()
     with pytest.raises(ConfigError, match="prompts_per_view"):
         ViewSampling(prompts_per_view=0)
+
+
+def test_jittered_windows_may_pass_view_max_side_without_an_error():
+    # scan_side equal to max_side: the jitter takes some windows past it (a real run's settings)
+    views = ViewSettings(context=2.0, min_side=64, scan_side=152, max_side=152)
+    sampling = ViewSampling(tight=0.4, loose=0.2, scan=0.4, free_scan=1.0)
+    rng = np.random.default_rng(0)
+    image = np.full((600, 900, 3), 128, np.uint8)
+    mask = np.zeros((600, 900), bool)
+    mask[300:303, 100:700] = True                      # a long thin crack: tiles
+    kinds = set()
+    for _ in range(200):
+        view, box, target, kind = view_sample(image, mask, 128, views, sampling, rng)
+        kinds.add(kind)
+        assert target.shape == (128, 128)
+    assert {"scan", "tight"} <= kinds
