@@ -188,3 +188,26 @@ def test_jittered_windows_may_pass_view_max_side_without_an_error():
         kinds.add(kind)
         assert target.shape == (128, 128)
     assert {"scan", "tight"} <= kinds
+
+
+def test_decoded_images_are_cached_within_the_budget_and_items_stay_the_same(tmp_path):
+    records = []
+    for i in range(3):
+        mask = np.zeros((64, 80), bool)
+        mask[10:20, 10:30] = True
+        records.append(Record(write_image(tmp_path / f"i{i}.png", (64, 80), seed=i),
+                              write_mask(tmp_path / f"i{i}_mask.png", mask), "crack", "t"))
+    config = get_config("cnn_tiny")
+    cached = DefectDataset(records, config, train=True, seed=3)
+    fresh = DefectDataset(records, config, train=True, seed=3, cache_mb=0)
+    for _ in range(2):                                     # the second round reads the cache
+        for i in range(3):
+            a, b = cached[i], fresh[i]
+            assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+            assert np.array_equal(a["targets"].numpy(), b["targets"].numpy())
+    assert len(cached._decoded) == 3 and not fresh._decoded
+    one = 64 * 80 * 3 + 64 * 80
+    small = DefectDataset(records, config, cache_mb=1.5 * one / 2 ** 20)
+    for i in range(3):
+        small[i]
+    assert len(small._decoded) == 1                          # the budget holds one
