@@ -194,7 +194,7 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
             sizes, fixed_by = (model.image_size,), f"the SAM checkpoint ({model.name})"
     derived = derive_views(collect_stats(train, seed=first.data.split_seed), sizes, patch,
                            fixed_by)
-    fitted = {"model": {"config": derived.model_overrides(with_size=len(sizes) > 1)},
+    fitted = {"model": {"config": derived.model_overrides(with_size=start == "scratch")},
               "optim": {"batch_size": max(1, min(first.optim.batch_size, _epoch_images(
                   train, first.data.defect_free_fraction)))}}
     config = config_from_dict(_merge(recipe, fitted), overrides)
