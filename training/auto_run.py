@@ -34,7 +34,8 @@ from samspt.training.auto_views import CPU_SIZES, SIZES, DerivedViews, collect_s
 from samspt.training.data.records import DatasetError
 from samspt.training.recipe import default_recipe
 from samspt.training.run_files import RunFiles
-from samspt.training.train_config import TrainConfig, config_from_dict, load_train_config
+from samspt.training.train_config import (TrainConfig, config_from_dict, load_train_config,
+                                         merge_mappings)
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
     fitted = {"model": {"config": derived.model_overrides(with_size=start == "scratch")},
               "optim": {"batch_size": max(1, min(first.optim.batch_size, _epoch_images(
                   train, first.data.defect_free_fraction)))}}
-    config = config_from_dict(_merge(recipe, fitted), overrides)
+    config = config_from_dict(merge_mappings(recipe, fitted), overrides)
     if config.run_dir.absolute() != out.absolute():
         raise ConfigError(f"--set name / out_dir would move the run to {config.run_dir}; with "
                           f"--data/--out the run folder is --out ({out}): leave them out")
@@ -215,16 +216,6 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _existing_run(data: Path, out: Path, budget_min: Optional[float], init: Optional[Path],

@@ -224,11 +224,12 @@ def parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
-def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+def merge_mappings(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` updated by ``extra``, nested mappings merged key by key; ``base`` is left unchanged."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_mappings(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -237,7 +238,7 @@ def _merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
 def config_from_dict(data: Dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
     """A configuration from a mapping (e.g. a recipe's :meth:`TrainConfig.to_dict`) updated by
     ``overrides``, checked as a YAML file is."""
-    config = _build(TrainConfig, _merge(data, parse_overrides(overrides)), "")
+    config = _build(TrainConfig, merge_mappings(data, parse_overrides(overrides)), "")
     _validate(config)
     return config
 
@@ -254,7 +255,7 @@ def load_train_config(path: Optional[Union[str, Path]] = None,
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    data = _merge(data, parse_overrides(overrides))
+    data = merge_mappings(data, parse_overrides(overrides))
     config = _build(TrainConfig, data, "")
     _validate(config)
     return config
