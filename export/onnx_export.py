@@ -290,12 +290,26 @@ def with_scan_min_score(config, score: float):
     """``config`` (a ModelConfig) with the prompt-free scan's gate set to ``score``;
     :class:`ConfigError` for a whole-image model (it has no scan views) or a score that is not a
     finite number."""
+    return _with_gate(config, "scan_min_score", "its scan is one view, with no scan views to "
+                      "gate", score)
+
+
+def with_prompt_min_score(config, score: Optional[float]):
+    """``config`` (a ModelConfig) with the prompts' gate set to ``score`` (None: off): prompts
+    scored below it are answered empty; :class:`ConfigError` for a whole-image model (the gate
+    is a view setting) or a score that is not a finite number."""
+    if score is None:
+        return dataclasses.replace(config, prompt_min_score=None)
+    return _with_gate(config, "prompt_min_score", "the prompt gate is a view setting", score)
+
+
+def _with_gate(config, key: str, why: str, score: float):
+    flag = "--" + key.replace("_", "-")
     if config.view_settings is None:
-        raise ConfigError(f"{config.name} is a whole-image model: its scan is one view, with no "
-                          "scan views to gate; leave --scan-min-score out")
+        raise ConfigError(f"{config.name} is a whole-image model: {why}; leave {flag} out")
     if not math.isfinite(score):
-        raise ConfigError(f"--scan-min-score must be a finite number, got {score}")
-    return dataclasses.replace(config, scan_min_score=float(score))
+        raise ConfigError(f"{flag} must be a finite number, got {score}")
+    return dataclasses.replace(config, **{key: float(score)})
 
 
 def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both",

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the scan's gate: a scan view's mask counts where the model scores "
                              "it at least S (default: the model's, from its manifest); higher "
                              "flags fewer clean images and misses more defects")
+    parser.add_argument("--prompt-min-score", type=float, default=None, metavar="S",
+                        help="the prompts' gate: a box the model scores below S is answered "
+                             "empty (default: the model's, from its manifest)")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                         help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
@@ -91,6 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with Inspector(model_dir, backend=args.backend, precision=args.precision,
                        scan_min_score=args.scan_min_score,
+                       prompt_min_score=args.prompt_min_score,
                        views=args.views) as ins:
             print(f"model {model_dir} on {ins.backend}, {ins.precision}", file=sys.stderr)
             paths = images

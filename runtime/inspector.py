@@ -62,7 +62,9 @@ class Inspector:
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). ``scan_min_score``: the prompt-free
     scan's gate (a view's mask counts where the model scores it at least this; default: the
     manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
-    view counts). ``spin``: let ONNX Runtime's threads spin-wait between ops instead of sleeping
+    view counts). ``prompt_min_score``: the prompts' gate (a prompt the model scores below it
+    is answered empty; default: the manifest's ``views.prompt_min_score``, chosen at export;
+    none there: every prompt gets its mask). ``spin``: let ONNX Runtime's threads spin-wait between ops instead of sleeping
     (default False: faster wherever the cores are shared, see
     :class:`samspt.runtime.ort_backend.OrtGraphs`). Loading,
     checking (sha256 of every file) and a warm-up run happen here, so the first ``inspect`` is as
@@ -74,7 +76,8 @@ class Inspector:
                  threads: int = 0, max_prompts: int = DEFAULT_MAX_PROMPTS,
                  max_image_pixels: int = DEFAULT_MAX_PIXELS, min_defect_area: int = 1,
                  views: str = "auto", warmup: bool = True,
-                 scan_min_score: Optional[float] = None, spin: bool = False) -> None:
+                 scan_min_score: Optional[float] = None, spin: bool = False,
+                 prompt_min_score: Optional[float] = None) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if precision not in (None,) + PRECISIONS:
@@ -91,12 +94,14 @@ class Inspector:
         self.pixel_std = tuple(self.manifest["input"]["pixel_std"])
         self.threshold = float(self.manifest["mask_threshold"])
         self.view_settings = view_settings(self.manifest)
-        if scan_min_score is not None and self.view_settings is not None:
-            if isinstance(scan_min_score, bool) or not isinstance(scan_min_score, numbers.Real):
-                raise ConfigError(f"scan_min_score must be a number (the least score a scan "
-                                  f"view's mask needs), got {scan_min_score!r}")
-            self.view_settings = dataclasses.replace(self.view_settings,
-                                                     scan_min_score=float(scan_min_score))
+        for key, value, what in (("scan_min_score", scan_min_score, "a scan view's mask"),
+                                 ("prompt_min_score", prompt_min_score, "a prompt's mask")):
+            if value is None or self.view_settings is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ConfigError(f"{key} must be a number (the least score {what} needs), "
+                                  f"got {value!r}")
+            self.view_settings = dataclasses.replace(self.view_settings, **{key: float(value)})
         self.max_prompts = int(max_prompts)
         self.max_image_pixels = int(max_image_pixels)
         self.min_defect_area = int(min_defect_area)

@@ -14,7 +14,7 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
       "mask_threshold": 0.0,
       "low_res_size": 128,
       "views": {"context": 2.0, "min_side": 64, "scan_side": 160, "scan_overlap": 0.25,
-                "max_side": 0, "scan_min_score": null} | null,
+                "max_side": 0, "scan_min_score": null, "prompt_min_score": null} | null,
                                                 # samspt.runtime.views.ViewSettings; null (or
                                                 # absent, version 1): a whole-image model
       "graphs": {"encoder": {"fp32": GRAPH, "fp16": GRAPH, "int8": GRAPH}, "decoder": {...}},
@@ -40,7 +40,8 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
                                                 # files are listed under files like any other
 
 Optional keys added to a schema version keep its older folders loading (``views.scan_min_score``:
-a folder without it scans with every view; ``variants``: a folder
+a folder without it scans with every view; ``views.prompt_min_score``: a folder without it
+answers every prompt with its mask; ``variants``: a folder
 without them runs its plain graphs); a key the reader cannot do without bumps the version.
 """
 

@@ -11,6 +11,8 @@ Several view prompts may feed one output row (a scan; a box larger than the view
 logits are merged by the maximum. In a prompt-free scan the row's score is the best score of the
 views that answered a defect (0 where none did), and a gate (``ViewPlan.min_score``) drops the
 views scored below it, so thresholding one run's scores gives every stricter gate's answer.
+A prompt's gate (``ViewSettings.prompt_min_score``) answers a prompt scored below it empty and
+keeps its score.
 
 With ``mask_threshold`` only the masks come back (what the Inspector answers), each computed
 where low-res cells above the threshold reach (:func:`~samspt.runtime.views.paste_mask`): equal
@@ -114,6 +116,8 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
         for row, k in enumerate(index):
             target, value = int(plan.row_of[k]), float(np.ravel(score)[row])
             if gate is not None and value < gate:
+                if not plan.scan:      # a prompt answered empty keeps its score
+                    scores[target] = max(scores[target], value)
                 continue
             answered = canvases.paste(target, view, f_low[row:row + 1], d_low[row:row + 1],
                                       check=plan.scan)

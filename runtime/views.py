@@ -48,7 +48,10 @@ class ViewSettings:
     mask joins the merged mask only where the model's own score for it (its predicted mask IoU)
     is at least this, as SAM's automatic mask generator keeps masks above ``pred_iou_thresh``:
     the prompt-free scan's operating point, defect-free images flagged against defective ones
-    (None: every view counts; ``samspt-eval`` reports the trade-off).
+    (None: every view counts; ``samspt-eval`` reports the trade-off). ``prompt_min_score``: the
+    same gate for prompts: a box or point whose score is below it is answered empty (a box on a
+    defect-free area; SAM 2's object score plays this part), its score still reported (None:
+    every prompt is answered with its mask).
     """
 
     context: float = 2.0
@@ -57,6 +60,7 @@ class ViewSettings:
     scan_overlap: float = 0.25
     max_side: int = 0
     scan_min_score: Optional[float] = None
+    prompt_min_score: Optional[float] = None
 
     def __post_init__(self) -> None:
         checks = [(self.context >= 1.0, "context must be >= 1"),
@@ -66,7 +70,9 @@ class ViewSettings:
                   (self.max_side == 0 or self.max_side >= self.min_side,
                    "max_side must be 0 (no limit) or at least min_side"),
                   (self.scan_min_score is None or math.isfinite(self.scan_min_score),
-                   "scan_min_score must be a finite number or None")]
+                   "scan_min_score must be a finite number or None"),
+                  (self.prompt_min_score is None or math.isfinite(self.prompt_min_score),
+                   "prompt_min_score must be a finite number or None")]
         failed = [text for ok, text in checks if not ok]
         if failed:
             raise ConfigError(f"invalid view settings: {'; '.join(failed)} (got {self})")
@@ -340,8 +346,9 @@ class ViewPlan:
     MxN, packed as :func:`~samspt.runtime.preprocess.pack_prompts` packs them) answering
     ``rows`` output rows; ``row_of`` (M) says which row each feeds (merged by the maximum).
     ``scan``: a prompt-free scan (its row's score is the best score of the views that answered a
-    defect); ``min_score``: its gate (:attr:`ViewSettings.scan_min_score`): a view prompt scored
-    below it adds nothing to its row; None: every view counts."""
+    defect); ``min_score``: its gate (:attr:`ViewSettings.scan_min_score`, or
+    :attr:`ViewSettings.prompt_min_score` for prompts): a view prompt scored below it adds
+    nothing to its row; None: every view counts."""
 
     views: List[View]
     coords: np.ndarray
@@ -371,9 +378,11 @@ def plan_views(image_hw: Tuple[int, int], input_size: int, settings: Optional[Vi
                         min_score=gate)
     single = prompt_views(image_hw, input_size, settings, policy, boxes, points, point_labels)
     coords, labels = pack_prompts(boxes, points, point_labels)
+    gate = settings.prompt_min_score if settings is not None else None
     limit = settings.max_side if settings is not None and policy == "auto" else 0
     if not limit or points is not None or not any(v.side > limit for v in single):
-        return ViewPlan(single, coords, labels, np.arange(len(single)), len(single))
+        return ViewPlan(single, coords, labels, np.arange(len(single)), len(single),
+                        min_score=gate)
     views, sub_boxes, row_of = [], [], []
     for k, view in enumerate(single):
         box = np.asarray(boxes[k], np.float32)
@@ -388,7 +397,8 @@ def plan_views(image_hw: Tuple[int, int], input_size: int, settings: Optional[Vi
             if part[2] >= part[0] and part[3] >= part[1]:
                 views.append(tile), sub_boxes.append(part), row_of.append(k)
     coords, labels = pack_prompts(boxes=np.stack(sub_boxes))
-    return ViewPlan(views, coords, labels, np.asarray(row_of, np.int64), len(single))
+    return ViewPlan(views, coords, labels, np.asarray(row_of, np.int64), len(single),
+                    min_score=gate)
 
 
 def paste_max(canvas: np.ndarray, view: View, low_res: np.ndarray) -> np.ndarray:

@@ -19,15 +19,13 @@ refuses and says how to start anew.
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from samspt.runtime.errors import CheckpointError, ConfigError
 from samspt.training.auto_views import CPU_SIZES, SIZES, DerivedViews, collect_stats, derive_views
@@ -40,7 +38,6 @@ from samspt.training.train_config import (TrainConfig, config_from_dict, load_tr
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_MIN = 60.0
-FINISH_MODULE = "samspt.training.finish"
 STATES = ("new", "resume", "finish", "finished")
 
 
@@ -288,13 +285,8 @@ class OneCommandResult:
     run_dir: Path
     train: Optional[Any] = None  # TrainResult of this call's training
     finish: Optional[Any] = None  # what finish_run returned
-    finish_missing: bool = False  # samspt.training.finish is not installed yet
     deadline: Optional[float] = None  # time.time() by which the command was to end
     status: Dict[str, Any] = field(default_factory=dict)
-
-
-def finish_available() -> bool:
-    return importlib.util.find_spec(FINISH_MODULE) is not None
 
 
 def _undo_start(out: Path, existed: bool) -> None:
@@ -346,22 +338,14 @@ def execute(plan: OneCommandPlan, dist=None, progress: Optional[Callable] = None
     result.deadline = time.time() + max(0.0, total_s - elapsed)
     if not dist.is_main:
         return result
-    if not finish_available():
-        log.warning("the finish stage (%s) is not installed: the run ends with its weights "
-                    "(%s, %s) and no exported model; run this command again once it is",
-                    FINISH_MODULE, files.final, files.best)
-        result.finish_missing = True
-        return result
     from samspt.training.finish import finish_run
 
     log.info("finish stage: %.0f s of the budget left", result.deadline - time.time())
     finish_start = time.time()
-    optional = {"progress": finish_progress, "command": command,
-                "train_seconds": result.train.elapsed_s if result.train is not None else None}
-    takes = inspect.signature(finish_run).parameters
-    extra = {k: v for k, v in optional.items() if v is not None and k in takes}
-    result.finish = finish_run(plan.out, config, plan.train, plan.val, deadline=result.deadline,
-                               **extra)
+    result.finish = finish_run(
+        plan.out, config, plan.train, plan.val, deadline=result.deadline,
+        progress=finish_progress, command=command,
+        train_seconds=result.train.elapsed_s if result.train is not None else None)
     files.write_status(state="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                        elapsed_s=round(elapsed + time.time() - finish_start, 2))
     result.status = files.read_status()

@@ -81,6 +81,7 @@ class ModelConfig:
     scan_overlap: float = 0.25
     view_max_side: int = 0
     scan_min_score: Optional[float] = None
+    prompt_min_score: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.mask_in_chans < 8 or self.mask_in_chans % 4:
@@ -123,7 +124,8 @@ class ModelConfig:
         if self.view_context is None:
             return None
         return ViewSettings(self.view_context, self.view_min_side, self.scan_side,
-                            self.scan_overlap, self.view_max_side, self.scan_min_score)
+                            self.scan_overlap, self.view_max_side, self.scan_min_score,
+                            self.prompt_min_score)
 
     @property
     def embedding_size(self) -> int:

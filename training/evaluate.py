@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "counts where the model scores it at least S; default: the "
                              "manifest's). The report lists the shares flagged at every "
                              "stricter gate, to pick one for samspt-export --scan-min-score")
+    parser.add_argument("--prompt-min-score", type=float, default=None, metavar="S",
+                        help="with --model: the prompts' gate for this run (a prompt the model "
+                             "scores below S is answered empty; default: the manifest's)")
     parser.add_argument("--no-scan", action="store_true",
                         help="skip the prompt-free scan figures (share of defective and "
                              "defect-free images flagged, merged-mask mIoU)")
@@ -136,7 +139,8 @@ def _predictor(args: argparse.Namespace):
 
         predictor = RuntimePredictor(args.model, views=args.views, precision=args.precision,
                                      min_defect_area=args.min_defect_area,
-                                     scan_min_score=args.scan_min_score)
+                                     scan_min_score=args.scan_min_score,
+                                     prompt_min_score=args.prompt_min_score)
         return predictor, (f"{args.model} on {predictor.inspector.backend}, "
                            f"{predictor.inspector.precision}")
     from samspt.training.evaluation import TorchPredictor
@@ -209,6 +213,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "a --split file already lists its records")
     if args.scan_min_score is not None and args.model is None:
         parser.error("--scan-min-score goes with --model MODEL_DIR (an exported model folder)")
+    if args.prompt_min_score is not None and args.model is None:
+        parser.error("--prompt-min-score goes with --model MODEL_DIR (an exported model folder)")
     configure_cli_logging(args.verbose)
     from samspt.training.evaluation import evaluate_records, format_table
 

@@ -33,7 +33,8 @@ import zlib
 from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import (Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple,
+                    runtime_checkable)
 
 import numpy as np
 
@@ -71,6 +72,18 @@ class Predictor(Protocol):
         ...
 
 
+@runtime_checkable
+class ScoredPredictor(Predictor, Protocol):
+    """A model predictor that also gives its own score per prompt (the predicted mask IoU the
+    prompt gate, ViewSettings.prompt_min_score, compares): ``final_score`` in the results."""
+
+    def predict_scored(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
+                       points: Optional[np.ndarray] = None
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`Predictor.predict`, plus the K scores (float32)."""
+        ...
+
+
 def _gate(settings) -> Optional[float]:
     """The scan's gate of a model's view settings (None: a whole-image model, or no gate)."""
     return settings.scan_min_score if settings is not None else None
@@ -82,11 +95,13 @@ class RuntimePredictor:
 
     def __init__(self, model_dir, backend: str = "auto", precision: Optional[str] = None,
                  views: str = "auto", min_defect_area: int = 1,
-                 scan_min_score: Optional[float] = None) -> None:
+                 scan_min_score: Optional[float] = None,
+                 prompt_min_score: Optional[float] = None) -> None:
         from samspt.runtime.inspector import Inspector
 
         self.inspector = Inspector(model_dir, backend=backend, precision=precision, views=views,
-                                   min_defect_area=min_defect_area, scan_min_score=scan_min_score)
+                                   min_defect_area=min_defect_area, scan_min_score=scan_min_score,
+                                   prompt_min_score=prompt_min_score)
         self.name = f"{Path(model_dir).name} ({self.inspector.backend}, views {views})"
 
     @property
@@ -99,9 +114,15 @@ class RuntimePredictor:
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        final, draft, _ = self.predict_scored(image, boxes, points)
+        return final, draft
+
+    def predict_scored(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
+                       points: Optional[np.ndarray] = None
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels = None if points is None else np.ones(np.asarray(points).shape[:-1], np.float32)
         result = self.inspector.inspect(image, boxes=boxes, points=points, point_labels=labels)
-        return result.masks, result.draft_masks
+        return result.masks, result.draft_masks, np.asarray(result.scores, np.float32)
 
 
 class TorchPredictor:
@@ -134,6 +155,12 @@ class TorchPredictor:
 
     def predict(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
                 points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        final, draft, _ = self.predict_scored(image, boxes, points)
+        return final, draft
+
+    def predict_scored(self, image: np.ndarray, boxes: Optional[np.ndarray] = None,
+                       points: Optional[np.ndarray] = None
+                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels = None
         if points is not None:
             points = np.asarray(points, dtype=np.float32)
@@ -142,7 +169,7 @@ class TorchPredictor:
             labels = np.ones(points.shape[:2], dtype=np.float32)
         result = self._predict(self.model, image, boxes=boxes, points=points, point_labels=labels,
                                views=self.views)
-        return result.masks, result.draft_masks
+        return result.masks, result.draft_masks, np.asarray(result.scores, np.float32)
 
 
 # ----------------------------------------------------------------------------- records
@@ -210,11 +237,15 @@ def defect_free_prompt(shape: Tuple[int, int], prompt: str,
 
 
 def _ask(predictor: Predictor, image: np.ndarray, prompt: str,
-         value: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    if prompt == "box":
-        final, draft = predictor.predict(image, boxes=value[None])
+         value: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
+    """(final HxW bool, draft HxW bool, the model's score or None) of one prompt."""
+    ask = {"boxes": value[None]} if prompt == "box" else {"points": value[None, None]}
+    score = None
+    if isinstance(predictor, ScoredPredictor):
+        final, draft, scores = predictor.predict_scored(image, **ask)
+        score = float(np.ravel(scores)[0])
     else:
-        final, draft = predictor.predict(image, points=value[None, None])
+        final, draft = predictor.predict(image, **ask)
     out = []
     for which, masks in (("final", final), ("draft", draft)):
         masks = np.asarray(masks)
@@ -224,7 +255,7 @@ def _ask(predictor: Predictor, image: np.ndarray, prompt: str,
                              f"one prompt on a {image.shape[0]}x{image.shape[1]} image; a "
                              "predictor returns KxHxW bool masks")
         out.append(masks[0])
-    return out[0], out[1]
+    return out[0], out[1], score
 
 
 # ----------------------------------------------------------------------------- per image
@@ -250,6 +281,22 @@ class ImageResult:
     @property
     def is_defect_free(self) -> bool:
         return self.record.is_defect_free
+
+    def gated(self, gate: Optional[float]) -> "ImageResult":
+        """This result as a model folder with prompt gate ``gate`` (ViewSettings.
+        prompt_min_score) answers it: scored below the gate, the prompt is answered empty (both
+        passes); unchanged without a gate or a score. Scores only (the masks are not redrawn)."""
+        score = self.scores.get("final_score")
+        if gate is None or score is None or score >= gate:
+            return self
+        scores = dict(self.scores)
+        for which in ("final", "draft"):
+            scores[f"{which}_area"] = 0.0
+            if self.is_defect_free:
+                scores[f"{which}_empty"], scores[f"{which}_fp_area"] = 1.0, 0.0
+            else:
+                scores[f"{which}_iou"], scores[f"{which}_biou"] = 0.0, 0.0
+        return replace(self, scores=scores)
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready summary without the masks."""
@@ -283,8 +330,10 @@ def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
         return None
     else:
         value = defect_prompt(gt, prompt, rng)
-    final, draft = _ask(predictor, image, prompt, value)
+    final, draft, score = _ask(predictor, image, prompt, value)
     scores: Dict[str, float] = {}
+    if score is not None:
+        scores["final_score"] = score
     if scan and hasattr(predictor, "scan"):
         scanned, flagged, scan_score = predictor.scan(image)
         scores["scan_flagged"] = float(flagged)
@@ -391,6 +440,20 @@ def evaluate_records(predictor: Predictor, records: Sequence[Record], prompt: st
     defect-class records with empty masks) and ``images`` (:meth:`ImageResult.to_dict` of every
     image). Means are ``None`` where no image contributes.
     """
+    kept, skipped = collect_results(predictor, records, prompt, seed, progress, scan)
+    name = getattr(predictor, "name", type(predictor).__name__)
+    report = summarize(kept, prompt, seed, name, skipped, getattr(predictor, "scan_gate", None))
+    log.info("evaluated %s on %d images (%d defective, %d defect-free, %d skipped)", name,
+             report["n_images"], report["n_defective"], report["defect_free"]["n_images"],
+             len(skipped))
+    return report
+
+
+def collect_results(predictor: Predictor, records: Sequence[Record], prompt: str = "box",
+                    seed: int = 0, progress: Optional[Progress] = None, scan: bool = True
+                    ) -> Tuple[List[ImageResult], List[str]]:
+    """The per-image results of :func:`evaluate_records` (scores only, the masks dropped) and
+    the names of the records skipped (defect classes with an empty mask)."""
     _check_prompt(prompt)
     records = list(records)
     if not records:
@@ -403,12 +466,7 @@ def evaluate_records(predictor: Predictor, records: Sequence[Record], prompt: st
         else:
             # Keep the scores, drop the masks: a whole dataset's masks would fill the memory.
             kept.append(replace(result, gt=None, final=None, draft=None))
-    name = getattr(predictor, "name", type(predictor).__name__)
-    report = summarize(kept, prompt, seed, name, skipped, getattr(predictor, "scan_gate", None))
-    log.info("evaluated %s on %d images (%d defective, %d defect-free, %d skipped)", name,
-             report["n_images"], report["n_defective"], report["defect_free"]["n_images"],
-             len(skipped))
-    return report
+    return kept, skipped
 
 
 def _check_prompt(prompt: str) -> None:

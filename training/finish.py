@@ -1,4 +1,4 @@
-"""The finish stage of a training run: a verified model folder, its scan gate, and a model card.
+"""The finish stage of a training run: a verified model folder, its gates, and a model card.
 
     report = finish_run(run_dir, config, train_records, val_records, deadline=..., progress=...)
 
@@ -6,16 +6,19 @@
 ``model.safetensors``, ``config.yaml``, ``split.json``, ``metrics.jsonl``, ``plots/``). The stage:
 
 1. loads ``best.safetensors`` (best validation final mIoU; ``model.safetensors`` when the run has
-   no best), and exports its FP32 graphs, unverified and with no scan gate, into a hidden probe
+   no best), and exports its FP32 graphs, unverified and with no gates, into a hidden probe
    folder inside the run (:func:`samspt.export.onnx_export.export_model`: about a second);
 2. evaluates the probe through :class:`samspt.runtime.Inspector` on the validation records
-   (:func:`samspt.training.evaluation.evaluate_records`: a tight box per defective image, a
-   seeded random box per defect-free one, and the prompt-free scan with no gate, whose
-   trade-off gives the figures at every stricter gate from this one run);
-3. chooses the scan's gate from that trade-off
+   (:func:`samspt.training.evaluation.collect_results`: a tight box per defective image, a
+   seeded random box per defect-free one, each with the model's score, and the prompt-free
+   scan with no gate, whose trade-off gives the figures at every stricter gate from this one
+   run);
+3. chooses the prompts' gate from the boxes' scores
+   (:func:`samspt.training.prompt_gate.choose_prompt_gate`; the figures reported are those at
+   it) and the scan's gate from its trade-off
    (:func:`samspt.training.finish_report.choose_gate`);
 4. exports the model folder once, ``RUN/model`` (FP32 and FP16 graphs, parity-verified against
-   PyTorch on validation images, the gate in its manifest; built in a temporary folder and
+   PyTorch on validation images, the gates in its manifest; built in a temporary folder and
    renamed, so a failed export leaves no folder; FP32 alone, with a note in the card, where the
    FP16 graphs miss their parity gate), checks that its FP32 graphs are the probe's
    byte for byte (so the figures are those of the shipped graphs) and opens it with the
@@ -24,7 +27,8 @@
    the baselines (box as mask; GrabCut, skipped when ``deadline`` is near) and writes
    ``RUN/MODEL_CARD.md`` and ``RUN/finish.json`` (:mod:`samspt.training.model_card`).
 
-The gate rule: :func:`samspt.training.finish_report.choose_gate`.
+The gate rules: :func:`samspt.training.finish_report.choose_gate` (scan) and
+:mod:`samspt.training.prompt_gate` (prompts).
 
 Re-running the stage on a finished run: :func:`main_finish` (``samspt-train --finish-only RUN``).
 """
@@ -55,6 +59,7 @@ from samspt.training.data.records import Record
 from samspt.training.finish_report import (BOX, DEFAULT_FALSE_ALARM, GOALS, GRABCUT, Figures,
                                           FinishReport, check_goals, choose_gate, flagged_at,
                                           goal_lines, scan_figures)
+from samspt.training.prompt_gate import DEFAULT_TARGET_EMPTY, choose_prompt_gate
 
 log = logging.getLogger(__name__)
 
@@ -179,24 +184,33 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
     full_config = model.config
     views = full_config.view_settings is not None
 
-    from samspt.export.onnx_export import export_model, with_scan_min_score
-    from samspt.training.evaluation import RuntimePredictor, evaluate_records
+    from samspt.export.onnx_export import (export_model, with_prompt_min_score,
+                                           with_scan_min_score)
+    from samspt.training.evaluation import RuntimePredictor, collect_results, summarize
 
     probe_root = Path(tempfile.mkdtemp(prefix=".finish-probe.", dir=run_dir))
     try:
         with stages.stage("probe_export", "exporting the FP32 graphs to measure them"):
-            model.config = dataclasses.replace(full_config, scan_min_score=None)
+            model.config = dataclasses.replace(full_config, scan_min_score=None,
+                                               prompt_min_score=None)
             probe = export_model(model, probe_root / MODEL_DIR, run_dir.resolve().name,
                                  precision="fp32", verify=False)
         with stages.stage("evaluate", f"evaluating the exported graphs on {len(val_records)} "
                                       "validation images (boxes, and the scan with no gate)"):
             predictor = RuntimePredictor(probe.out_dir)
             backend = f"{predictor.inspector.backend}, {predictor.inspector.precision}"
-            evaluation = evaluate_records(predictor, val_records, progress=stages.counter(
-                "evaluating the model"))
+            results, skipped = collect_results(predictor, val_records,
+                                               progress=stages.counter("evaluating the model"))
             predictor.inspector.close()
     finally:
         shutil.rmtree(probe_root, ignore_errors=True)
+    prompt_gate = (choose_prompt_gate(results, goals.get("defect_free_empty",
+                                                         DEFAULT_TARGET_EMPTY))
+                   if views else None)
+    if prompt_gate is not None:
+        stages.say(f"prompt gate: {model_card.gate_text(prompt_gate.gate)} ({prompt_gate.rule})")
+    gated = [r.gated(prompt_gate.gate if prompt_gate else None) for r in results]
+    evaluation = summarize(gated, predictor_name=predictor.name, skipped=skipped)
     images = evaluation.pop("images")
     scan = scan_figures(evaluation) if views else None
     gate = choose_gate(scan, false_alarm, whole_image=not views)
@@ -208,6 +222,8 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
     with stages.stage("export", f"exporting {model_dir} (FP32 + FP16, verified)"):
         model.config = (with_scan_min_score(full_config, gate.gate) if gate.gate is not None
                         else dataclasses.replace(full_config, scan_min_score=None))
+        model.config = with_prompt_min_score(model.config,
+                                             prompt_gate.gate if prompt_gate else None)
         result = _export(model, model_dir, run_dir.resolve().name, _verify_images(val_records),
                          _sources(weights, config), notes)
     shipped = result.manifest["files"]
@@ -222,10 +238,13 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
 
     pictures: Dict[str, Path] = {}
     with Inspector(model_dir) as inspector:        # checks every file's sha256, warms up
-        if views and inspector.view_settings.scan_min_score != gate.gate:
-            raise ModelFolderError(f"{model_dir}'s manifest holds scan gate "
-                                   f"{inspector.view_settings.scan_min_score}, not the chosen "
-                                   f"{gate.gate}; finish the run again")
+        if views and (inspector.view_settings.scan_min_score != gate.gate
+                      or inspector.view_settings.prompt_min_score != prompt_gate.gate):
+            raise ModelFolderError(f"{model_dir}'s manifest holds gates (scan "
+                                   f"{inspector.view_settings.scan_min_score}, prompts "
+                                   f"{inspector.view_settings.prompt_min_score}), not the "
+                                   f"chosen ({gate.gate}, {prompt_gate.gate}); finish the run "
+                                   "again")
         left = _time_left(deadline)
         if left is None or left > CARD_RESERVE_S:
             with stages.stage("overlays", "drawing validation overlays with the exported model"):
@@ -246,7 +265,7 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         run_dir=run_dir, model_dir=model_dir, card=run_dir / CARD,
         report_json=run_dir / REPORT, weights=weights, weights_step=_weights_step(weights),
         model=Figures.from_report(run_dir.resolve().name, evaluation), baselines=baselines,
-        scan=scan, gate=gate, goals=[], pictures=pictures, notes=notes,
+        scan=scan, gate=gate, prompt_gate=prompt_gate, goals=[], pictures=pictures, notes=notes,
         seconds=stages.seconds, backend=backend,
         verification=_verification(result.manifest.get("verification")), files=result.files)
     report.goals = goal_lines(report, goals)
@@ -478,6 +497,11 @@ def main_finish(argv: Optional[List[str]] = None) -> int:
     print(f"final mIoU {model_card.fmt(m.final_miou)} (draft {model_card.fmt(m.draft_miou)}, "
           f"box as mask {model_card.fmt(report.baselines[BOX].final_miou)}); defect-free boxes "
           f"answered empty {model_card.share(m.defect_free_empty)}")
+    if report.prompt_gate is not None:
+        pick = report.prompt_gate
+        print(f"prompt gate: {model_card.gate_text(pick.gate)} (no gate: final mIoU "
+              f"{model_card.fmt(pick.final_miou_no_gate)}, defect-free boxes answered empty "
+              f"{model_card.share(pick.empty_rate_no_gate)})")
     print(f"scan gate: {model_card.gate_text(report.gate.gate)}: defective flagged "
           f"{model_card.share(report.gate.defective_flagged)}, defect-free flagged "
           f"{model_card.share(report.gate.defect_free_flagged)}")

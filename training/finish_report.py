@@ -145,6 +145,7 @@ class FinishReport:
     backend: str = ""
     verification: Optional[Dict[str, Any]] = None
     files: Dict[str, int] = field(default_factory=dict)   # model folder: name -> bytes
+    prompt_gate: Optional[Any] = None   # prompt_gate.PromptGatePick; None: a whole-image model
 
     @property
     def scan_min_score(self) -> Optional[float]:

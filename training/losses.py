@@ -31,14 +31,19 @@ class LossWeights:
     # pixels: background only). Thin defects fill a small share of their box; unbalanced,
     # "nothing" is the cheap answer. 0.5 balances; more favours recall.
     defect_share: float = 0.0
+    # Weight of the mask terms of prompts whose target is empty (a box on a defect-free area):
+    # 1 trains the masks to answer them empty; below 1 the masks learn defects and the score
+    # (its target: the answer's IoU, 0 for a mask drawn where there is nothing) learns to tell
+    # them apart, and the model folder's prompt gate answers them empty (SAM 2's object score).
+    empty_mask: float = 1.0
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Mean soft Dice loss over prompts; logits/targets KxHxW (targets 0/1 float)."""
+    """Soft Dice loss per prompt (K); logits/targets KxHxW (targets 0/1 float)."""
     probs = torch.sigmoid(logits).flatten(1)
     targets = targets.flatten(1)
     inter = (probs * targets).sum(-1)
-    return (1 - (2 * inter + smooth) / (probs.sum(-1) + targets.sum(-1) + smooth)).mean()
+    return 1 - (2 * inter + smooth) / (probs.sum(-1) + targets.sum(-1) + smooth)
 
 
 def focus_masks(point_coords: torch.Tensor, point_labels: torch.Tensor, size: int,
@@ -50,7 +55,8 @@ def focus_masks(point_coords: torch.Tensor, point_labels: torch.Tensor, size: in
 
 def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
               focus: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """BCE + Dice of KxHxW logits against KxHxW 0/1 targets; with a KxHxW bool ``focus``, BCE is
+    """BCE + Dice of KxHxW logits against KxHxW 0/1 targets, averaged over the prompts (those
+    with an empty target weighted ``weights.empty_mask``); with a KxHxW bool ``focus``, BCE is
     the mean inside it plus ``weights.outside`` times the mean outside it."""
     per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if focus is None:
@@ -63,8 +69,13 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
         bce = _mean(per_pixel, inside)
     if focus is not None and weights.outside > 0:
         bce = bce + weights.outside * _mean(per_pixel, 1.0 - inside)
-    bce = bce.mean()
-    return weights.bce * bce + weights.dice * dice_loss(logits, targets)
+    per_prompt = weights.bce * bce + weights.dice * dice_loss(logits, targets)
+    if weights.empty_mask == 1.0:
+        return per_prompt.mean()
+    empty = targets.flatten(1).amax(-1) <= 0.5
+    weight = torch.where(empty, torch.full_like(per_prompt, weights.empty_mask),
+                         torch.ones_like(per_prompt))
+    return (per_prompt * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
 def _mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -212,6 +212,20 @@ def _architecture(cfg: Dict[str, Any]) -> List[str]:
             + ("" if clip is None else f"; box clip margin {clip}") + "."]
 
 
+def _prompt_gate(pick: Any) -> List[str]:
+    """The prompts' gate line (``prompt_min_score``), with what it costs and gains."""
+    if pick is None:
+        return []
+    line = (f"- **Prompt gate** (`prompt_min_score`, a box scored below it is answered empty): "
+            f"{gate_text(pick.gate)}: {pick.rule}")
+    if pick.gate is not None and pick.final_miou_no_gate is not None:
+        line += (f". On the validation images it answers {share(pick.empty_rate)} of the "
+                 f"defect-free boxes empty (no gate: {share(pick.empty_rate_no_gate)}) at a "
+                 f"final mIoU of {fmt(pick.final_miou)} (no gate: "
+                 f"{fmt(pick.final_miou_no_gate)})")
+    return [line + "."]
+
+
 def _model(report: "FinishReport", info: RunInfo) -> str:
     cfg = info.model_config
     lines = ["## Model", ""] + _architecture(cfg)
@@ -231,6 +245,7 @@ def _model(report: "FinishReport", info: RunInfo) -> str:
                      + ".")
         lines.append(f"- **Scan gate** (`scan_min_score`): {gate_text(report.gate.gate)}: "
                      f"{report.gate.rule} (see *The scan's operating point*).")
+        lines += _prompt_gate(report.prompt_gate)
     else:
         lines.append("- **Views**: none, a whole-image model (SAM's protocol).")
     files = ", ".join(f"`{name}` {size / 1e6:.1f} MB" for name, size in report.files.items())

@@ -220,10 +220,7 @@ def _one_command(args: argparse.Namespace, argv: List[str], started: float) -> i
             print(f"best validation: final mIoU {trained.best_val['final']['miou']:.3f}, draft "
                   f"{trained.best_val['draft']['miou']:.3f} (step {trained.best_val['step']}) "
                   f"in {Path(trained.final_weights).with_name('best.safetensors')}")
-    if result.finish_missing:
-        print("finish stage not installed (samspt.training.finish): no export yet; run the "
-              "same command again once it is")
-    elif result.finish is not None:
+    if result.finish is not None:
         print(f"finished: model folder {getattr(result.finish, 'model_dir', '?')}, model card "
               f"{getattr(result.finish, 'card', '?')}")
     return 0 if trained is None or trained.ranks_in_sync else 1
@@ -258,11 +255,6 @@ def _yaml_way(args: argparse.Namespace) -> int:
 
 
 def _finish_only(argv: List[str]) -> int:
-    from samspt.training.auto_run import FINISH_MODULE, finish_available
-
-    if not finish_available():
-        print(f"error: the finish stage ({FINISH_MODULE}) is not installed", file=sys.stderr)
-        return 2
     from samspt.training.finish import main_finish
 
     return main_finish([a for a in argv if a != "--finish-only"])

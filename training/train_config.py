@@ -93,6 +93,7 @@ class LossSection:
     focus_margin: float = 0.25  # BCE inside each box grown by this share of its size ...
     outside: float = 0.5  # ... plus this weight times BCE outside it (see training/losses.py)
     defect_share: float = 0.0  # > 0: class-balanced BCE, defect pixels weigh this share
+    empty_mask: float = 1.0  # weight of the mask loss of prompts with an empty target
 
 
 @dataclass
@@ -305,6 +306,8 @@ def _validate(config: TrainConfig) -> None:
         (config.budget.evaluations >= 1, "budget.evaluations must be >= 1"),
         (0 <= config.loss.defect_share < 1, "loss.defect_share must be in [0, 1): 0 turns "
                                             "class balancing off, 0.5 balances"),
+        (0 <= config.loss.empty_mask <= 1, "loss.empty_mask must be in [0, 1]: the weight of "
+                                           "the mask loss of boxes on clean areas (1: full)"),
         (config.loss.focus_margin >= 0 and config.loss.outside >= 0,
          "loss.focus_margin and loss.outside must be >= 0"),
     ]

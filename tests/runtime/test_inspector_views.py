@@ -191,3 +191,60 @@ def test_the_scan_trade_off_equals_rerunning_at_each_gate(cnn_model):
         rerun = evaluate_records(RuntimePredictor(folder, scan_min_score=gate), records)["scan"]
         assert rerun["defective_flagged"] == point["defective_flagged"]
         assert rerun["defect_free_flagged"] == point["defect_free_flagged"]
+
+
+def test_the_prompt_gate_answers_a_box_scored_below_it_empty_and_keeps_its_score(cnn_model):
+    """ViewSettings.prompt_min_score: a box the model scores below the gate comes back empty
+    (final and draft, pred_label False) with the model's score; at or above it, unchanged."""
+    _, folder = cnn_model
+    with Inspector(folder, backend="onnxruntime") as ins:        # the manifest's: no gate
+        assert ins.view_settings.prompt_min_score is None
+        answered = []
+        for sample in bundled_samples():
+            if not sample.mask().any():
+                continue
+            image, box = sample.image(), mask_box(sample.mask())[None]
+            open_gate = ins.inspect(image, boxes=box)
+            if open_gate.masks.any():
+                answered.append((image, box, open_gate))
+    assert answered, "the test model must answer some sample's box with a mask"
+    image, box, open_gate = answered[0]
+    score = float(open_gate.scores[0])
+    with Inspector(folder, backend="onnxruntime", prompt_min_score=score - 1e-4) as ins:
+        below = ins.inspect(image, boxes=box)
+    assert np.array_equal(below.masks, open_gate.masks) and below.pred_label[0]
+    with Inspector(folder, backend="onnxruntime", prompt_min_score=score + 1e-3) as ins:
+        gated = ins.inspect(image, boxes=box)
+    assert not gated.masks.any() and not gated.draft_masks.any() and not gated.pred_label[0]
+    assert gated.scores[0] == pytest.approx(score, abs=1e-6)
+    # The scan is not gated by the prompts' gate.
+    with Inspector(folder, backend="onnxruntime", prompt_min_score=score + 1e-3) as ins:
+        scan = ins.inspect(image)
+    with Inspector(folder, backend="onnxruntime") as ins:
+        assert np.array_equal(scan.masks, ins.inspect(image).masks)
+    with pytest.raises(ConfigError, match="prompt_min_score must be a number"):
+        Inspector(folder, prompt_min_score="high", warmup=False)
+
+
+def test_a_chosen_prompt_gate_is_what_the_folder_then_answers(cnn_model):
+    """The figures the prompt-gate rule reports at a gate equal a rerun of the Inspector with
+    that gate (ImageResult.gated is what the folder does)."""
+    from samspt.training.evaluation import (RuntimePredictor, collect_results, sample_records,
+                                            summarize)
+    from samspt.training.prompt_gate import choose_prompt_gate, gate_point
+
+    _, folder = cnn_model
+    records = sample_records()
+    results, _ = collect_results(RuntimePredictor(folder), records, scan=False)
+    assert all("final_score" in r.scores for r in results)
+    free_scores = sorted(r.scores["final_score"] for r in results if r.is_defect_free)
+    gate = free_scores[-1] + 1e-3          # every defect-free box below it
+    point = gate_point(results, gate)
+    rerun = summarize(collect_results(RuntimePredictor(folder, prompt_min_score=gate), records,
+                                      scan=False)[0])
+    assert rerun["defect_free"]["empty_rate"] == point.empty_rate == 1.0
+    assert rerun["final"]["miou"] == pytest.approx(point.final_miou, abs=1e-9)
+    pick = choose_prompt_gate(results, target_empty=1.0)
+    assert pick.empty_rate_no_gate is not None
+    if pick.gate is not None:
+        assert pick.empty_rate == gate_point(results, pick.gate).empty_rate

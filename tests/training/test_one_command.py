@@ -16,13 +16,12 @@ from PIL import Image
 
 from samspt.runtime.errors import CheckpointError, ConfigError
 from samspt.training import auto_views
-from samspt.training.auto_run import classify_init, finish_available, plan_run
+from samspt.training.auto_run import classify_init, plan_run
 from samspt.training.auto_views import MaskStats, collect_stats, derive_views, mask_stats, \
     stroke_width
 from samspt.training.checkpoints import load_spt_model, save_spt_weights
 from samspt.training.config import get_config
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
-from samspt.training.run_files import RunFiles
 from samspt.training.schedule import MIN_STEPS, TimeBudget, progress_lr_factor
 from samspt.training.train import main
 from samspt.training.train_config import load_train_config
@@ -232,10 +231,7 @@ def test_one_minute_end_to_end_stops_on_time_with_usable_weights(tmp_path, data,
     # On time: training stops at its deadline (above); the whole command within the budget,
     # with slack for a loaded machine (the finish stage's required steps always run).
     assert status["elapsed_s"] <= 60 + 30 and wall < 60 + 45
-    if not finish_available():
-        assert "finish stage not installed" in out and status["state"] == "trained"
-    else:
-        assert status["state"] == "finished" and (run / "model" / "manifest.json").is_file()
+    assert status["state"] == "finished" and (run / "model" / "manifest.json").is_file()
     # The weights are usable: they load and answer a box.
     model = load_spt_model(run / "best.safetensors")
     assert model.config.image_size == 64 and model.config.view_context == 2.0
@@ -291,9 +287,6 @@ def test_the_same_command_again_continues_the_run(tmp_path, data, capsys):
 
     # Again: a trained run goes on to its finish stage; a finished one says so, exits 0.
     assert main(where + rest) == 0
-    if not finish_available():
-        assert "finish stage not installed" in capsys.readouterr().out
-        RunFiles(run).write_status(state="finished")
     assert main(where + rest) == 0
     assert "holds a finished run" in capsys.readouterr().out
 

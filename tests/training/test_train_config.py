@@ -46,6 +46,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("data:\n  val_fraction: 1.5\n", "val_fraction"),
     ("optim: [\n", "not valid YAML"),
     ("loss:\n  defect_share: 1.0\n", "loss.defect_share must be in"),
+    ("loss:\n  empty_mask: -0.5\n", "loss.empty_mask must be in"),
 ])
 def test_bad_configs_say_what_is_wrong(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
@@ -81,7 +82,7 @@ def test_dice_and_bce_losses_reward_the_right_mask():
     targets[:, 2:5, 2:5] = 1
     perfect = (targets * 2 - 1) * 20
     wrong = -perfect
-    assert dice_loss(perfect, targets) < 0.01 < 0.9 < dice_loss(wrong, targets)
+    assert dice_loss(perfect, targets).mean() < 0.01 < 0.9 < dice_loss(wrong, targets).mean()
     low = torch.nn.functional.interpolate(perfect[:, None], (2, 2), mode="area")
     terms = spt_loss(low, low, torch.ones(2, 1), targets, LossWeights(score=1.0))
     assert set(terms) == {"loss", "draft", "final", "score"}
@@ -120,3 +121,19 @@ def test_focused_bce_does_not_let_a_small_defect_drown():
     focused = mask_loss(logits, targets, LossWeights(dice=0.0),
                         focus_masks(coords, labels, 128, 0.25))
     assert plain < 0.01 < 1.0 < focused
+
+
+def test_empty_mask_weight_leaves_prompts_with_empty_targets_out_of_the_mask_loss():
+    from samspt.training.losses import LossWeights, mask_loss
+
+    torch.manual_seed(0)
+    targets = torch.zeros(2, 8, 8)
+    targets[0, 2:5, 2:5] = 1.0                      # prompt 0 a defect, prompt 1 empty
+    logits = torch.randn(2, 8, 8)
+    positive_only = mask_loss(logits[:1], targets[:1], LossWeights())
+    ignored = mask_loss(logits, targets, LossWeights(empty_mask=0.0))
+    assert torch.allclose(ignored, positive_only)
+    both = mask_loss(logits, targets, LossWeights())
+    assert not torch.allclose(both, positive_only)
+    logits[1] = 50.0                                # a mask drawn where there is nothing
+    assert torch.allclose(mask_loss(logits, targets, LossWeights(empty_mask=0.0)), ignored)

@@ -1,0 +1,114 @@
+"""The prompts' gate (``ViewSettings.prompt_min_score``): a box the model scores below it is
+answered empty. The finish stage chooses it on the validation images.
+
+The masks of the one command's recipe learn defects only (``loss.empty_mask`` 0: a mask trained
+to vanish on boxes around clean areas learns both tasks worse), and the score head learns what
+the answer is worth (its target: the answer's IoU, 0 for a mask drawn where there is nothing),
+as SAM 2's object score decides whether a prompt holds an object at all.
+
+**Gate rule**: from one evaluation with no gate (each prompt's score kept,
+:class:`~samspt.training.evaluation.ImageResult`), the candidate gates are no gate and, for
+every defect-free validation box, the least gate (on a 1e-4 grid) that answers it empty. A gate
+may cost the defective boxes at most ``max_miou_cost`` (default 0.02) of final mIoU against no
+gate: the task is the defect's outline, and a gate that answers real defects empty to silence
+clean boxes trades the wrong way. Among those, the pick is the lowest at which at least
+``target_empty`` (default 95 %) of the defect-free boxes are answered empty, or, where none
+reaches it, the one answering the most of them empty (the lowest of equals). No gate where there
+is nothing to trade: no defect-free or no defective validation image, no scores, every
+defect-free box already answered empty, or no gate within the cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from samspt.training.evaluation import ImageResult
+
+DEFAULT_TARGET_EMPTY = 0.95
+DEFAULT_MAX_MIOU_COST = 0.02
+
+
+@dataclass
+class GatePoint:
+    """Figures of the validation boxes at one prompt gate (None: no gate)."""
+
+    gate: Optional[float]
+    final_miou: float
+    empty_rate: float
+
+
+@dataclass
+class PromptGatePick:
+    """The prompts' gate chosen, why, and its figures beside no gate's."""
+
+    gate: Optional[float]
+    rule: str
+    target_empty: float
+    max_miou_cost: float = DEFAULT_MAX_MIOU_COST
+    final_miou: Optional[float] = None
+    empty_rate: Optional[float] = None
+    final_miou_no_gate: Optional[float] = None
+    empty_rate_no_gate: Optional[float] = None
+    n_defective: int = 0
+    n_defect_free: int = 0
+    points: List[GatePoint] = field(default_factory=list)
+
+
+def gate_above(score: float) -> float:
+    """The least gate on a 1e-4 grid that a prompt scored ``score`` falls below."""
+    return (math.floor(score * 1e4) + 1) / 1e4
+
+
+def gate_point(results: Sequence[ImageResult], gate: Optional[float]) -> GatePoint:
+    """Final mIoU over the defective results and the share of defect-free ones answered empty,
+    at ``gate``."""
+    gated = [r.gated(gate) for r in results]
+    ious = [r.scores["final_iou"] for r in gated if not r.is_defect_free]
+    empty = [r.scores["final_empty"] for r in gated if r.is_defect_free]
+    return GatePoint(gate, float(np.mean(ious)) if ious else 0.0,
+                     float(np.mean(empty)) if empty else 0.0)
+
+
+def choose_prompt_gate(results: Sequence[ImageResult],
+                       target_empty: float = DEFAULT_TARGET_EMPTY,
+                       max_miou_cost: float = DEFAULT_MAX_MIOU_COST) -> PromptGatePick:
+    """The prompts' gate from ungated validation results (the rule: module doc)."""
+    defective = [r for r in results if not r.is_defect_free]
+    free = [r for r in results if r.is_defect_free]
+    counts = dict(n_defective=len(defective), n_defect_free=len(free))
+    if not defective or not free:
+        return PromptGatePick(None, "no defective or no defect-free validation image: nothing "
+                                    "to trade, so no gate (every box gets its mask)",
+                              target_empty, **counts)
+    if any("final_score" not in r.scores for r in results):
+        return PromptGatePick(None, "the predictor gave no scores: no gate", target_empty,
+                              **counts)
+    none = gate_point(results, None)
+    figures = dict(final_miou_no_gate=none.final_miou, empty_rate_no_gate=none.empty_rate,
+                   **counts)
+    if none.empty_rate >= 1.0:
+        return PromptGatePick(None, "every defect-free validation box is answered empty "
+                                    "already: no gate", target_empty, max_miou_cost,
+                              none.final_miou, none.empty_rate, points=[none], **figures)
+    candidates = sorted({gate_above(r.scores["final_score"]) for r in free
+                         if not r.scores["final_empty"]})
+    points = [none] + [gate_point(results, g) for g in candidates]
+    affordable = [p for p in points if p.final_miou >= none.final_miou - max_miou_cost - 1e-12]
+    reaching = [p for p in affordable if p.empty_rate >= target_empty]
+    if reaching:
+        pick = reaching[0]
+        rule = (f"the lowest gate at which at least {100 * target_empty:g} % of the boxes on "
+                f"defect-free validation images are answered empty, at a cost of at most "
+                f"{max_miou_cost:g} final mIoU")
+    else:
+        pick = max(affordable, key=lambda p: p.empty_rate)    # the first (lowest) of equals
+        rule = (f"no gate answers {100 * target_empty:g} % of the defect-free validation boxes "
+                f"empty at a cost of at most {max_miou_cost:g} final mIoU: "
+                + ("the gate within that cost answering the most of them empty"
+                   if pick.gate is not None else "none answers more of them empty than no gate"))
+    return PromptGatePick(pick.gate, rule, target_empty, max_miou_cost, pick.final_miou,
+                          pick.empty_rate, points=points, **figures)
