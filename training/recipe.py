@@ -35,7 +35,7 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     # SPT's decoders), trained whole from scratch; its view settings come from the data.
     c.model.type = "cnn_small"
     c.model.mode = "full"
-    # The path to pixels (measured on unseen MTD images, 21.6k views each, docs/training.md):
+    # The path to pixels (measured on unseen MTD images, 21.6k views each):
     # the encoder's top-down pixel decoder to stride 2, residual convs after the decoders'
     # upscaling, and the box also as a dense prompt: 0.626 against 0.612 without them.
     c.model.config = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True}
