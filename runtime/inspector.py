@@ -64,8 +64,8 @@ class Inspector:
     manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
     view counts). ``prompt_min_score``: the prompts' gate (a prompt the model scores below it
     is answered empty; default: the manifest's ``views.prompt_min_score``, chosen at export;
-    none there: every prompt gets its mask). ``spin``: let ONNX Runtime's threads spin-wait between ops instead of sleeping
-    (default False: faster wherever the cores are shared, see
+    none there: every prompt gets its mask). ``spin``: let ONNX Runtime's threads spin-wait
+    between ops instead of sleeping (default False: faster wherever the cores are shared, see
     :class:`samspt.runtime.ort_backend.OrtGraphs`). Loading,
     checking (sha256 of every file) and a warm-up run happen here, so the first ``inspect`` is as
     fast as the others.

@@ -11,8 +11,8 @@ Several view prompts may feed one output row (a scan; a box larger than the view
 logits are merged by the maximum. In a prompt-free scan the row's score is the best score of the
 views that answered a defect (0 where none did), and a gate (``ViewPlan.min_score``) drops the
 views scored below it, so thresholding one run's scores gives every stricter gate's answer.
-A prompt's gate (``ViewSettings.prompt_min_score``) answers a prompt scored below it empty and
-keeps its score.
+A prompt's gate (``ViewSettings.prompt_min_score``) acts on the row: a prompt whose score (the
+best of its views) is below it is answered empty, and keeps its score.
 
 With ``mask_threshold`` only the masks come back (what the Inspector answers), each computed
 where low-res cells above the threshold reach (:func:`~samspt.runtime.views.paste_mask`): equal
@@ -115,9 +115,7 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
         low_res[index], draft_low[index] = f_low, d_low
         for row, k in enumerate(index):
             target, value = int(plan.row_of[k]), float(np.ravel(score)[row])
-            if gate is not None and value < gate:
-                if not plan.scan:      # a prompt answered empty keeps its score
-                    scores[target] = max(scores[target], value)
+            if plan.scan and gate is not None and value < gate:
                 continue
             answered = canvases.paste(target, view, f_low[row:row + 1], d_low[row:row + 1],
                                       check=plan.scan)
@@ -127,6 +125,9 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
         timings["postprocess"] += clock() - t3
     if plan.scan:
         scores[np.isneginf(scores)] = 0.0
+    elif gate is not None:     # a prompt (all its views) scored below the gate: answered empty
+        for row in np.flatnonzero(scores < gate):
+            canvases.clear(int(row))
     views_of_rows = ([plan.views[int(np.flatnonzero(plan.row_of == r)[0])]
                       for r in range(plan.rows)] if plan.rows == count else list(plan.views))
     return canvases.outputs(scores, low_res, draft_low, views_of_rows, timings)
@@ -164,6 +165,15 @@ class _Canvases:
                 region[0::2] = np.minimum(region[0::2], window[0::2])
                 region[1::2] = np.maximum(region[1::2], window[1::2])
         return answered
+
+    def clear(self, row: int) -> None:
+        """Empty ``row``, final and draft: background logits, no mask, no region."""
+        if self.threshold is None:
+            self.final[row] = self.draft[row] = BACKGROUND_LOGIT
+            return
+        self.final[row] = self.draft[row] = False
+        self.regions[:, row] = 0
+        self.regions[:, row, 0::2] = np.iinfo(np.int64).max
 
     def outputs(self, scores, low_res, draft_low, views, timings) -> ViewOutputs:
         if self.threshold is None:

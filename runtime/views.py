@@ -346,9 +346,9 @@ class ViewPlan:
     MxN, packed as :func:`~samspt.runtime.preprocess.pack_prompts` packs them) answering
     ``rows`` output rows; ``row_of`` (M) says which row each feeds (merged by the maximum).
     ``scan``: a prompt-free scan (its row's score is the best score of the views that answered a
-    defect); ``min_score``: its gate (:attr:`ViewSettings.scan_min_score`, or
-    :attr:`ViewSettings.prompt_min_score` for prompts): a view prompt scored below it adds
-    nothing to its row; None: every view counts."""
+    defect); ``min_score``: its gate (:attr:`ViewSettings.scan_min_score`: a scan view scored
+    below it adds nothing to the row; or :attr:`ViewSettings.prompt_min_score`: a prompt row
+    whose best view scores below it is answered empty); None: every view counts."""
 
     views: List[View]
     coords: np.ndarray

@@ -70,8 +70,6 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
     if focus is not None and weights.outside > 0:
         bce = bce + weights.outside * _mean(per_pixel, 1.0 - inside)
     per_prompt = weights.bce * bce + weights.dice * dice_loss(logits, targets)
-    if weights.empty_mask == 1.0:
-        return per_prompt.mean()
     empty = targets.flatten(1).amax(-1) <= 0.5
     weight = torch.where(empty, torch.full_like(per_prompt, weights.empty_mask),
                          torch.ones_like(per_prompt))

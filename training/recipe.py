@@ -59,8 +59,8 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     c.data.view_loose = 0.0
     c.data.view_scan = 0.0
     c.data.view_free_scan = 0.0
-    # One box per view: a second box (half of them on clean areas) halved the views a second
-    # for no gain in mIoU.
+    # One box per view: a second box (half of them on clean areas) cost 40 % of the views a
+    # second (11.5 against 20 views/s on MTD, two cores).
     c.data.prompts_per_view = 1
     # Loading, augmenting and cropping in the training process: on the 2-core CPU they cost
     # 0.14 CPU-s of a 1.7 CPU-s step of 24 views (8 %), and a DataLoader worker would take that
@@ -83,8 +83,8 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     c.optim.max_steps = 0
 
     # Losses: draft and final masks alike, BCE + Dice inside the box (plain BCE: class-balanced
-    # BCE, defect pixels weighing 0.6, pays a thin crack's pixels ~30x its background's and
-    # fattens every outline), the score head trained on the final mask's IoU. Boxes on clean
+    # BCE, defect pixels weighing 0.6, pays a thin crack's pixels ~30x its background's; plain
+    # BCE matched it step for step in 25-minute MTD runs), the score head trained on the final mask's IoU. Boxes on clean
     # areas weigh a quarter in the mask terms: at full weight they cost 0.03-0.05 mIoU; the
     # score learns them too, and the finish stage's prompt gate (training/prompt_gate.py)
     # answers the ones it scores low empty.

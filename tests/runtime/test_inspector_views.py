@@ -226,6 +226,31 @@ def test_the_prompt_gate_answers_a_box_scored_below_it_empty_and_keeps_its_score
         Inspector(folder, prompt_min_score="high", warmup=False)
 
 
+def test_the_prompt_gate_answers_a_tiled_box_whole_by_its_best_view(cnn_model, tmp_path):
+    """A box larger than views.max_side is answered through several views: the gate compares
+    the row's score (the best of its views), so the box keeps every view's mask or none."""
+    _, folder = cnn_model
+    tiled = tmp_path / "tiled"
+    shutil.copytree(folder, tiled)
+    manifest = json.loads((tiled / "manifest.json").read_text())
+    manifest["views"]["max_side"] = manifest["views"]["min_side"] * 2
+    (tiled / "manifest.json").write_text(json.dumps(manifest))
+    image = bundled_samples()[0].image()
+    box = np.array([[0, 0, image.shape[1] - 1, image.shape[0] - 1]], np.float32)
+    with Inspector(tiled, backend="onnxruntime") as ins:
+        open_gate = ins.inspect(image, boxes=box)
+    assert len(open_gate.views) > 1 and open_gate.masks.any()
+    score = float(open_gate.scores[0])
+    with Inspector(tiled, backend="onnxruntime", prompt_min_score=score - 1e-4) as ins:
+        kept = ins.inspect(image, boxes=box)
+    assert np.array_equal(kept.masks, open_gate.masks)
+    assert np.array_equal(kept.draft_masks, open_gate.draft_masks)
+    with Inspector(tiled, backend="onnxruntime", prompt_min_score=score + 1e-3) as ins:
+        gated = ins.inspect(image, boxes=box)
+    assert not gated.masks.any() and not gated.draft_masks.any()
+    assert gated.scores[0] == pytest.approx(score, abs=1e-6)
+
+
 def test_a_chosen_prompt_gate_is_what_the_folder_then_answers(cnn_model):
     """The figures the prompt-gate rule reports at a gate equal a rerun of the Inspector with
     that gate (ImageResult.gated is what the folder does)."""
