@@ -14,6 +14,7 @@ from typing import List, Optional
 import numpy as np
 
 from samspt.runtime.errors import SamsptError
+from samspt.runtime.image_files import load_image
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 
 
@@ -57,19 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (default: inspections/)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
-
-
-def load_image(path: Path) -> np.ndarray:
-    """HxWx3 uint8 RGB of an image file."""
-    from PIL import Image, UnidentifiedImageError
-
-    from samspt.runtime.errors import InputError
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -118,11 +106,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{'image':<32} {'prompt':>6} {'defect':>6} {'area px':>8} {'score':>6} "
-          f"{'total ms':>9}  overlay")
+          f"{'pred':>5} {'total ms':>9}  overlay")
     for name, result, overlay in rows:
         for k in range(len(result)):
             print(f"{name:<32} {k:>6} {'yes' if result.pred_label[k] else 'no':>6} "
                   f"{int(result.area_px[k]):>8} {result.scores[k]:>6.2f} "
+                  f"{result.pred_score[k]:>5.2f} "
                   f"{result.timings_ms['total']:>9.1f}  {overlay}")
     print(f"results: {args.out / 'results.json'}")
     return 0

@@ -30,7 +30,9 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
-from samspt.runtime.manifest import PRECISIONS, read_manifest, view_settings
+from samspt.runtime.manifest import PRECISIONS, operating_point, read_manifest, view_settings
+from samspt.runtime.operating_point import (DEFAULT_HIGH, DEFAULT_LOW, image_scores,
+                                            normalized_score)
 from samspt.runtime.result import InspectionResult, summarize_masks
 from samspt.runtime.validation import DEFAULT_MAX_PIXELS, check_image, check_prompts
 from samspt.runtime.view_inference import infer_views
@@ -94,6 +96,7 @@ class Inspector:
         self.pixel_std = tuple(self.manifest["input"]["pixel_std"])
         self.threshold = float(self.manifest["mask_threshold"])
         self.view_settings = view_settings(self.manifest)
+        self.operating_point = operating_point(self.manifest)
         for key, value, what in (("scan_min_score", scan_min_score, "a scan view's mask"),
                                  ("prompt_min_score", prompt_min_score, "a prompt's mask")):
             if value is None or self.view_settings is None:
@@ -111,6 +114,14 @@ class Inspector:
         self.max_prompts = min(self.max_prompts,
                                int(getattr(self._graphs, "max_prompts", self.max_prompts)))
         self._local = threading.local()
+        point = self.operating_point
+        if point is not None and (point.precision != self.precision or
+                                  not self.backend.startswith(point.backend)):
+            log.warning("%s was calibrated on %s %s graphs and runs %s %s: scores shift between "
+                        "precisions, so its false-alarm rate may differ from the calibrated "
+                        "%s; calibrate it for these graphs (samspt-calibrate --backend/"
+                        "--precision)", self.model_dir.name, point.backend, point.precision,
+                        self.backend, self.precision, point.false_alarm_rate)
         log.info("Inspector: %s (%s, %s), input %dpx, views %s", self.model_dir.name,
                  self.backend, self.precision, self.image_size,
                  self.views if self.view_settings else "image (a whole-image model)")
@@ -202,6 +213,7 @@ class Inspector:
                               mask_threshold=self.threshold)
         inferred = time.perf_counter()
         summary = summarize_masks(out.masks, self.min_defect_area, out.regions)
+        pred_score = self._pred_score(plan.scan, out.scores, summary["pred_label"])
         end = time.perf_counter()
         timings = {key: value * 1e3 for key, value in out.timings.items()}
         timings["preprocess"] += (prep - start) * 1e3 + state.check_ms
@@ -210,4 +222,17 @@ class Inspector:
         timings["total"] = sum(timings.values())
         return InspectionResult(masks=out.masks, draft_masks=out.draft_masks,
                                 scores=np.asarray(out.scores, np.float32).reshape(-1),
-                                timings_ms=timings, views=out.views, **summary)
+                                timings_ms=timings, views=out.views, pred_score=pred_score,
+                                **summary)
+
+    def _pred_score(self, scan: bool, scores: np.ndarray, answered: np.ndarray) -> np.ndarray:
+        """Each row's score on the operating point's scale (:attr:`InspectionResult.pred_score`):
+        a scan row around the scan's gate (over the calibration images' score range, where
+        the folder was calibrated), a prompt row around the prompts' gate."""
+        settings = self.view_settings
+        if scan:
+            point = self.operating_point
+            low, high = (point.low, point.high) if point else (DEFAULT_LOW, DEFAULT_HIGH)
+            return normalized_score(image_scores(answered, scores),
+                                    settings.scan_min_score if settings else None, low, high)
+        return normalized_score(scores, settings.prompt_min_score if settings else None)

@@ -22,6 +22,9 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
       "verification": {...parity figures...} | null,
       "tools": {"samspt": "...", "torch": "...", "onnx": "...", ...},
       "sources": {"checkpoint": {"name": "...", "sha256": "..."}, ...},
+      "calibration": {...} | null,             # optional: the scan's operating point set on a
+                                                # station's images (samspt-calibrate; its gate is
+                                                # views.scan_min_score), an OperatingPoint
       "created": "2026-11-24T17:00:00Z"
     }
     GRAPH = {"file": "encoder.fp32.onnx", "opset": 17, "external_data": [],
@@ -41,7 +44,8 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
 
 Optional keys added to a schema version keep its older folders loading (``views.scan_min_score``:
 a folder without it scans with every view; ``views.prompt_min_score``: a folder without it
-answers every prompt with its mask; ``variants``: a folder
+answers every prompt with its mask; ``calibration``: a folder without it has no measured
+operating point, its ``pred_score`` centred on the gate alone; ``variants``: a folder
 without them runs its plain graphs); a key the reader cannot do without bumps the version.
 """
 
@@ -204,3 +208,33 @@ def tensorrt_graph_files(graphs: Dict[str, Dict[str, Any]]) -> List[str]:
 def variant_for_provider(provider: str) -> Optional[str]:
     """The variant name made for an ONNX Runtime execution provider, or None."""
     return next((name for name, made_for in VARIANTS.items() if made_for == provider), None)
+
+
+def operating_point(manifest: Dict[str, Any]):
+    """The scan's calibrated :class:`~samspt.runtime.operating_point.OperatingPoint`, or None.
+    :class:`ModelFolderError` where it is malformed, or was measured on graphs that are not
+    this folder's (a calibration carried over from another model: refused by hash)."""
+    from samspt.runtime.operating_point import OperatingPoint
+
+    data = manifest.get("calibration")
+    if data is None:
+        return None
+    try:
+        point = OperatingPoint.from_dict(data)
+    except (ConfigError, TypeError) as exc:
+        raise ModelFolderError(f"the manifest's calibration entry is invalid ({exc}); "
+                               "calibrate the model again (samspt-calibrate)") from None
+    files = manifest.get("files", {})
+    foreign = [name for name, digest in point.graphs.items()
+               if files.get(name, {}).get("sha256") != digest]
+    if foreign or not point.graphs:
+        raise ModelFolderError(
+            f"the manifest's calibration was measured on other graphs than this folder's "
+            f"({', '.join(foreign) or 'none named'} differ): a calibration belongs to the model "
+            "it was measured on; calibrate this model with samspt-calibrate")
+    views = manifest.get("views") or {}
+    if views.get("scan_min_score") != point.min_score:
+        raise ModelFolderError(
+            f"the manifest's scan gate ({views.get('scan_min_score')}) is not its calibrated "
+            f"operating point ({point.min_score}): the manifest was edited; calibrate again")
+    return point

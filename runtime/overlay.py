@@ -121,7 +121,10 @@ def _render_whole(image: np.ndarray, result: InspectionResult,
         else:
             anchor = (2, 2 + 12 * k)
         label = "defect" if result.pred_label[k] else "ok"
-        draw.text(anchor, f"{label} {result.scores[k]:.2f}", fill=BOX_COLOR)
+        text = f"{label} {result.scores[k]:.2f}"
+        if len(result.pred_score) == len(result):
+            text += f" (pred {result.pred_score[k]:.2f})"
+        draw.text(anchor, text, fill=BOX_COLOR)
     return picture
 
 

@@ -16,6 +16,9 @@ class InspectionResult:
     ``scores``: K float32, the model's predicted IoU of each final mask; ``area_px``: K int64
     defect pixels; ``bbox``: Kx4 int64 (x0, y0, x1, y1), inclusive, -1 where no defect;
     ``pred_label``: K bool, True where a defect of at least ``min_defect_area`` pixels was found;
+    ``pred_score``: K float32 in [0, 1], the model's score on a scale where 0.5 is the
+    operating point (the scan's calibrated gate, a prompt's gate; anomalib's normalisation:
+    :mod:`samspt.runtime.operating_point`); empty where the maker of the result had none;
     ``timings_ms``: milliseconds per stage (preprocess, encoder, decoder, postprocess, total);
     ``views``: the view (:class:`samspt.runtime.views.View`) of each prompt, or of a prompt-free
     scan all its views (its one row is their merged mask).
@@ -29,6 +32,7 @@ class InspectionResult:
     pred_label: np.ndarray
     timings_ms: Dict[str, float] = field(default_factory=dict)
     views: List[Any] = field(default_factory=list)
+    pred_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -36,6 +40,8 @@ class InspectionResult:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary (no mask pixels)."""
         return {"prompts": [{"defect": bool(self.pred_label[k]), "score": float(self.scores[k]),
+                             **({"pred_score": float(self.pred_score[k])}
+                                if len(self.pred_score) == len(self) else {}),
                              "area_px": int(self.area_px[k]),
                              "bbox": [int(v) for v in self.bbox[k]],
                              "draft_area_px": int(self.draft_masks[k].sum())}

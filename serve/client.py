@@ -100,6 +100,9 @@ def result_from_answer(answer: Dict[str, Any]) -> InspectionResult:
         area_px=np.array([p["area_px"] for p in prompts], dtype=np.int64),
         bbox=bbox,
         pred_label=np.array([p["pred_label"] for p in prompts], dtype=bool),
+        pred_score=(np.array([p["pred_score"] for p in prompts], dtype=np.float32)
+                    if all("pred_score" in p for p in prompts) and prompts
+                    else np.zeros(0, np.float32)),
         timings_ms={k: float(v) for k, v in answer.get("timings_ms", {}).items()},
         views=[View(int(x0), int(y0), int(side), (height, width), input_size)
                for x0, y0, side in answer.get("views", [])])

@@ -13,7 +13,8 @@ Request (``POST /v1/inspect``), either
 Answer (``200``)::
 
     {"prompts": [{"mask": RLE, "draft_mask": RLE, "score": float, "area_px": int,
-                  "bbox": [x0, y0, x1, y1] | null, "pred_label": bool}, ...],
+                  "bbox": [x0, y0, x1, y1] | null, "pred_label": bool,
+                  "pred_score": float}, ...],           # pred_score: 0.5 at the operating point
      "image_size": [H, W], "views": [[x0, y0, side], ...],
      "timings_ms": {...}, "model": {"name": ..., "sha256": ..., "input_size": S}}
 
@@ -247,7 +248,9 @@ def answer_json(result: InspectionResult, image_hw: Tuple[int, int],
         prompts.append({"mask": masks[k], "draft_mask": drafts[k],
                         "score": float(result.scores[k]), "area_px": int(result.area_px[k]),
                         "bbox": bbox if bbox[0] >= 0 else None,
-                        "pred_label": bool(result.pred_label[k])})
+                        "pred_label": bool(result.pred_label[k]),
+                        **({"pred_score": float(result.pred_score[k])}
+                           if len(result.pred_score) == len(result) else {})})
     return {"prompts": prompts, "image_size": [int(image_hw[0]), int(image_hw[1])],
             "views": [[int(v.x0), int(v.y0), int(v.side)] for v in result.views],
             "timings_ms": {key: round(float(value), 3) for key, value in

@@ -201,6 +201,33 @@ def _progress_bar(total: int) -> Tuple[object, Optional[Callable[[int, int], Non
     return bar, progress
 
 
+def _calibration(model_dir: Path) -> Optional[dict]:
+    """The operating point a calibrated model folder holds (samspt-calibrate), or None."""
+    from samspt.runtime.manifest import operating_point, read_manifest
+
+    point = operating_point(read_manifest(model_dir, verify_files=False))
+    return None if point is None else point.to_dict()
+
+
+def _calibration_line(point: dict, report: dict) -> str:
+    """The calibrated point's rates beside those measured in this run (at the folder's gate,
+    unless --scan-min-score moved it)."""
+    scan = report.get("scan") or {}
+
+    def pct(count, total):
+        return "-" if not total else f"{100 * count / total:.1f} % of {total}"
+    return (f"calibrated operating point (gate {point['min_score']:.4f}, "
+            f"{point['backend']} {point['precision']}): defect-free flagged "
+            f"{pct(point['normal_flagged'], point['normal_images'])}, defective flagged "
+            f"{pct(point['defective_flagged'], point['defective_images'])} at calibration; "
+            f"here: defect-free flagged {fmt_share(scan.get('defect_free_flagged'))}, "
+            f"defective flagged {fmt_share(scan.get('defective_flagged'))}")
+
+
+def fmt_share(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -233,6 +260,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar.close()
     images = report.pop("images")
     report = {"data": data, "model": model, **report}
+    try:
+        calibration = _calibration(args.model) if args.model is not None else None
+    except SamsptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if calibration is not None:
+        report["calibration"] = calibration
     if args.per_image:
         report["images"] = images
     if args.json:
@@ -241,6 +275,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"data: {data} ({report['n_images']} images)")
     print(f"model: {model}")
     print(format_table(report))
+    if calibration is not None:
+        print(_calibration_line(calibration, report))
     if args.per_image:
         print()
         print("\n".join(_per_image_lines(images)))

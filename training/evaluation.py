@@ -340,6 +340,7 @@ def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
         scores["scan_score"] = float(scan_score)
         if not record.is_defect_free:
             scores["scan_iou"] = mask_iou(np.asarray(scanned, bool), gt)
+            scores["scan_biou"] = boundary_iou(np.asarray(scanned, bool), gt)
     for which, mask in (("final", final), ("draft", draft)):
         scores[f"{which}_area"] = float(np.count_nonzero(mask)) / mask.size
         if record.is_defect_free:
@@ -413,9 +414,12 @@ def summarize(results: Iterable[ImageResult], prompt: str = "box", seed: int = 0
     scan = {"defective_flagged": _mean([r["scan_flagged"] for r in scanned]),
             "defect_free_flagged": _mean([r["scan_flagged"] for r in scanned_free]),
             "miou": _mean([r["scan_iou"] for r in scanned]),
+            "biou": _mean([r["scan_biou"] for r in scanned if "scan_biou" in r]),
             "per_class": {cls: {"flagged": _mean([r["scan_flagged"] for r in group
                                                   if "scan_flagged" in r]),
-                                "miou": _mean([r["scan_iou"] for r in group if "scan_iou" in r])}
+                                "miou": _mean([r["scan_iou"] for r in group if "scan_iou" in r]),
+                                "biou": _mean([r["scan_biou"] for r in group
+                                               if "scan_biou" in r])}
                           for cls, group in sorted(defective.items())},
             "trade_off": trade_off(scanned, scanned_free, scan_gate) if scanned else None}
     return {"predictor": predictor_name, "prompt": prompt, "seed": int(seed),
@@ -511,7 +515,11 @@ def format_table(report: Dict[str, object]) -> str:
         lines.append(f"prompt-free scan: defective images flagged "
                      f"{fmt_figure(scan['defective_flagged'])}, defect-free images flagged "
                      f"{fmt_figure(scan['defect_free_flagged'])}, merged-mask mIoU "
-                     f"{fmt_figure(scan['miou'])}")
+                     f"{fmt_figure(scan['miou'])}, boundary IoU {fmt_figure(scan.get('biou'))}")
+        for cls, figures in (scan.get("per_class") or {}).items():
+            lines.append(f"  {cls}: flagged {fmt_figure(figures['flagged'])}, mIoU "
+                         f"{fmt_figure(figures['miou'])}, boundary IoU "
+                         f"{fmt_figure(figures.get('biou'))}")
         lines.extend(format_trade_off(scan.get("trade_off")))
     if report["skipped"]:
         lines.append(f"skipped (defect class, empty mask): {', '.join(report['skipped'])}")

@@ -14,26 +14,24 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from samspt.runtime.operating_point import (auroc, false_alarm_at_recall, flagged_share,
+                                            image_scores, recall_at_false_alarm)
+
+__all__ = ["GATES", "auroc", "format_trade_off", "scan_scores", "trade_off"]
+
 # Gates the report lists (those at or above the run's own gate).
 GATES = tuple(round(0.05 * i, 2) for i in range(0, 20))
-
-
-def auroc(positive: Sequence[float], negative: Sequence[float]) -> Optional[float]:
-    """Area under the ROC curve of scores, defective (``positive``) against defect-free: the
-    chance that a defective image outscores a defect-free one, ties counted half (Mann-Whitney
-    U / (n_pos n_neg)); None without images of both kinds."""
-    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
-    if not pos.size or not neg.size:
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+# Where a line works: defect-free images flagged at these shares of defective ones flagged, and
+# defective ones flagged at these shares of defect-free ones flagged (each at its own best gate).
+RECALLS = (0.90, 0.95, 0.99)
+FALSE_ALARMS = (0.01, 0.02, 0.05)
 
 
 def scan_scores(rows: Sequence[Dict[str, float]]) -> List[float]:
     """Each scanned image's score for the ROC: its scan score if the scan flagged it, else -inf
     (below every gate)."""
-    return [r["scan_score"] if r["scan_flagged"] else -np.inf for r in rows if "scan_score" in r]
+    rows = [r for r in rows if "scan_score" in r]
+    return list(image_scores([r["scan_flagged"] for r in rows], [r["scan_score"] for r in rows]))
 
 
 def trade_off(defective: Sequence[Dict[str, float]], defect_free: Sequence[Dict[str, float]],
@@ -46,13 +44,13 @@ def trade_off(defective: Sequence[Dict[str, float]], defect_free: Sequence[Dict[
     points = []
     for threshold in [g for g in gates if g >= floor] or [floor]:
         points.append({"min_score": threshold,
-                       "defective_flagged": _share(pos, threshold),
-                       "defect_free_flagged": _share(neg, threshold)})
-    return {"gate": gate, "auroc": auroc(pos, neg), "points": points}
-
-
-def _share(scores: List[float], threshold: float) -> Optional[float]:
-    return float(np.mean([s >= threshold for s in scores])) if scores else None
+                       "defective_flagged": flagged_share(pos, threshold),
+                       "defect_free_flagged": flagged_share(neg, threshold)})
+    return {"gate": gate, "auroc": auroc(pos, neg), "points": points,
+            "false_alarm_at_recall": {f"{r:g}": false_alarm_at_recall(neg, pos, r)
+                                      for r in RECALLS},
+            "recall_at_false_alarm": {f"{r:g}": recall_at_false_alarm(neg, pos, r)
+                                      for r in FALSE_ALARMS}}
 
 
 def format_trade_off(block: Dict[str, object]) -> List[str]:
@@ -69,4 +67,13 @@ def format_trade_off(block: Dict[str, object]) -> List[str]:
         d, f = point["defective_flagged"], point["defect_free_flagged"]
         lines.append(f"{point['min_score']:>10.2f} {'-' if d is None else f'{d:.3f}':>18} "
                      f"{'-' if f is None else f'{f:.3f}':>20}")
+    for key, text, unit in (("false_alarm_at_recall", "defect-free flagged when catching", "of "
+                             "defective"), ("recall_at_false_alarm", "defective flagged when "
+                                            "allowing", "of defect-free")):
+        values = block.get(key) or {}
+        if values:
+            parts = [f"{100 * float(share):g} % {unit}: "
+                     f"{'not reached' if v is None else f'{100 * v:.1f} %'}"
+                     for share, v in values.items()]
+            lines.append(f"{text} " + "; ".join(parts))
     return lines

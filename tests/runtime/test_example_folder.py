@@ -98,9 +98,20 @@ import numpy as np
 from samspt.runtime import Inspector
 from samspt.runtime.demo import main as demo
 from samspt.runtime.inspect_images import main as inspect_main
+from samspt.runtime.calibrate import main as calibrate_main
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_samples
+import pathlib, shutil
 
 out = sys.argv[1]
+normal = pathlib.Path(out) / "normal"
+normal.mkdir()
+for sample in bundled_samples()[:4]:
+    shutil.copy(sample.image_path, normal)
+assert calibrate_main([str(EXAMPLE_MODEL_DIR), "--normal", str(normal), "--max-false-alarm",
+                       "0.5", "--out", out + "/calibrated"]) == 0
+with Inspector(out + "/calibrated") as ins:
+    assert ins.operating_point is not None
+    assert len(ins.inspect(bundled_samples()[0].image()).pred_score) == 1
 assert demo(["--out", out + "/demo"]) == 0
 image = bundled_samples()[0].image()
 with Inspector(EXAMPLE_MODEL_DIR) as ins:
@@ -151,3 +162,13 @@ def test_the_base_install_runs_the_demo_in_a_fresh_venv(tmp_path):
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "final IoU" in demo.stdout and "crack_exp1_num_249594" in demo.stdout
     assert len(list((tmp_path / "out").glob("*_scan.png"))) == 6
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for image in sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))[:4]:
+        shutil.copy(image, normal)
+    calibrated = subprocess.run([str(env_dir / "bin" / "samspt-calibrate"), str(EXAMPLE_MODEL_DIR),
+                                 "--normal", str(normal), "--max-false-alarm", "0.5", "--out",
+                                 str(tmp_path / "calibrated")], cwd=tmp_path, capture_output=True,
+                                text=True, env=environ, timeout=600)
+    assert calibrated.returncode == 0, calibrated.stdout + calibrated.stderr
+    assert "defect-free images flagged:" in calibrated.stdout

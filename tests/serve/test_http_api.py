@@ -175,6 +175,8 @@ def test_answer_json_read_back_is_the_inspectors_result():
         np.testing.assert_array_equal(back.scores, result.scores)
         np.testing.assert_array_equal(back.bbox, result.bbox)
         np.testing.assert_array_equal(back.pred_label, result.pred_label)
+        assert len(result.pred_score) == count
+        np.testing.assert_array_equal(back.pred_score, result.pred_score)
         assert back.views == result.views
         for k, prompt in enumerate(answer["prompts"]):
             assert (prompt["bbox"] is None) == (not result.pred_label[k])

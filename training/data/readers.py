@@ -57,6 +57,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from samspt.runtime.image_files import IMAGE_EXTENSIONS, is_image_file
 from samspt.training.data.checks import check_records
 from samspt.training.data.coco import coco_files, read_coco
 from samspt.training.data.mask_values import (MIN_COMPONENT_AREA, VALUE_LAYOUTS, check_options,
@@ -66,7 +67,6 @@ from samspt.training.data.records import DEFECT_FREE, DatasetError, Record, reco
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_DEFAULT_CLASS = "defect"
 _Pair = Tuple[Path, Optional[Path]]  # an image and its mask (None: it has none)
 
@@ -84,9 +84,7 @@ LAYOUTS: Dict[str, str] = {
 }
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and \
-        not path.name.startswith(".")
+_is_image = is_image_file  # one rule for what an image file is (samspt.runtime.image_files)
 
 
 def _images(folder: Path, suffixes: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
