@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import onnx
 import torch
 
@@ -375,6 +376,14 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                 graphs[kind][prec] = _graph_record(proto, path.name, names, opset,
                                                    "float16" if compact or prec == "fp16"
                                                    else "float32")
+        scan_head = None
+        if merged.scan_head is not None:
+            from samspt.runtime.scan_head import SCAN_HEAD_FILE, head_record
+
+            arrays = merged.scan_head.arrays()
+            np.savez(tmp / SCAN_HEAD_FILE, **arrays)
+            files.append(SCAN_HEAD_FILE)
+            scan_head = head_record(config.prompt_embed_dim, arrays["hidden_bias"].shape[0])
         prepared = None
         if verify:
             from samspt.export.verify import prepare_reference
@@ -412,6 +421,7 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
             "mask_threshold": MASK_THRESHOLD,
             "low_res_size": config.embedding_size * tensors.LOW_RES_UPSCALE,
             "views": config.view_settings.to_dict() if config.view_settings else None,
+            **({"scan_head": scan_head} if scan_head else {}),
             "graphs": graphs,
             "files": {f: file_entry(tmp / f) for f in files},
             "verification": verification,

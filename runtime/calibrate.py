@@ -53,7 +53,7 @@ def scan_scores(inspector, paths: Sequence[Path], progress: Optional[Progress] =
                 f"than any view the model was trained on; calibrate on images from the "
                 f"station's camera, as the model will see them")
         result = inspector.inspect(image)
-        flagged.append(bool(result.pred_label[0]))
+        flagged.append(bool(result.pred_label[0]) or inspector.scan_scores_every_image)
         scores.append(float(result.scores[0]))
         if progress:
             progress(done, len(paths))

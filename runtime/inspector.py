@@ -30,10 +30,12 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
+from samspt.runtime.find_segment import DEFAULT_GATE, head_scan
 from samspt.runtime.manifest import PRECISIONS, operating_point, read_manifest, view_settings
 from samspt.runtime.operating_point import (DEFAULT_HIGH, DEFAULT_LOW, image_scores,
                                             normalized_score)
 from samspt.runtime.result import InspectionResult, summarize_masks
+from samspt.runtime.scan_head import NumpyScanHead
 from samspt.runtime.validation import DEFAULT_MAX_PIXELS, check_image, check_prompts
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import VIEW_POLICIES, View, plan_views
@@ -97,6 +99,9 @@ class Inspector:
         self.threshold = float(self.manifest["mask_threshold"])
         self.view_settings = view_settings(self.manifest)
         self.operating_point = operating_point(self.manifest)
+        head = self.manifest.get("scan_head")
+        self._scan_head = (NumpyScanHead.load(self.model_dir / head["file"], int(head["channels"]))
+                           if head and self.view_settings is not None else None)
         for key, value, what in (("scan_min_score", scan_min_score, "a scan view's mask"),
                                  ("prompt_min_score", prompt_min_score, "a prompt's mask")):
             if value is None or self.view_settings is None:
@@ -200,10 +205,19 @@ class Inspector:
         return np.concatenate([download(self._graphs.embed(batch[i:i + 1]))
                                for i in range(len(batch))])
 
+    @property
+    def scan_scores_every_image(self) -> bool:
+        """Whether a scan's score is known for every image, flagged or not (a scan head's map
+        maximum), rather than only for images some view answered (the view scan)."""
+        return self._scan_head is not None
+
     def _run(self, state: _ImageState, boxes, points, point_labels) -> InspectionResult:
         start = time.perf_counter()
         hw = state.rgb.shape[:2]
         boxes, points, labels = check_prompts(boxes, points, point_labels, hw, self.max_prompts)
+        if boxes is None and points is None and self._scan_head is not None and \
+                self.views == "auto":
+            return self._find_then_segment(state, start)
         plan = plan_views(hw, self.image_size, self.view_settings, self.views, boxes, points,
                           labels)
         prep = time.perf_counter()
@@ -224,6 +238,31 @@ class Inspector:
                                 scores=np.asarray(out.scores, np.float32).reshape(-1),
                                 timings_ms=timings, views=out.views, pred_score=pred_score,
                                 **summary)
+
+    def _find_then_segment(self, state: _ImageState, start: float) -> InspectionResult:
+        prep = time.perf_counter()
+        with self._lock or contextlib.nullcontext():
+            scan = head_scan(state.rgb, self.view_settings, self.image_size,
+                             self.image_size // int(self.manifest["model"]["patch_size"]),
+                             self._scan_head, self._encode, self._graphs.decode,
+                             self.pixel_mean, self.pixel_std, cache=state.embeddings,
+                             mask_threshold=self.threshold)
+        inferred = time.perf_counter()
+        summary = summarize_masks(scan.masks, self.min_defect_area, scan.regions)
+        gate = self.view_settings.scan_min_score
+        point = self.operating_point
+        low, high = (point.low, point.high) if point else (DEFAULT_LOW, DEFAULT_HIGH)
+        pred_score = normalized_score([scan.score], DEFAULT_GATE if gate is None else gate,
+                                      low, high)
+        timings = {key: value * 1e3 for key, value in scan.timings.items()}
+        timings["preprocess"] += (prep - start) * 1e3 + state.check_ms
+        state.check_ms = 0.0
+        timings["postprocess"] += (time.perf_counter() - inferred) * 1e3
+        timings["total"] = sum(timings.values())
+        return InspectionResult(masks=scan.masks, draft_masks=scan.draft_masks,
+                                scores=np.array([scan.score], np.float32), timings_ms=timings,
+                                views=scan.views, pred_score=pred_score,
+                                anomaly_map=scan.anomaly_map, **summary)
 
     def _pred_score(self, scan: bool, scores: np.ndarray, answered: np.ndarray) -> np.ndarray:
         """Each row's score on the operating point's scale (:attr:`InspectionResult.pred_score`):

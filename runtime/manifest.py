@@ -22,6 +22,10 @@ Schema (``schema_version`` 2; version-1 folders still load, as whole-image model
       "verification": {...parity figures...} | null,
       "tools": {"samspt": "...", "torch": "...", "onnx": "...", ...},
       "sources": {"checkpoint": {"name": "...", "sha256": "..."}, ...},
+      "scan_head": {"file": "scan_head.npz", "channels": C, "hidden": H},   # optional: the
+                                                # scan's per-token defect head (numpy arrays,
+                                                # samspt.runtime.scan_head); absent: the scan
+                                                # decodes every view
       "calibration": {...} | null,             # optional: the scan's operating point set on a
                                                 # station's images (samspt-calibrate; its gate is
                                                 # views.scan_min_score), an OperatingPoint
@@ -131,6 +135,10 @@ def _check_graphs_are_listed(path: Path, manifest: Dict[str, Any]) -> None:
             for label, entry in [(precision, graph)] + [(f"{precision}-{name}", variant)
                                                         for name, variant in variants.items()]:
                 problems += _unlisted(manifest, f"the {label} {kind} graph", entry)
+    head = manifest.get("scan_head")
+    if head is not None:
+        problems += (_unlisted(manifest, "the scan head", head) if isinstance(head, dict)
+                     else ["the scan_head entry is not a record"])
     if problems:
         raise ModelFolderError(f"{path} is inconsistent: {'; '.join(problems)}. Export the model "
                                "again; do not edit an exported model's manifest")

@@ -21,7 +21,9 @@ class InspectionResult:
     :mod:`samspt.runtime.operating_point`); empty where the maker of the result had none;
     ``timings_ms``: milliseconds per stage (preprocess, encoder, decoder, postprocess, total);
     ``views``: the view (:class:`samspt.runtime.views.View`) of each prompt, or of a prompt-free
-    scan all its views (its one row is their merged mask).
+    scan all its views (its one row is their merged mask); ``anomaly_map``: HxW float32 defect
+    probability of a prompt-free scan by a model with a scan head
+    (:mod:`samspt.runtime.find_segment`), else None.
     """
 
     masks: np.ndarray
@@ -33,6 +35,7 @@ class InspectionResult:
     timings_ms: Dict[str, float] = field(default_factory=dict)
     views: List[Any] = field(default_factory=list)
     pred_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    anomaly_map: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])

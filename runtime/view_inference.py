@@ -69,6 +69,29 @@ def group_views(views: Sequence[View]) -> List[Tuple[View, List[int]]]:
     return list(groups.items())
 
 
+def encode_views(image: np.ndarray, views: Sequence[View], encode: EncodeFn,
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float],
+                 cache: Dict[View, Any], timings: Dict[str, float],
+                 clock: Callable[[], float]) -> None:
+    """Encode the ``views`` that ``cache`` lacks (in batches of :data:`MAX_VIEWS_PER_ENCODE`)
+    into it; their input pixels' time adds to ``timings["preprocess"]``, the encoder's to
+    ``timings["encoder"]``."""
+    t0 = clock()
+    missing = [view for view in views if view not in cache]
+    timings["preprocess"] += clock() - t0
+    for first in range(0, len(missing), MAX_VIEWS_PER_ENCODE):
+        chunk = missing[first:first + MAX_VIEWS_PER_ENCODE]
+        t1 = clock()
+        batch = np.stack([view.input_tensor(image, pixel_mean, pixel_std) for view in chunk])
+        t2 = clock()
+        embeddings = encode(batch)
+        t3 = clock()
+        for i, view in enumerate(chunk):
+            cache[view] = embeddings[i:i + 1]
+        timings["preprocess"] += t2 - t1
+        timings["encoder"] += t3 - t2
+
+
 def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: DecodeFn,
                 pixel_mean: Sequence[float], pixel_std: Sequence[float],
                 cache: Optional[Dict[View, Any]] = None,
@@ -81,22 +104,10 @@ def infer_views(image: np.ndarray, plan: ViewPlan, encode: EncodeFn, decode: Dec
 
     clock = clock or time.perf_counter
     timings = {"preprocess": 0.0, "encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
-    t0 = clock()
     groups = group_views(plan.views)
     cache = {} if cache is None else cache
-    missing = [view for view, _ in groups if view not in cache]
-    timings["preprocess"] = clock() - t0
-    for first in range(0, len(missing), MAX_VIEWS_PER_ENCODE):
-        chunk = missing[first:first + MAX_VIEWS_PER_ENCODE]
-        t1 = clock()
-        batch = np.stack([view.input_tensor(image, pixel_mean, pixel_std) for view in chunk])
-        t2 = clock()
-        embeddings = encode(batch)
-        t3 = clock()
-        for i, view in enumerate(chunk):
-            cache[view] = embeddings[i:i + 1]
-        timings["preprocess"] += t2 - t1
-        timings["encoder"] += t3 - t2
+    encode_views(image, [view for view, _ in groups], encode, pixel_mean, pixel_std, cache,
+                 timings, clock)
 
     count = len(plan.views)
     height, width = image.shape[:2]

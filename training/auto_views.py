@@ -36,7 +36,6 @@ settings with the figures and the reasons, which ``samspt-train`` prints.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 

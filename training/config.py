@@ -73,6 +73,11 @@ class ModelConfig:
     # off until trained), so every token knows whether it is in the box, as a U-Net given the
     # box as an input channel does. Prompts without a box get none.
     box_dense_prompt: bool = False
+    # A scan head: a small per-token classifier on the image embedding (1x1 conv, ReLU, 1x1
+    # conv) saying whether each token's cell holds a defect, trained beside the box task. The
+    # prompt-free scan reads it to find candidate regions (then answers them as box prompts) and
+    # to score the image; the runtime computes it in numpy from the exported scan_head.npz.
+    scan_head: bool = False
     # Views (samspt.runtime.views): a model trained on zoomed views records how they are chosen;
     # view_context None is a whole-image model (SAM's protocol, the SAM sizes).
     view_context: Optional[float] = None

@@ -108,6 +108,10 @@ class RuntimePredictor:
     def scan_gate(self) -> Optional[float]:
         return _gate(self.inspector.view_settings)
 
+    @property
+    def scan_scores_every_image(self) -> bool:
+        return self.inspector.scan_scores_every_image
+
     def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool, float]:
         result = self.inspector.inspect(image)
         return result.masks[0], bool(result.pred_label[0]), float(result.scores[0])
@@ -146,6 +150,10 @@ class TorchPredictor:
     @property
     def scan_gate(self) -> Optional[float]:
         return _gate(self.model.config.view_settings)
+
+    @property
+    def scan_scores_every_image(self) -> bool:
+        return self.views == "auto" and getattr(self.model, "scan_head", None) is not None
 
     def scan(self, image: np.ndarray) -> Tuple[np.ndarray, bool, float]:
         out = self._predict(self.model, image, views=self.views)
@@ -338,6 +346,8 @@ def evaluate_image(predictor: Predictor, record: Record, prompt: str = "box",
         scanned, flagged, scan_score = predictor.scan(image)
         scores["scan_flagged"] = float(flagged)
         scores["scan_score"] = float(scan_score)
+        if getattr(predictor, "scan_scores_every_image", False):
+            scores["scan_scored"] = 1.0     # a score for every image, flagged or not
         if not record.is_defect_free:
             scores["scan_iou"] = mask_iou(np.asarray(scanned, bool), gt)
             scores["scan_biou"] = boundary_iou(np.asarray(scanned, bool), gt)
@@ -421,7 +431,9 @@ def summarize(results: Iterable[ImageResult], prompt: str = "box", seed: int = 0
                                 "biou": _mean([r["scan_biou"] for r in group
                                                if "scan_biou" in r])}
                           for cls, group in sorted(defective.items())},
-            "trade_off": trade_off(scanned, scanned_free, scan_gate) if scanned else None}
+            "trade_off": trade_off(scanned, scanned_free,
+                                   None if all(r.get("scan_scored") for r in scanned)
+                                   else scan_gate) if scanned else None}
     return {"predictor": predictor_name, "prompt": prompt, "seed": int(seed),
             "n_images": len(images), "n_defective": len(rows), "scan": scan,
             "final": _pass_means(rows, "final"), "draft": _pass_means(rows, "draft"),

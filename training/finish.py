@@ -57,8 +57,9 @@ from samspt.runtime.files import atomic_write_text, sha256_file
 from samspt.training import model_card
 from samspt.training.data.records import Record
 from samspt.training.finish_report import (BOX, DEFAULT_FALSE_ALARM, GOALS, GRABCUT, Figures,
-                                          FinishReport, check_goals, choose_gate, flagged_at,
-                                          goal_lines, scan_figures)
+                                          FinishReport, calibrated_point, check_goals,
+                                          choose_gate, flagged_at, gate_of_point, goal_lines,
+                                          scan_figures)
 from samspt.training.prompt_gate import DEFAULT_TARGET_EMPTY, choose_prompt_gate
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,9 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
     evaluation = summarize(gated, predictor_name=predictor.name, skipped=skipped)
     images = evaluation.pop("images")
     scan = scan_figures(evaluation) if views else None
-    gate = choose_gate(scan, false_alarm, whole_image=not views)
+    point = calibrated_point(images, false_alarm) if scan else None
+    gate = (gate_of_point(point, false_alarm) if point is not None
+            else choose_gate(scan, false_alarm, whole_image=not views))
     gate.per_class = {c: flagged_at([r for r in images if r["defect_class"] == c], gate.gate)
                       for c in evaluation["per_class"]} if scan else {}
     stages.say(f"scan gate: {model_card.gate_text(gate.gate)} ({gate.rule})")
@@ -227,6 +230,13 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         result = _export(model, model_dir, run_dir.resolve().name, _verify_images(val_records),
                          _sources(weights, config), notes)
     shipped = result.manifest["files"]
+    if point is not None:      # the operating point, with the graphs it was measured on
+        from samspt.runtime.calibrate import write_calibrated
+
+        fp32 = {probe.manifest["graphs"][kind]["fp32"]["file"] for kind in ("encoder", "decoder")}
+        write_calibrated(model_dir, model_dir, dataclasses.replace(
+            point, backend="onnxruntime", precision="fp32",
+            graphs={name: shipped[name]["sha256"] for name in sorted(fp32)}))
     if any(entry["sha256"] != shipped.get(name, {}).get("sha256")
            for name, entry in probe.manifest["files"].items()):
         notes.append("The figures were measured on FP32 graphs traced a moment before the "

@@ -203,6 +203,32 @@ def choose_gate(scan: Optional[ScanFigures], false_alarm: float = DEFAULT_FALSE_
                     pick.defect_free_flagged, **counts)
 
 
+def calibrated_point(images: Sequence[Mapping[str, Any]], false_alarm: float):
+    """The scan's operating point chosen as ``samspt-calibrate`` chooses it
+    (:func:`samspt.runtime.operating_point.choose`, a false-alarm budget) from the validation
+    images' scan scores (per-image report rows, scanned with no gate), or None where there are
+    too few defect-free images to measure the budget, or no defective image."""
+    from samspt.runtime.operating_point import choose, normals_needed
+    from samspt.training.scan_tradeoff import scan_scores
+
+    rows = [r for r in images if "scan_flagged" in r]
+    free = [r for r in rows if r.get("defect_free")]
+    defective = [r for r in rows if not r.get("defect_free")]
+    if not defective or len(free) < normals_needed(false_alarm):
+        return None
+    return choose(scan_scores(free), scan_scores(defective), max_false_alarm=false_alarm)
+
+
+def gate_of_point(point, false_alarm: float) -> GatePick:
+    """The :class:`GatePick` of a calibrated operating point."""
+    return GatePick(point.min_score,
+                    f"calibrated on the validation images as samspt-calibrate does: the lowest "
+                    f"gate at which at most {_pct(false_alarm)} of the defect-free images are "
+                    f"flagged ({point.normal_flagged} of {point.normal_images})", false_alarm,
+                    point.recall, point.false_alarm_rate, point.defective_images,
+                    point.normal_images)
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:g} %"
 
@@ -226,8 +252,8 @@ def flagged_at(images: Sequence[Mapping[str, Any]], gate: Optional[float]) -> Op
     rows = [r for r in images if "scan_flagged" in r]
     if not rows:
         return None
-    return float(np.mean([bool(r["scan_flagged"]) and (gate is None or r["scan_score"] >= gate)
-                          for r in rows]))
+    return float(np.mean([(bool(r["scan_flagged"]) or bool(r.get("scan_scored")))
+                          and (gate is None or r["scan_score"] >= gate) for r in rows]))
 
 
 def check_goals(goals: Optional[Mapping[str, float]]) -> Dict[str, float]:

@@ -36,6 +36,9 @@ class LossWeights:
     # (its target: the answer's IoU, 0 for a mask drawn where there is nothing) learns to tell
     # them apart, and the model folder's prompt gate answers them empty (SAM 2's object score).
     empty_mask: float = 1.0
+    # Weight of the scan head's loss (models with ModelConfig.scan_head): BCE of each token's
+    # defect logit against "the view's defect mask reaches this token's cell".
+    scan_head: float = 1.0
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -54,10 +57,12 @@ def focus_masks(point_coords: torch.Tensor, point_labels: torch.Tensor, size: in
 
 
 def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
-              focus: Optional[torch.Tensor] = None) -> torch.Tensor:
+              focus: Optional[torch.Tensor] = None,
+              prompt_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """BCE + Dice of KxHxW logits against KxHxW 0/1 targets, averaged over the prompts (those
-    with an empty target weighted ``weights.empty_mask``); with a KxHxW bool ``focus``, BCE is
-    the mean inside it plus ``weights.outside`` times the mean outside it."""
+    with an empty target weighted ``weights.empty_mask``, each also by ``prompt_weight``, K,
+    where given); with a KxHxW bool ``focus``, BCE is the mean inside it plus
+    ``weights.outside`` times the mean outside it."""
     per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if focus is None:
         inside = torch.ones_like(per_pixel)
@@ -73,6 +78,8 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: LossWeights,
     empty = targets.flatten(1).amax(-1) <= 0.5
     weight = torch.where(empty, torch.full_like(per_prompt, weights.empty_mask),
                          torch.ones_like(per_prompt))
+    if prompt_weight is not None:
+        weight = weight * prompt_weight.to(weight.dtype)
     return (per_prompt * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
@@ -98,18 +105,35 @@ def to_input_frame(low_res: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)[:, 0]
 
 
+def scan_head_loss(token_logits: torch.Tensor, token_targets: torch.Tensor) -> torch.Tensor:
+    """BCE of Bxhxw token logits against Bxhxw 0/1 targets, each view's tokens averaged, the
+    views' means averaged."""
+    return F.binary_cross_entropy_with_logits(token_logits.float(), token_targets.float())
+
+
+def token_targets(view_mask: torch.Tensor, tokens: int) -> torch.Tensor:
+    """SxS 0/1 mask in a view's input frame -> tokens x tokens 0/1: a token is a defect where
+    any pixel of its cell is."""
+    size = view_mask.shape[-1]
+    cell = size // tokens
+    return view_mask.reshape(tokens, cell, tokens, cell).amax(dim=(1, 3))
+
+
 def spt_loss(draft_low: torch.Tensor, final_low: torch.Tensor, scores: torch.Tensor,
              targets: torch.Tensor, weights: LossWeights,
-             focus: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+             focus: Optional[torch.Tensor] = None,
+             prompt_weight: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Loss terms of one image's K prompts; ``targets``: KxSxS 0/1 float in the input frame;
-    ``focus``: KxSxS bool from :func:`focus_masks` (None: plain BCE over the image).
+    ``focus``: KxSxS bool from :func:`focus_masks` (None: plain BCE over the image);
+    ``prompt_weight``: K weights of the prompts (0: the prompt trains nothing; None: all 1).
 
     Returns ``{"loss", "draft", "final", "score"}`` (``loss`` is the weighted total).
     """
     size = targets.shape[-1]
     final = to_input_frame(final_low, size)
-    out = {"draft": mask_loss(to_input_frame(draft_low, size), targets, weights, focus),
-           "final": mask_loss(final, targets, weights, focus)}
+    out = {"draft": mask_loss(to_input_frame(draft_low, size), targets, weights, focus,
+                              prompt_weight),
+           "final": mask_loss(final, targets, weights, focus, prompt_weight)}
     total = weights.draft * out["draft"] + weights.final * out["final"]
     if weights.score > 0:
         with torch.no_grad():
@@ -118,7 +142,12 @@ def spt_loss(draft_low: torch.Tensor, final_low: torch.Tensor, scores: torch.Ten
             union = (pred | truth).flatten(1).sum(-1)
             iou = torch.where(union > 0, (pred & truth).flatten(1).sum(-1) / union.clamp_min(1),
                               torch.ones_like(union, dtype=torch.float32))
-        out["score"] = F.mse_loss(scores[:, 0].float(), iou.float())
+        errors = (scores[:, 0].float() - iou.float()) ** 2
+        if prompt_weight is None:
+            out["score"] = errors.mean()
+        else:
+            w = prompt_weight.float()
+            out["score"] = (errors * w).sum() / w.sum().clamp_min(1e-6)
         total = total + weights.score * out["score"]
     out["loss"] = total
     return out

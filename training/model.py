@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 from segment_anything.modeling import ImageEncoderViT, PromptEncoder, TwoWayTransformer
 from segment_anything.modeling.transformer import Attention as DecoderAttention
@@ -92,6 +93,7 @@ class SptSam(nn.Module):
         self.box_clip = (None if config.box_clip_margin is None
                          else BoxClip(config.image_size, config.box_clip_margin))
         self.relation = RelationBuilder()
+        self.scan_head = ScanHead(config.prompt_embed_dim) if config.scan_head else None
         if lora is not None:
             self._inject_lora(lora)
 
@@ -109,6 +111,13 @@ class SptSam(nn.Module):
         """Bx3xSxS preprocessed images -> BxC'xhxw image embeddings (C' is
         ``config.embedding_channels``: the high-res features, if any, are packed in)."""
         return self.image_encoder(image)
+
+    def defect_logits(self, image_embedding: torch.Tensor) -> torch.Tensor:
+        """BxC'xhxw image embeddings -> Bxhxw logits of "this token's cell holds a defect" (the
+        scan head, :class:`ScanHead`); a ConfigError for a model without one."""
+        if self.scan_head is None:
+            raise ConfigError(f"{self.config.name} has no scan head (ModelConfig.scan_head)")
+        return self.scan_head(image_embedding[:, :self.config.prompt_embed_dim])
 
     def decode(self, image_embedding: torch.Tensor, point_coords: torch.Tensor,
                point_labels: torch.Tensor) -> SptOutput:
@@ -196,7 +205,28 @@ def is_spt_parameter(name: str) -> bool:
     additions a configuration may switch on beside SAM's own weights (the box dense prompt,
     the upscaling refinement blocks), which start at zero and so exist only once trained."""
     return (is_lora_parameter(name) or ".relation_scales." in name or name == "box_dense"
-            or ".upscale_refine." in name)
+            or ".upscale_refine." in name or name.startswith("scan_head."))
+
+
+class ScanHead(nn.Module):
+    """BxCxhxw image embedding -> Bxhxw defect logits per token: 1x1 conv to C/4, ReLU, 1x1 conv
+    to one channel (what :mod:`samspt.runtime.scan_head` computes in numpy)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = max(8, channels // 4)
+        self.hidden = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.out = nn.Conv2d(hidden, 1, kernel_size=1)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(embedding)))[:, 0]
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        """The weights as the runtime's numpy head reads them (float32)."""
+        return {"hidden_weight": self.hidden.weight.detach().float().cpu().numpy()[:, :, 0, 0],
+                "hidden_bias": self.hidden.bias.detach().float().cpu().numpy(),
+                "out_weight": self.out.weight.detach().float().cpu().numpy()[:, :, 0, 0],
+                "out_bias": self.out.bias.detach().float().cpu().numpy()}
 
 
 def build_sam(config: ModelConfig) -> nn.Module:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from samspt.runtime import preprocess as pp
+from samspt.runtime.find_segment import head_scan
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import View, plan_views
 from samspt.training.model import SptSam
@@ -52,6 +53,23 @@ def predict(model: SptSam, image: np.ndarray, boxes: Optional[np.ndarray] = None
         return (out.draft_logits.float().cpu().numpy(), out.logits.float().cpu().numpy(),
                 out.scores[:, 0].float().cpu().numpy())
 
+    if plan.scan and views == "auto" and model.scan_head is not None:
+        found = head_scan(rgb, config.view_settings, config.image_size, config.embedding_size,
+                          _TorchHead(model), encode, decode, config.pixel_mean, config.pixel_std,
+                          mask_threshold=pp.MASK_THRESHOLD)
+        empty = np.zeros((0, 1, 1, 1), np.float32)
+        return TorchPrediction(found.masks, found.draft_masks, empty, empty,
+                               np.array([found.score], np.float32), found.views)
     out = infer_views(rgb, plan, encode, decode, config.pixel_mean, config.pixel_std)
     return TorchPrediction(out.logits > pp.MASK_THRESHOLD, out.draft_logits > pp.MASK_THRESHOLD,
                            out.low_res, out.draft_low_res, out.scores, out.views)
+
+
+class _TorchHead:
+    """The model's scan head for :func:`~samspt.runtime.find_segment.head_scan`."""
+
+    def __init__(self, model: SptSam) -> None:
+        self.model = model
+
+    def logits(self, embeddings) -> np.ndarray:
+        return self.model.defect_logits(torch.cat(list(embeddings))).float().cpu().numpy()

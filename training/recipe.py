@@ -38,7 +38,10 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     # The path to pixels (measured on unseen MTD images, 21.6k views each):
     # the encoder's top-down pixel decoder to stride 2, residual convs after the decoders'
     # upscaling, and the box also as a dense prompt: 0.626 against 0.612 without them.
-    c.model.config = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True}
+    # The scan head: the prompt-free scan finds defects with it, then answers them as boxes
+    # (samspt.runtime.find_segment).
+    c.model.config = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True,
+                      "scan_head": True}
 
     # Data: every reader's layout detected; a fifth of each class kept for validation.
     c.data.root = str(data)
@@ -54,11 +57,15 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     # windows on defect-free images (view_samples.py; the rest: boxes on clean areas). Tight
     # boxes only, besides the clean-area boxes: on unseen MTD images 25 minutes of tight boxes
     # reached 0.720 final mIoU where the earlier mix (tight 0.8, scan windows 0.1, defect-free
-    # scan windows 0.5, a second box per view) reached 0.649 in 60 minutes.
-    c.data.view_tight = 0.85
+    # scan windows 0.5, a second box per view) reached 0.649 in 60 minutes: scan windows whose
+    # own extent was the prompt taught the masks to mark whole windows. Here scan windows (8 %
+    # of the defective images' views, half of the defect-free images') train the scan head only
+    # (data.scan_prompts false: their prompts weigh nothing), at the scale the scan sees images.
+    c.data.view_tight = 0.8
     c.data.view_loose = 0.0
-    c.data.view_scan = 0.0
-    c.data.view_free_scan = 0.0
+    c.data.view_scan = 0.08
+    c.data.view_free_scan = 0.5
+    c.data.scan_prompts = False
     # One box per view: a second box (half of them on clean areas) cost 40 % of the views a
     # second (11.5 against 20 views/s on MTD, two cores).
     c.data.prompts_per_view = 1
@@ -97,6 +104,7 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     c.loss.outside = 0.0
     c.loss.defect_share = 0.0
     c.loss.empty_mask = 0.25
+    c.loss.scan_head = 1.0                # the scan head's token BCE
 
     # Time: the whole command's budget; 12 % (or the measured estimate, if larger) kept for the
     # finish stage; the learning rate warms up over the first 3 % of the training time and

@@ -28,10 +28,11 @@ FALSE_ALARMS = (0.01, 0.02, 0.05)
 
 
 def scan_scores(rows: Sequence[Dict[str, float]]) -> List[float]:
-    """Each scanned image's score for the ROC: its scan score if the scan flagged it, else -inf
-    (below every gate)."""
+    """Each scanned image's score for the ROC: its scan score if the scan flagged it or scores
+    every image (``scan_scored``: a scan head's map maximum), else -inf (below every gate)."""
     rows = [r for r in rows if "scan_score" in r]
-    return list(image_scores([r["scan_flagged"] for r in rows], [r["scan_score"] for r in rows]))
+    return list(image_scores([bool(r["scan_flagged"]) or bool(r.get("scan_scored"))
+                              for r in rows], [r["scan_score"] for r in rows]))
 
 
 def trade_off(defective: Sequence[Dict[str, float]], defect_free: Sequence[Dict[str, float]],

@@ -61,6 +61,9 @@ class DataSection:
     # Prompts per training view: the view's own, and K - 1 more boxes on the same view (its
     # other defects, jittered or loose boxes, clean areas) answered from the one encoder run.
     prompts_per_view: int = 1
+    # Whether scan windows' box prompts (their own extent) train the masks; false: scan windows
+    # train the scan head only (model.config.scan_head), and the masks learn boxes.
+    scan_prompts: bool = True
 
 
 @dataclass
@@ -94,6 +97,7 @@ class LossSection:
     outside: float = 0.5  # ... plus this weight times BCE outside it (see training/losses.py)
     defect_share: float = 0.0  # > 0: class-balanced BCE, defect pixels weigh this share
     empty_mask: float = 1.0  # weight of the mask loss of prompts with an empty target
+    scan_head: float = 1.0  # weight of the scan head's token loss (models with a scan head)
 
 
 @dataclass

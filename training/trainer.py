@@ -30,7 +30,8 @@ from samspt.training.config import LoraConfig
 from samspt.training.evaluation import TorchPredictor, evaluate_records, fmt_figure
 from samspt.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier,
                                          parameters_digest)
-from samspt.training.losses import LossWeights, focus_masks, spt_loss
+from samspt.training.losses import (LossWeights, focus_masks, scan_head_loss, spt_loss,
+                                     token_targets)
 from samspt.training.model import SptSam
 from samspt.training.run_files import RunFiles
 from samspt.training.schedule import TimeBudget, build_scheduler, finish_estimate_s
@@ -70,8 +71,22 @@ class _TrainStep(nn.Module):
         self.weights = weights
 
     def forward(self, images: torch.Tensor, coords: List[torch.Tensor],
-                labels: List[torch.Tensor], targets: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+                labels: List[torch.Tensor], targets: List[torch.Tensor],
+                view_masks: Optional[torch.Tensor] = None,
+                prompt_weight: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         embeddings = self.model.encode(images)
+        terms = self._prompt_terms(embeddings, coords, labels, targets, prompt_weight)
+        if view_masks is not None and self.model.scan_head is not None:
+            tokens = self.model.config.embedding_size
+            wanted = torch.stack([token_targets(m, tokens) for m in view_masks])
+            head = scan_head_loss(self.model.defect_logits(embeddings), wanted)
+            terms["scan_head"] = head
+            terms["loss"] = terms["loss"] + self.weights.scan_head * head
+        return terms
+
+    def _prompt_terms(self, embeddings: torch.Tensor, coords: List[torch.Tensor],
+                      labels: List[torch.Tensor], targets: List[torch.Tensor],
+                      prompt_weight: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         count = coords[0].shape[0]
         if all(c.shape == coords[0].shape for c in coords) and (
                 count == 1 or self.model.config.view_settings is not None):
@@ -80,7 +95,7 @@ class _TrainStep(nn.Module):
             if count > 1:
                 embeddings = embeddings.repeat_interleave(count, dim=0)
             return self._terms(embeddings, torch.cat(coords), torch.cat(labels),
-                               torch.cat(targets))
+                               torch.cat(targets), prompt_weight)
         totals: Dict[str, torch.Tensor] = {}
         for i in range(len(coords)):
             terms = self._terms(embeddings[i:i + 1], coords[i], labels[i], targets[i])
@@ -89,10 +104,12 @@ class _TrainStep(nn.Module):
         return totals
 
     def _terms(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
-               targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+               targets: torch.Tensor, prompt_weight: Optional[torch.Tensor] = None
+               ) -> Dict[str, torch.Tensor]:
         out = self.model.decode(embeddings, coords, labels)
         focus = focus_masks(coords, labels, targets.shape[-1], self.weights.focus_margin)
-        return spt_loss(out.draft_logits, out.logits, out.scores, targets, self.weights, focus)
+        return spt_loss(out.draft_logits, out.logits, out.scores, targets, self.weights, focus,
+                        prompt_weight)
 
 
 # ------------------------------------------------------------------------------ set-up
@@ -224,7 +241,8 @@ class Trainer:
                                   augment=data.augment)
         sampling = ViewSampling(tight=data.view_tight, loose=data.view_loose,
                                 scan=data.view_scan, free_scan=data.view_free_scan,
-                                prompts_per_view=data.prompts_per_view)
+                                prompts_per_view=data.prompts_per_view,
+                                scan_prompts=data.scan_prompts)
         return DefectDataset(records, self.model.config, settings, train=train,
                              seed=self.config.optim.seed, sampling=sampling)
 
@@ -506,10 +524,15 @@ class Trainer:
         coords = [item["point_coords"].to(device) for item in batch]
         labels = [item["point_labels"].to(device) for item in batch]
         targets = [item["targets"].to(device) for item in batch]
+        view_masks = (torch.stack([item["view_mask"] for item in batch]).to(device)
+                      if all("view_mask" in item for item in batch) else None)
+        prompt_weight = (torch.cat([item.get("prompt_weight", torch.ones(len(item["targets"])))
+                                    for item in batch]).to(device)
+                         if any("prompt_weight" in item for item in batch) else None)
         autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else \
             contextlib.nullcontext()
         with autocast:
-            return step_module(images, coords, labels, targets)
+            return step_module(images, coords, labels, targets, view_masks, prompt_weight)
 
     def _log(self, step: int, epoch: int, window: _Window, optimizer: Any, total: int,
              budget: Optional[TimeBudget], best: Optional[Dict[str, Any]]) -> None:

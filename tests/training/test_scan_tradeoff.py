@@ -45,3 +45,24 @@ def test_shares_flagged_at_each_gate_above_the_runs_own():
     assert "run at 0.2" in lines[0] and any(line.split()[0] == "0.45" for line in lines[2:])
     assert format_trade_off(None) == []
     assert "run at no gate" in format_trade_off(trade_off(defective, clean))[0]
+
+
+def test_the_finish_stage_calibrates_as_samspt_calibrate_does():
+    from samspt.runtime.operating_point import choose
+    from samspt.training.finish_report import calibrated_point, flagged_at, gate_of_point
+
+    rng = np.random.default_rng(1)
+    free = [{"defect_free": True, "scan_flagged": 0.0, "scan_score": float(s), "scan_scored": 1.0}
+            for s in rng.uniform(0.0, 0.6, 60)]
+    defective = [{"defect_free": False, "scan_flagged": 1.0, "scan_score": float(s),
+                  "scan_scored": 1.0} for s in rng.uniform(0.4, 1.0, 20)]
+    point = calibrated_point(free + defective, 0.02)
+    assert point == choose([r["scan_score"] for r in free], [r["scan_score"] for r in defective],
+                           max_false_alarm=0.02)
+    pick = gate_of_point(point, 0.02)
+    assert pick.gate == point.min_score and pick.n_defect_free == 60
+    # scored images count at any gate, flagged at the run's or not
+    assert flagged_at(free, pick.gate) == point.normal_flagged / 60 <= 0.02
+    assert flagged_at(defective, pick.gate) == point.defective_flagged / 20
+    assert calibrated_point(free[:49] + defective, 0.02) is None     # too few to measure 2 %
+    assert calibrated_point(free, 0.02) is None                      # no defective image

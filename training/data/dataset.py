@@ -243,7 +243,13 @@ class DefectDataset(torch.utils.data.Dataset):
         ox, oy, rw, rh = view.placement
         valid = np.zeros((config.image_size,) * 2, dtype=bool)
         valid[oy:oy + rh, ox:ox + rw] = True
+        extra_items = {}
+        if config.scan_head:     # the scan head learns where the view's defects are
+            extra_items["view_mask"] = torch.from_numpy(view.crop_mask(mask))
+        if kind == "scan" and self.train and not self.sampling.scan_prompts:
+            extra_items["prompt_weight"] = torch.zeros(len(targets))
         return {
+            **extra_items,
             "image": torch.from_numpy(view.input_tensor(image, config.pixel_mean,
                                                         config.pixel_std)),
             "point_coords": torch.from_numpy(coords),

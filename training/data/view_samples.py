@@ -57,6 +57,9 @@ class ViewSampling:
     center_jitter: float = 0.5
     prompts_per_view: int = 1
     extra_negative: float = 0.5
+    # Whether a scan window's box prompt (its own extent) trains the masks; False: scan windows
+    # train the scan head only (ModelConfig.scan_head), their prompts weigh nothing.
+    scan_prompts: bool = True
 
     def __post_init__(self) -> None:
         shares = (self.tight, self.loose, self.scan)

@@ -1,0 +1,118 @@
+"""The scan head in numpy: per-token defect logits from image embeddings (``scan_head.npz`` of a
+model folder), and the prompt-free scan's anomaly map and proposals built from them.
+
+The head (``training.model.ScanHead``) is two 1x1 convolutions with a ReLU between, on the first
+C channels of a view's embedding (the high-res features packed after them are not read): a few
+thousand multiply-adds per token, so it runs here, in numpy, whatever backend ran the encoder,
+and needs no graph or engine of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from samspt.runtime.errors import ModelFolderError
+from samspt.runtime.views import View
+
+SCAN_HEAD_FILE = "scan_head.npz"
+ARRAYS = ("hidden_weight", "hidden_bias", "out_weight", "out_bias")
+
+
+class NumpyScanHead:
+    """Per-token defect logits: ``logits(Vx C' xhxw embeddings) -> Vxhxw``."""
+
+    def __init__(self, arrays: Dict[str, np.ndarray], channels: int) -> None:
+        missing = [k for k in ARRAYS if k not in arrays]
+        if missing:
+            raise ModelFolderError(f"the scan head lacks {', '.join(missing)}; export the model "
+                                   "again")
+        self.hidden_weight = np.asarray(arrays["hidden_weight"], np.float32)
+        self.hidden_bias = np.asarray(arrays["hidden_bias"], np.float32)
+        self.out_weight = np.asarray(arrays["out_weight"], np.float32).reshape(-1)
+        self.out_bias = float(np.asarray(arrays["out_bias"], np.float32).reshape(-1)[0])
+        hidden = self.hidden_weight.shape[0]
+        if self.hidden_weight.shape != (hidden, channels) or \
+                self.hidden_bias.shape != (hidden,) or self.out_weight.shape != (hidden,):
+            raise ModelFolderError(f"the scan head's arrays do not fit {channels} embedding "
+                                   "channels; export the model again")
+        self.channels = channels
+
+    @classmethod
+    def load(cls, path: Path, channels: int) -> "NumpyScanHead":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise ModelFolderError(f"cannot read the scan head {path} ({exc}); export the model "
+                                   "again") from None
+        return cls(arrays, channels)
+
+    def logits(self, embeddings) -> np.ndarray:
+        """Vx C' xhxw embeddings (or a list of 1x C' xhxw) -> Vxhxw logits."""
+        if isinstance(embeddings, (list, tuple)):
+            embeddings = np.concatenate([np.asarray(e, np.float32) for e in embeddings])
+        x = np.asarray(embeddings, np.float32)[:, :self.channels]
+        hidden = np.einsum("vchw,kc->vkhw", x, self.hidden_weight, optimize=True)
+        hidden += self.hidden_bias[None, :, None, None]
+        np.maximum(hidden, 0.0, out=hidden)
+        return np.einsum("vkhw,k->vhw", hidden, self.out_weight, optimize=True) + self.out_bias
+
+
+def head_record(channels: int, hidden: int) -> Dict[str, Any]:
+    """The manifest's ``scan_head`` entry."""
+    return {"file": SCAN_HEAD_FILE, "channels": int(channels), "hidden": int(hidden),
+            "output": "per-token logit of a defect in the token's cell"}
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))).astype(np.float32)
+
+
+def anomaly_map(views: Sequence[View], token_logits: np.ndarray,
+                image_hw: Tuple[int, int]) -> np.ndarray:
+    """HxW float32 defect probability: each scan view's token logits resized into its part of
+    the image (bilinear, as masks are), merged by the maximum; 0 where no view reaches."""
+    logits = np.full(tuple(image_hw), -np.inf, np.float32)
+    for view, grid in zip(views, token_logits):
+        part, (rows, cols) = view.logits_in_image(np.asarray(grid, np.float32)[None, None])
+        np.maximum(logits[rows, cols], part[0], out=logits[rows, cols])
+    return sigmoid(logits)
+
+
+def proposals(prob: np.ndarray, threshold: float, cell: int,
+              pad: int = 0) -> List[np.ndarray]:
+    """Boxes (x0, y0, x1, y1, inclusive image pixels) of the connected regions where ``prob``
+    reaches ``threshold``, found on a grid of ``cell``-pixel cells (a token's size in the image,
+    so the search costs the grid, not the pixels), each grown by ``pad`` pixels."""
+    height, width = prob.shape
+    cell = max(1, int(cell))
+    gh, gw = -(-height // cell), -(-width // cell)
+    padded = np.zeros((gh * cell, gw * cell), bool)
+    padded[:height, :width] = prob >= threshold
+    hot = padded.reshape(gh, cell, gw, cell).any(axis=(1, 3))
+    seen = np.zeros_like(hot)
+    boxes = []
+    for start in zip(*np.nonzero(hot)):
+        if seen[start]:
+            continue
+        seen[start] = True
+        stack, cells = [start], []
+        while stack:
+            y, x = stack.pop()
+            cells.append((y, x))
+            for ny in range(max(0, y - 1), min(gh, y + 2)):
+                for nx in range(max(0, x - 1), min(gw, x + 2)):
+                    if hot[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        ys, xs = np.array(cells).T
+        window = padded[ys.min() * cell:(ys.max() + 1) * cell, xs.min() * cell:(xs.max() + 1) * cell]
+        rows, cols = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
+        x0, y0 = xs.min() * cell + cols[0], ys.min() * cell + rows[0]
+        x1, y1 = xs.min() * cell + cols[-1], ys.min() * cell + rows[-1]
+        boxes.append(np.array([max(0, x0 - pad), max(0, y0 - pad), min(width - 1, x1 + pad),
+                               min(height - 1, y1 + pad)], np.float32))
+    return boxes
