@@ -32,8 +32,34 @@ def render_overlay(image: np.ndarray, result: InspectionResult,
                    boxes: Optional[np.ndarray] = None, insets: bool = True) -> Image.Image:
     """The RGB image with each prompt's box (cyan), draft outline (orange), final mask (red tint
     and outline) and score; with ``insets``, each prompt's view (green frame) enlarged in a
-    column on the right, outlines drawn at the enlarged size (a scan: its detection)."""
-    picture = _render_whole(image, result, boxes)
+    column on the right, outlines drawn at the enlarged size (a scan: its detection). A scan with
+    an anomaly map (a model with a scan head) gets the map as a heat picture below."""
+    picture = _with_insets(image, result, _render_whole(image, result, boxes), insets)
+    if result.anomaly_map is None:
+        return picture
+    heat = heat_picture(image, result.anomaly_map)
+    out = Image.new("RGB", (max(picture.width, heat.width), picture.height + heat.height + 14),
+                    (32, 32, 32))
+    out.paste(picture, (0, 0))
+    ImageDraw.Draw(out).text((2, picture.height + 1), "anomaly map (defect probability)",
+                             fill=VIEW_COLOR)
+    out.paste(heat, (0, picture.height + 14))
+    return out
+
+
+def heat_picture(image: np.ndarray, probability: np.ndarray) -> Image.Image:
+    """The image in grey with a defect probability map laid over it (black-red-yellow)."""
+    grey = image if image.ndim == 2 else image.mean(axis=2)
+    p = np.clip(np.asarray(probability, np.float32), 0.0, 1.0)[..., None]
+    heat = np.concatenate([np.clip(2 * p, 0, 1), np.clip(2 * p - 1, 0, 1), np.zeros_like(p)],
+                          axis=2) * 255.0
+    base = np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=2) * 0.5
+    return Image.fromarray(np.clip(base + heat * 0.5 + 0.5 * base * (1 - p), 0, 255)
+                           .astype(np.uint8))
+
+
+def _with_insets(image: np.ndarray, result: InspectionResult, picture: Image.Image,
+                 insets: bool) -> Image.Image:
     windows = _inset_windows(image.shape[:2], result) if insets else []
     if not windows:
         return picture

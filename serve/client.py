@@ -28,6 +28,7 @@ import numpy as np
 from samspt.runtime.errors import BackendError, InputError
 from samspt.runtime.result import InspectionResult
 from samspt.runtime.views import View
+from samspt.serve.http_api import decode_anomaly_map
 from samspt.serve.rle import decode_masks
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ def result_from_answer(answer: Dict[str, Any]) -> InspectionResult:
                     else np.zeros(0, np.float32)),
         timings_ms={k: float(v) for k, v in answer.get("timings_ms", {}).items()},
         views=[View(int(x0), int(y0), int(side), (height, width), input_size)
-               for x0, y0, side in answer.get("views", [])])
+               for x0, y0, side in answer.get("views", [])],
+        anomaly_map=(decode_anomaly_map(answer["anomaly_map"]) if "anomaly_map" in answer
+                     else None))
 
 
 class Client:

@@ -16,7 +16,9 @@ Answer (``200``)::
                   "bbox": [x0, y0, x1, y1] | null, "pred_label": bool,
                   "pred_score": float}, ...],           # pred_score: 0.5 at the operating point
      "image_size": [H, W], "views": [[x0, y0, side], ...],
-     "timings_ms": {...}, "model": {"name": ..., "sha256": ..., "input_size": S}}
+     "timings_ms": {...}, "model": {"name": ..., "sha256": ..., "input_size": S},
+     "anomaly_map": {"png": base64, "scale": 255}}   # a scan by a model with a scan head only:
+                                                     # its HxW defect probability, 8-bit PNG
 
 RLE: :mod:`samspt.serve.rle`. Every refused request is a :class:`RequestError` with its HTTP
 status and a message that says what was wrong and how to fix it (``{"error": "..."}``).
@@ -251,8 +253,30 @@ def answer_json(result: InspectionResult, image_hw: Tuple[int, int],
                         "pred_label": bool(result.pred_label[k]),
                         **({"pred_score": float(result.pred_score[k])}
                            if len(result.pred_score) == len(result) else {})})
-    return {"prompts": prompts, "image_size": [int(image_hw[0]), int(image_hw[1])],
-            "views": [[int(v.x0), int(v.y0), int(v.side)] for v in result.views],
-            "timings_ms": {key: round(float(value), 3) for key, value in
-                           result.timings_ms.items()},
-            "model": model}
+    answer = {"prompts": prompts, "image_size": [int(image_hw[0]), int(image_hw[1])],
+              "views": [[int(v.x0), int(v.y0), int(v.side)] for v in result.views],
+              "timings_ms": {key: round(float(value), 3) for key, value in
+                             result.timings_ms.items()},
+              "model": model}
+    if result.anomaly_map is not None:
+        answer["anomaly_map"] = encode_anomaly_map(result.anomaly_map)
+    return answer
+
+
+def encode_anomaly_map(probability: np.ndarray) -> Dict[str, Any]:
+    """An HxW [0, 1] map -> ``{"png": base64 of an 8-bit grey PNG, "scale": 255}`` (value /
+    scale is the probability, to 1/255)."""
+    from PIL import Image
+
+    levels = np.clip(np.rint(np.asarray(probability, np.float32) * 255.0), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(levels.astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return {"png": base64.b64encode(buffer.getvalue()).decode("ascii"), "scale": 255}
+
+
+def decode_anomaly_map(entry: Dict[str, Any]) -> np.ndarray:
+    """The inverse of :func:`encode_anomaly_map`: HxW float32."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(entry["png"]))) as img:
+        return np.asarray(img, np.float32) / float(entry["scale"])

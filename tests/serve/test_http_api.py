@@ -180,3 +180,26 @@ def test_answer_json_read_back_is_the_inspectors_result():
         assert back.views == result.views
         for k, prompt in enumerate(answer["prompts"]):
             assert (prompt["bbox"] is None) == (not result.pred_label[k])
+
+
+def test_a_scan_heads_anomaly_map_travels_as_an_8_bit_png():
+    from samspt.runtime.result import InspectionResult
+
+    rng = np.random.default_rng(0)
+    probability = rng.uniform(0, 1, (40, 56)).astype(np.float32)
+    masks = np.zeros((1, 40, 56), bool)
+    result = InspectionResult(masks=masks, draft_masks=masks, scores=np.ones(1, np.float32),
+                              area_px=np.zeros(1, np.int64), bbox=np.full((1, 4), -1),
+                              pred_label=np.zeros(1, bool), anomaly_map=probability)
+    answer = json.loads(json.dumps(answer_json(result, (40, 56), model_identity("m", "0" * 64,
+                                                                                  128))))
+    back = result_from_answer(answer).anomaly_map
+    assert back.shape == (40, 56) and back.dtype == np.float32
+    assert np.abs(back - probability).max() <= 0.5 / 255 + 1e-6
+    no_map = answer_json(InspectionResult(masks=masks, draft_masks=masks,
+                                          scores=np.ones(1, np.float32),
+                                          area_px=np.zeros(1, np.int64),
+                                          bbox=np.full((1, 4), -1),
+                                          pred_label=np.zeros(1, bool)), (40, 56),
+                         model_identity("m", "0" * 64, 128))
+    assert "anomaly_map" not in no_map and result_from_answer(no_map).anomaly_map is None
