@@ -368,13 +368,21 @@ def _scan(report: "FinishReport") -> str:
     scan, gate = report.scan, report.gate
     if scan is None:
         return ""
+    how = ("With no prompt the Inspector scans the image with overlapping views, and the scan "
+           "head marks the tokens that hold a defect: the image's score is the highest defect "
+           "probability of its anomaly map, an image is flagged where it reaches the gate, and "
+           "each region above the gate is answered as a box prompt (find, then segment). One "
+           "scan of every validation image gives every gate's figures "
+           if "scan_head.npz" in report.files else
+           "With no prompt the Inspector scans the image with overlapping views; a view's mask "
+           "counts where the model's own score for it (its predicted mask IoU) reaches the "
+           "gate. One scan of every validation image with no gate gives every gate's figures ")
     lines = ["## The scan's operating point", "",
-             "With no prompt the Inspector scans the image with overlapping views; a view's mask "
-             "counts where the model's own score for it (its predicted mask IoU) reaches the "
-             "gate. One scan of every validation image with no gate gives every gate's figures "
+             how +
              f"(image AUROC **{fmt(scan.auroc)}** on {scan.n_defective} defective and "
-             f"{scan.n_defect_free} defect-free images; merged-mask mIoU on defective images, no "
-             f"gate: {fmt(scan.miou_no_gate)}):", "",
+             f"{scan.n_defect_free} defect-free images; merged-mask mIoU on defective images, "
+             f"{'gate 0.5' if 'scan_head.npz' in report.files else 'no gate'}: "
+             f"{fmt(scan.miou_no_gate)}):", "",
              "| gate (`scan_min_score`) | defective images flagged | defect-free images "
              "flagged |", "|---:|---:|---:|"]
     for point in _trimmed(scan.points, gate.gate):
