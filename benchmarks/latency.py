@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-steps", type=_count(0), default=12,
                         help="training steps of samspt-train's default recipe timed for "
                              "train_views_per_s and train_compute_share (default 12; 0: skip)")
+    parser.add_argument("--scan-model", default=None, metavar="MODEL_DIR",
+                        help="a model folder with a scan head for scan_vs_encoder_2k (a 2048 px "
+                             "tile scanned / its encoder runs; default: the shipped example "
+                             "model; none without a head)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -126,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             warmup=args.warmup, backends=parse_backends(args.backends),
                             device=args.device, relation_tokens=args.relation_tokens,
                             threads=args.threads, seed=args.seed,
-                            train_steps=args.train_steps).resolved()
+                            train_steps=args.train_steps,
+                            scan_model=args.scan_model).resolved()
         print(f"samspt-bench: {settings.model} on {settings.device}, backends "
               f"{', '.join(settings.backends)}, prompts {settings.prompts}, {settings.reps} reps",
               file=sys.stderr, flush=True)

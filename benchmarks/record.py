@@ -8,7 +8,9 @@ Top-level keys: ``record_version``, ``created``, ``machine``, ``versions``, ``gi
 backend and prompt count: ``stages`` with median/p90/p99 ms, ``throughput``, ``memory``),
 ``ratios`` (exactly :data:`samspt.benchmarks.ratios.RATIO_KEYS`), ``ratio_details``,
 ``relation``, ``train_views_per_s`` and ``train_compute_share`` (samspt-train's default recipe,
-benchmarks/train_rate.py; null with ``--train-steps 0``) and ``training`` (what they rest on).
+benchmarks/train_rate.py; null with ``--train-steps 0``) and ``training`` (what they rest on),
+``scan_vs_encoder_2k`` and ``scan_cost`` (benchmarks/scan_cost.py; null for a model without a
+scan head).
 """
 
 from __future__ import annotations

@@ -63,6 +63,8 @@ class Settings:
     threads: int = 0
     seed: int = 0
     train_steps: int = 12  # steps of the one command's recipe timed (train_rate.py); 0: none
+    scan_model: Optional[str] = None  # a model folder with a scan head (scan_cost.py); None:
+    #                                   the shipped example model
 
     def resolved(self) -> "Settings":
         """A copy with the device and backends resolved and everything checked."""

@@ -174,6 +174,13 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
         progress.phase(f"{settings.train_steps} steps of samspt-train's default recipe", 1)
         training = measure_train_rate(settings.train_steps, settings.threads, settings.device)
         progress.step()
+    from samspt.benchmarks.scan_cost import measure_scan_cost
+    from samspt.runtime.samples import EXAMPLE_MODEL_DIR
+
+    progress.phase("a 2048 px scan beside its encoder runs", 1)
+    scan_cost = measure_scan_cost(Path(settings.scan_model or EXAMPLE_MODEL_DIR),
+                                  settings.threads, settings.reps, settings.warmup)
+    progress.step()
     results, backends = _results(samples, pipelines, memory, flops)
     order = {name: i for i, name in enumerate(settings.backends)}
     results.sort(key=lambda e: (order[e["backend"]], e["prompts"]))
@@ -188,4 +195,4 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
                                    "counting": run_flops["counted_from"]})},
             "backends": backends, "skipped": skipped, "results": results,
             "ratios": ratios["ratios"], "ratio_details": ratios["details"],
-            "relation": relation, "ort_choices": choices, **training}
+            "relation": relation, "ort_choices": choices, **training, **scan_cost}

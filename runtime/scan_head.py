@@ -51,14 +51,16 @@ class NumpyScanHead:
         return cls(arrays, channels)
 
     def logits(self, embeddings) -> np.ndarray:
-        """Vx C' xhxw embeddings (or a list of 1x C' xhxw) -> Vxhxw logits."""
-        if isinstance(embeddings, (list, tuple)):
-            embeddings = np.concatenate([np.asarray(e, np.float32) for e in embeddings])
-        x = np.asarray(embeddings, np.float32)[:, :self.channels]
-        hidden = np.einsum("vchw,kc->vkhw", x, self.hidden_weight, optimize=True)
-        hidden += self.hidden_bias[None, :, None, None]
+        """Vx C' xhxw embeddings (or a list of 1x C' xhxw) -> Vxhxw logits. Only each view's
+        first C channels are read (no copy of the packed high-res features)."""
+        blocks = embeddings if isinstance(embeddings, (list, tuple)) else [embeddings]
+        x = np.concatenate([np.asarray(b, np.float32)[:, :self.channels] for b in blocks])
+        # Two large matrix products (not one small one per view: many small BLAS calls are
+        # slow, and slower still where other work shares the cores).
+        hidden = np.tensordot(self.hidden_weight, x, axes=([1], [1]))       # K x V x h x w
+        hidden += self.hidden_bias[:, None, None, None]
         np.maximum(hidden, 0.0, out=hidden)
-        return np.einsum("vkhw,k->vhw", hidden, self.out_weight, optimize=True) + self.out_bias
+        return np.tensordot(self.out_weight, hidden, axes=([0], [0])) + self.out_bias
 
 
 def head_record(channels: int, hidden: int) -> Dict[str, Any]:
@@ -73,12 +75,24 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def anomaly_map(views: Sequence[View], token_logits: np.ndarray,
                 image_hw: Tuple[int, int]) -> np.ndarray:
-    """HxW float32 defect probability: each scan view's token logits resized into its part of
-    the image (bilinear, as masks are), merged by the maximum; 0 where no view reaches."""
+    """HxW float32 defect probability: each scan view's token logits resized (bilinear) to its
+    input frame, its part inside the image resized to that part's pixels, merged by the
+    maximum; 0 where no view reaches. Bilinear never exceeds its inputs, so the map's maximum
+    is the highest token probability inside the image."""
+    from PIL import Image
+
     logits = np.full(tuple(image_hw), -np.inf, np.float32)
     for view, grid in zip(views, token_logits):
-        part, (rows, cols) = view.logits_in_image(np.asarray(grid, np.float32)[None, None])
-        np.maximum(logits[rows, cols], part[0], out=logits[rows, cols])
+        size = view.input_size
+        frame = np.asarray(Image.fromarray(np.asarray(grid, np.float32), mode="F")
+                           .resize((size, size), Image.BILINEAR))
+        ox, oy, rw, rh = view.placement
+        ix0, iy0, ix1, iy1 = view.inside
+        part = np.asarray(Image.fromarray(np.ascontiguousarray(frame[oy:oy + rh, ox:ox + rw]),
+                                          mode="F").resize((ix1 - ix0, iy1 - iy0),
+                                                           Image.BILINEAR))
+        window = logits[iy0:iy1, ix0:ix1]
+        np.maximum(window, part, out=window)
     return sigmoid(logits)
 
 
