@@ -127,3 +127,36 @@ def test_a_damaged_or_unlisted_head_is_refused(head_model, tmp_path):
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match="scan head"):
         Inspector(copy, backend="onnxruntime", warmup=False)
+
+
+NO_TORCH_SCAN = """
+import sys
+from importlib.abc import MetaPathFinder
+
+
+class NoTorch(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "segment_anything", "timm"):
+            raise ImportError(f"{name} is not installed here")
+        return None
+
+
+sys.meta_path.insert(0, NoTorch())
+from samspt.runtime import Inspector
+from samspt.runtime.samples import bundled_samples
+
+with Inspector(sys.argv[1], backend="onnxruntime") as ins:
+    scan = ins.inspect(bundled_samples()[0].image())
+print("map", scan.anomaly_map.shape, "score", float(scan.scores[0]))
+"""
+
+
+def test_the_base_install_scans_with_the_head_without_torch(head_model):
+    import subprocess
+    import sys
+
+    _, folder = head_model
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_SCAN, str(folder)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "map (" in result.stdout
