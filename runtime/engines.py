@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError, ModelFolderError
@@ -126,16 +126,6 @@ def parse_profile(text: str, flag: str = "--prompts") -> Profile:
         raise ConfigError(f"{flag} {text!r}: need MIN <= OPT <= MAX (the optimum is the size "
                           "TensorRT tunes its kernels for)")
     return Profile(*values)
-
-
-def profiles_from_dict(data: Dict[str, Sequence[int]]) -> ShapeProfiles:
-    """Inverse of :meth:`ShapeProfiles.to_dict` (as stored in ``build.json``)."""
-    try:
-        return ShapeProfiles(prompts=Profile(*(int(v) for v in data["prompts"])),
-                             points=Profile(*(int(v) for v in data["points"])))
-    except (KeyError, TypeError, ValueError):
-        raise ModelFolderError(f"build.json holds malformed profiles {data!r}; rebuild the "
-                               "engines") from None
 
 
 def sanitize_gpu_name(name: str) -> str:

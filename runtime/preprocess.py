@@ -22,12 +22,6 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 MASK_THRESHOLD = 0.0
 
 
-def resized_shape(height: int, width: int, long_side: int) -> Tuple[int, int]:
-    """Size (h', w') of an HxW image whose longest side is scaled to ``long_side`` (SAM's rule)."""
-    scale = long_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Return ``image`` (HxW or HxWx3 or HxWx1 uint8) as a contiguous HxWx3 uint8 array."""
     if not isinstance(image, np.ndarray):

@@ -133,11 +133,6 @@ def trt_logger() -> Any:
         return _LOGGER
 
 
-def tensorrt_version() -> str:
-    trt, _ = import_backend()
-    return str(trt.__version__)
-
-
 def device_info(device: int = 0) -> GpuInfo:
     """Name and compute capability of CUDA device ``device`` (as CUDA reports them)."""
     cuda = import_cuda()

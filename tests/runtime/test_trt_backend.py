@@ -115,13 +115,6 @@ def test_bad_profiles_are_refused_naming_the_flag(text, match):
     assert "--points" in str(info.value)
 
 
-def test_profiles_round_trip_through_build_json_form():
-    profiles = eng.ShapeProfiles(eng.Profile(1, 8, 32), eng.Profile(1, 2, 8))
-    assert eng.profiles_from_dict(json.loads(json.dumps(profiles.to_dict()))) == profiles
-    with pytest.raises(ModelFolderError):
-        eng.profiles_from_dict({"prompts": [1, 2]})
-
-
 # ---- build.json ---------------------------------------------------------------------------------
 
 def test_build_json_round_trips(tmp_path):
