@@ -29,6 +29,8 @@ import numpy as np
 
 from samspt.runtime.errors import InputError, ModelFolderError, SamsptError
 from samspt.runtime.image_files import image_files, load_image
+from samspt.runtime.inspector import BACKENDS
+from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 from samspt.runtime.operating_point import (DEFAULT_MAX_FALSE_ALARM, OperatingPoint,
                                             check_counts, choose, image_scores)
@@ -188,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="the calibrated model folder to write (replaced atomically; may be "
                              "MODEL_DIR itself)")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="the backend the line runs (default: auto, as the Inspector)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="the graphs the line runs (default: the Inspector's: FP16 engines "
                              "on TensorRT, FP32 on ONNX Runtime)")
     parser.add_argument("--threads", type=int, default=0,

@@ -20,6 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 from samspt.runtime.errors import SamsptError
+from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exported model folder (default: the shipped example model)")
     parser.add_argument("--out", type=Path, default=Path("inspections"),
                         help="overlays and results.json (default: inspections/)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--views", choices=("auto", "image"), default="auto",
                         help="auto (default): each box in its zoomed view; image: the whole "
                              "image (the paper's protocol)")

@@ -14,6 +14,8 @@ from typing import List, Optional
 import numpy as np
 
 from samspt.runtime.errors import SamsptError
+from samspt.runtime.inspector import BACKENDS
+from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.image_files import load_image
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 
@@ -50,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-min-score", type=float, default=None, metavar="S",
                         help="the prompts' gate: a box the model scores below S is answered "
                              "empty (default: the model's, from its manifest)")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
                              "Runtime)")
     parser.add_argument("--out", type=Path, default=Path("inspections"),

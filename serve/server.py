@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from samspt.runtime.errors import SamsptError
+from samspt.runtime.inspector import BACKENDS
+from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging
 
 
@@ -56,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join (e.g. auto, ray://head:10001); default: "
                              "start a local Ray")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"),
+    parser.add_argument("--backend", choices=BACKENDS,
                         default="auto")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default=None,
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
                              "Runtime)")
     parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20,

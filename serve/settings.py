@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from samspt.runtime.errors import ConfigError
+from samspt.runtime.manifest import PRECISIONS
 
 # A request body holds one base64 image: 32 MiB carries a 24 MB PNG/JPEG file.
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20
@@ -49,7 +50,8 @@ class ServeSettings:
                   (self.max_ongoing_requests >= 1, "max_ongoing_requests must be >= 1"),
                   (self.backend in ("auto", "onnxruntime", "tensorrt"),
                    "backend must be auto, onnxruntime or tensorrt"),
-                  (self.precision in (None, "fp32", "fp16"), "precision must be fp32 or fp16")]
+                  (self.precision in (None,) + PRECISIONS,
+                   f"precision must be one of {', '.join(PRECISIONS)}")]
         failed = [text for ok, text in checks if not ok]
         if failed:
             raise ConfigError(f"invalid serve settings: {'; '.join(failed)} (got {self})")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from samspt.runtime.errors import ConfigError, SamsptError
+from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 from samspt.training.data.mask_values import MASK_RECORDS, MASK_VALUES
 
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluate one side of it instead of the whole folder")
     parser.add_argument("--subset", choices=("train", "val"), default=None,
                         help="side of --split to evaluate (default: val)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="with --model: which graphs (engines) run (default: the "
                              "Inspector's: fp32 on ONNX Runtime, fp16 on TensorRT)")
     parser.add_argument("--views", choices=("auto", "image"), default="auto",
