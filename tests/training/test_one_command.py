@@ -240,6 +240,21 @@ def test_one_minute_end_to_end_stops_on_time_with_usable_weights(tmp_path, data,
     image = np.asarray(Image.open(sorted((data / "images").glob("*.png"))[0]).convert("RGB"))
     result = predict(model, image, boxes=np.array([[5, 5, 20, 20]]))
     assert result.masks.shape == (1,) + image.shape[:2]
+    # Find, then segment: the folder's scan finds a drawn defect on a new, larger tile and
+    # comes back with its outline; a clean tile is not flagged.
+    from samspt.runtime import Inspector
+
+    rng = np.random.default_rng(5)
+    drawn = rng.normal(200, 8, (160, 200)).clip(0, 255).astype(np.uint8)
+    drawn[70:80, 120:132] = 60
+    truth = np.zeros(drawn.shape, bool)
+    truth[70:80, 120:132] = True
+    clean = rng.normal(200, 8, (160, 200)).clip(0, 255).astype(np.uint8)
+    with Inspector(run / "model", backend="onnxruntime") as ins:
+        found, nothing = ins.inspect(drawn), ins.inspect(clean)
+    assert found.pred_label[0] and found.anomaly_map.shape == drawn.shape
+    assert (found.masks[0] & truth).sum() / (found.masks[0] | truth).sum() >= 0.5
+    assert not nothing.pred_label[0] and nothing.scores[0] < found.scores[0]
     from safetensors import safe_open
 
     with safe_open(str(run / "model.safetensors"), framework="pt") as handle:
