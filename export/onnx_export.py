@@ -377,7 +377,7 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                                                    "float16" if compact or prec == "fp16"
                                                    else "float32")
         scan_head = None
-        if merged.scan_head is not None:
+        if getattr(merged, "scan_head", None) is not None:
             from samspt.runtime.scan_head import SCAN_HEAD_FILE, head_record
 
             arrays = merged.scan_head.arrays()
