@@ -94,3 +94,7 @@ def main(model_dir: Optional[str] = None) -> None:   # pragma: no cover - a manu
     import sys
 
     print(json.dumps(measure_scan_cost(Path(model_dir or sys.argv[1])), indent=2))
+
+
+if __name__ == "__main__":   # pragma: no cover - python -m samspt.benchmarks.scan_cost MODEL_DIR
+    main()
