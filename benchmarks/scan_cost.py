@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -88,13 +88,3 @@ def measure_scan_cost(model_dir: Path, threads: int = 0, reps: int = 5,
                           if result is not None else None,
                           "backend": "onnxruntime fp32"}}
 
-
-def main(model_dir: Optional[str] = None) -> None:   # pragma: no cover - a manual probe
-    import json
-    import sys
-
-    print(json.dumps(measure_scan_cost(Path(model_dir or sys.argv[1])), indent=2))
-
-
-if __name__ == "__main__":   # pragma: no cover - python -m samspt.benchmarks.scan_cost MODEL_DIR
-    main()

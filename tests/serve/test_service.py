@@ -54,7 +54,8 @@ def test_multipart_with_curl_style_fields_answers_the_same(main_service, samples
     body = answer.json()
     assert set(body) >= {"prompts", "image_size", "timings_ms", "model"}
     assert set(body["prompts"][0]) == {"mask", "draft_mask", "score", "area_px", "bbox",
-                                       "pred_label"}
+                                       "pred_label", "pred_score"}
+    assert 0.0 <= body["prompts"][0]["pred_score"] <= 1.0
     assert set(body["prompts"][0]["mask"]) == {"size", "counts"}
     assert isinstance(body["prompts"][0]["mask"]["counts"], str)
     assert_same_result(result_from_answer(body), inspector.inspect(image, boxes=tight[None]),
