@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def scan_scores(inspector, paths: Sequence[Path], progress: Optional[Progress] = None
+def folder_scores(inspector, paths: Sequence[Path], progress: Optional[Progress] = None
                 ) -> np.ndarray:
     """Each image's scan score at no gate (-inf: the scan answered nothing). The inspector's
     scan gate must be off (:func:`calibrate` opens it so)."""
@@ -105,8 +105,8 @@ def calibrate(model_dir: Path, normal: Path, defective: Optional[Path] = None,
         # Off: every view counts, so one pass gives the rates at every gate.
         inspector.view_settings = dataclasses.replace(inspector.view_settings,
                                                       scan_min_score=None)
-        neg = scan_scores(inspector, normal_paths, progress and progress("defect-free"))
-        pos = scan_scores(inspector, defective_paths, progress and progress("defective"))
+        neg = folder_scores(inspector, normal_paths, progress and progress("defect-free"))
+        pos = folder_scores(inspector, defective_paths, progress and progress("defective"))
         used = {entry["file"]: inspector.manifest["files"][entry["file"]]["sha256"]
                 for entry in (graph_entry(inspector.manifest, kind, inspector.precision)
                               for kind in ("encoder", "decoder"))}
@@ -223,14 +223,9 @@ def _progress_factory():
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
-    for name in ("max_false_alarm", "min_recall"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 < value <= 1.0:
-            parser.error(f"--{name.replace('_', '-')} must lie in (0, 1], got {value}")
-    try:
+    try:            # the targets' ranges: operating_point.check_counts, before any scan
         point = calibrate(args.model_dir, args.normal, args.defective, args.max_false_alarm,
                           args.min_recall, args.backend, args.precision, args.threads,
                           progress=_progress_factory())

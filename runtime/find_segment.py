@@ -39,7 +39,8 @@ class ScanHeadFn(Protocol):
 @dataclass
 class HeadScan:
     """One scanned image: its row's ``masks``/``draft_masks`` (1xHxW bool), ``regions``
-    (1x4 y0, y1, x0, x1 where the mask may be True), ``score`` (the map's maximum),
+    (1x4 y0, y1, x0, x1 where the mask may be True), ``score`` (the map's maximum), ``gate``
+    (the one it was flagged by),
     ``anomaly_map`` (HxW float32), ``boxes`` (the proposals answered), ``views`` (the scan's)
     and ``timings`` (seconds per stage)."""
 
@@ -47,19 +48,19 @@ class HeadScan:
     draft_masks: np.ndarray
     regions: np.ndarray
     score: float
+    gate: float
     anomaly_map: np.ndarray
     boxes: List[np.ndarray]
     views: List[View]
     timings: Dict[str, float]
 
 
-def head_scan(image: np.ndarray, settings: ViewSettings, input_size: int, tokens: int,
+def head_scan(image: np.ndarray, settings: ViewSettings, input_size: int,
               head: "ScanHeadFn", encode: EncodeFn, decode: DecodeFn,
               pixel_mean: Sequence[float], pixel_std: Sequence[float],
               cache: Optional[Dict[View, Any]] = None, mask_threshold: float = 0.0,
               clock: Optional[Callable[[], float]] = None) -> HeadScan:
-    """Find then segment on an HxWx3 uint8 ``image`` (see the module doc); ``tokens``: the
-    embedding grid's side."""
+    """Find then segment on an HxWx3 uint8 ``image`` (see the module doc)."""
     import time
 
     clock = clock or time.perf_counter
@@ -80,7 +81,7 @@ def head_scan(image: np.ndarray, settings: ViewSettings, input_size: int, tokens
     timings["postprocess"] += clock() - t0
     if score >= gate:
         t1 = clock()
-        cell = max(1, int(math.ceil(views[0].side / tokens)))
+        cell = max(1, int(math.ceil(views[0].side / logits.shape[-1])))   # a token's pixels
         boxes = proposals(prob, gate, cell)
         timings["postprocess"] += clock() - t1
         plan = plan_views((height, width), input_size, settings, "auto",
@@ -97,5 +98,5 @@ def head_scan(image: np.ndarray, settings: ViewSettings, input_size: int, tokens
             masks[0] = prob >= gate
         regions[0] = (0, height, 0, width)
         timings["postprocess"] += clock() - t2
-    return HeadScan(masks, drafts, regions, score, prob, boxes, views, timings)
+    return HeadScan(masks, drafts, regions, score, gate, prob, boxes, views, timings)
 

@@ -30,7 +30,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
-from samspt.runtime.find_segment import DEFAULT_GATE, head_scan
+from samspt.runtime.find_segment import head_scan
 from samspt.runtime.manifest import PRECISIONS, operating_point, read_manifest, view_settings
 from samspt.runtime.operating_point import (DEFAULT_HIGH, DEFAULT_LOW, image_scores,
                                             normalized_score)
@@ -242,18 +242,12 @@ class Inspector:
     def _find_then_segment(self, state: _ImageState, start: float) -> InspectionResult:
         prep = time.perf_counter()
         with self._lock or contextlib.nullcontext():
-            scan = head_scan(state.rgb, self.view_settings, self.image_size,
-                             self.image_size // int(self.manifest["model"]["patch_size"]),
-                             self._scan_head, self._encode, self._graphs.decode,
+            scan = head_scan(state.rgb, self.view_settings, self.image_size, self._scan_head, self._encode, self._graphs.decode,
                              self.pixel_mean, self.pixel_std, cache=state.embeddings,
                              mask_threshold=self.threshold)
         inferred = time.perf_counter()
         summary = summarize_masks(scan.masks, self.min_defect_area, scan.regions)
-        gate = self.view_settings.scan_min_score
-        point = self.operating_point
-        low, high = (point.low, point.high) if point else (DEFAULT_LOW, DEFAULT_HIGH)
-        pred_score = normalized_score([scan.score], DEFAULT_GATE if gate is None else gate,
-                                      low, high)
+        pred_score = normalized_score([scan.score], scan.gate, *self._scan_score_range())
         timings = {key: value * 1e3 for key, value in scan.timings.items()}
         timings["preprocess"] += (prep - start) * 1e3 + state.check_ms
         state.check_ms = 0.0
@@ -270,8 +264,12 @@ class Inspector:
         the folder was calibrated), a prompt row around the prompts' gate."""
         settings = self.view_settings
         if scan:
-            point = self.operating_point
-            low, high = (point.low, point.high) if point else (DEFAULT_LOW, DEFAULT_HIGH)
             return normalized_score(image_scores(answered, scores),
-                                    settings.scan_min_score if settings else None, low, high)
+                                    settings.scan_min_score if settings else None,
+                                    *self._scan_score_range())
         return normalized_score(scores, settings.prompt_min_score if settings else None)
+
+    def _scan_score_range(self):
+        """(low, high) of scan scores for pred_score: the calibration images', else [0, 1]."""
+        point = self.operating_point
+        return (point.low, point.high) if point else (DEFAULT_LOW, DEFAULT_HIGH)

@@ -18,6 +18,23 @@ def randomize_spt_(model, seed: int = 0, scale: float = 0.05):
     return model
 
 
+def exported_cnn_tiny(out, scale: float = 0.3, **changes):
+    """A ``cnn_tiny`` model (``changes``: ModelConfig fields), seeded, LoRA and relation scales
+    randomised (:func:`randomize_spt_`), exported unverified (FP32 and FP16) to ``out`` under
+    its folder's name: (model, out)."""
+    import dataclasses
+
+    from samspt.export.onnx_export import export_model
+    from samspt.training.checkpoints import build_model
+    from samspt.training.config import get_config
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(get_config("cnn_tiny"), **changes)
+    model = randomize_spt_(build_model(config, None), scale=scale).eval()
+    export_model(model, out, out.name, verify=False)
+    return model, out
+
+
 @pytest.fixture
 def tiny_config():
     from samspt.training.config import get_config

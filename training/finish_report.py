@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
-
 from samspt.runtime.errors import ConfigError
 
 DEFAULT_FALSE_ALARM = 0.02
@@ -249,11 +247,10 @@ def scan_figures(report: Mapping[str, Any]) -> Optional[ScanFigures]:
 
 def flagged_at(images: Sequence[Mapping[str, Any]], gate: Optional[float]) -> Optional[float]:
     """Share of ``images`` (per-image report rows) the scan flags at ``gate``."""
-    rows = [r for r in images if "scan_flagged" in r]
-    if not rows:
-        return None
-    return float(np.mean([(bool(r["scan_flagged"]) or bool(r.get("scan_scored")))
-                          and (gate is None or r["scan_score"] >= gate) for r in rows]))
+    from samspt.runtime.operating_point import flagged_share
+    from samspt.training.scan_tradeoff import scan_scores
+
+    return flagged_share(scan_scores(images), gate)
 
 
 def check_goals(goals: Optional[Mapping[str, float]]) -> Dict[str, float]:

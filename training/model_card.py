@@ -19,6 +19,8 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from samspt.runtime.find_segment import DEFAULT_GATE
+from samspt.runtime.scan_head import SCAN_HEAD_FILE
 from samspt.training.evaluation import fmt_figure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -373,7 +375,7 @@ def _scan(report: "FinishReport") -> str:
            "probability of its anomaly map, an image is flagged where it reaches the gate, and "
            "each region above the gate is answered as a box prompt (find, then segment). One "
            "scan of every validation image gives every gate's figures "
-           if "scan_head.npz" in report.files else
+           if SCAN_HEAD_FILE in report.files else
            "With no prompt the Inspector scans the image with overlapping views; a view's mask "
            "counts where the model's own score for it (its predicted mask IoU) reaches the "
            "gate. One scan of every validation image with no gate gives every gate's figures ")
@@ -381,7 +383,7 @@ def _scan(report: "FinishReport") -> str:
              how +
              f"(image AUROC **{fmt(scan.auroc)}** on {scan.n_defective} defective and "
              f"{scan.n_defect_free} defect-free images; merged-mask mIoU on defective images, "
-             f"{'gate 0.5' if 'scan_head.npz' in report.files else 'no gate'}: "
+             f"{f'gate {DEFAULT_GATE:g}' if SCAN_HEAD_FILE in report.files else 'no gate'}: "
              f"{fmt(scan.miou_no_gate)}):", "",
              "| gate (`scan_min_score`) | defective images flagged | defect-free images "
              "flagged |", "|---:|---:|---:|"]

@@ -54,8 +54,7 @@ def predict(model: SptSam, image: np.ndarray, boxes: Optional[np.ndarray] = None
                 out.scores[:, 0].float().cpu().numpy())
 
     if plan.scan and views == "auto" and model.scan_head is not None:
-        found = head_scan(rgb, config.view_settings, config.image_size, config.embedding_size,
-                          _TorchHead(model), encode, decode, config.pixel_mean, config.pixel_std,
+        found = head_scan(rgb, config.view_settings, config.image_size, _TorchHead(model), encode, decode, config.pixel_mean, config.pixel_std,
                           mask_threshold=pp.MASK_THRESHOLD)
         empty = np.zeros((0, 1, 1, 1), np.float32)
         return TorchPrediction(found.masks, found.draft_masks, empty, empty,

@@ -17,8 +17,6 @@ import numpy as np
 from samspt.runtime.operating_point import (auroc, false_alarm_at_recall, flagged_share,
                                             image_scores, recall_at_false_alarm)
 
-__all__ = ["GATES", "auroc", "format_trade_off", "scan_scores", "trade_off"]
-
 # Gates the report lists (those at or above the run's own gate).
 GATES = tuple(round(0.05 * i, 2) for i in range(0, 20))
 # Where a line works: defect-free images flagged at these shares of defective ones flagged, and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -12,14 +11,9 @@ torch = pytest.importorskip("torch")
 
 
 def test_the_scan_is_timed_beside_its_encoder_runs(tmp_path):
-    from samspt.export.onnx_export import export_model
-    from samspt.training.checkpoints import build_model
-    from samspt.training.config import get_config
+    from ..conftest import exported_cnn_tiny
 
-    torch.manual_seed(0)
-    config = dataclasses.replace(get_config("cnn_tiny"), scan_head=True, scan_side=128)
-    model = build_model(config, None).eval()
-    export_model(model, tmp_path / "head", "head", verify=False)
+    exported_cnn_tiny(tmp_path / "head", scan_head=True, scan_side=128)
     figures = measure_scan_cost(tmp_path / "head", threads=1, reps=2, warmup=1, side=512)
     cost = figures["scan_cost"]
     assert cost["views"] > 1 and cost["image_hw"] == [512, 512]

@@ -22,16 +22,9 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from samspt.export.onnx_export import export_model
-    from samspt.training.checkpoints import build_model
+    from ..conftest import exported_cnn_tiny
 
-    from ..conftest import randomize_spt_
-
-    torch.manual_seed(0)
-    model = randomize_spt_(build_model("cnn_tiny"), scale=0.3).eval()
-    out = tmp_path_factory.mktemp("models") / "cnn_tiny"
-    export_model(model, out, "cnn_tiny", verify=False)
-    return out
+    return exported_cnn_tiny(tmp_path_factory.mktemp("models") / "cnn_tiny")[1]
 
 
 def _variants():

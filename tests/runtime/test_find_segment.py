@@ -3,7 +3,6 @@ its proposals, and the proposals answered as box prompts make the scan's mask.""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -22,20 +21,10 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
-    from samspt.export.onnx_export import export_model
-    from samspt.training.checkpoints import build_model
-    from samspt.training.config import get_config
+    from ..conftest import exported_cnn_tiny
 
-    from ..conftest import randomize_spt_
-
-    torch.manual_seed(0)
-    config = dataclasses.replace(get_config("cnn_tiny"), scan_head=True)
-    model = randomize_spt_(build_model(config, None), scale=0.3).eval()
-    with torch.no_grad():       # a head that finds something on the samples, nothing off them
-        model.scan_head.out.bias.fill_(0.0)
-    out = tmp_path_factory.mktemp("models") / "cnn_tiny_head"
-    export_model(model, out, "cnn_tiny_head", verify=False)
-    return model, out
+    return exported_cnn_tiny(tmp_path_factory.mktemp("models") / "cnn_tiny_head",
+                             scan_head=True)
 
 
 def test_the_numpy_head_computes_what_pytorch_computes(head_model):

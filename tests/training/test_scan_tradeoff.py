@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from samspt.training.scan_tradeoff import GATES, auroc, format_trade_off, trade_off
+from samspt.runtime.operating_point import auroc
+from samspt.training.scan_tradeoff import GATES, format_trade_off, trade_off
 
 
 def _pairwise(pos, neg):
