@@ -202,14 +202,6 @@ def _progress_bar(total: int) -> Tuple[object, Optional[Callable[[int, int], Non
     return bar, progress
 
 
-def _calibration(model_dir: Path) -> Optional[dict]:
-    """The operating point a calibrated model folder holds (samspt-calibrate), or None."""
-    from samspt.runtime.manifest import operating_point, read_manifest
-
-    point = operating_point(read_manifest(model_dir, verify_files=False))
-    return None if point is None else point.to_dict()
-
-
 def _calibration_line(point: dict, report: dict) -> str:
     """The calibrated point's rates beside those measured in this run (at the folder's gate,
     unless --scan-min-score moved it)."""
@@ -221,11 +213,11 @@ def _calibration_line(point: dict, report: dict) -> str:
             f"{point['backend']} {point['precision']}): defect-free flagged "
             f"{pct(point['normal_flagged'], point['normal_images'])}, defective flagged "
             f"{pct(point['defective_flagged'], point['defective_images'])} at calibration; "
-            f"here: defect-free flagged {fmt_share(scan.get('defect_free_flagged'))}, "
-            f"defective flagged {fmt_share(scan.get('defective_flagged'))}")
+            f"here: defect-free flagged {_share(scan.get('defect_free_flagged'))}, "
+            f"defective flagged {_share(scan.get('defective_flagged'))}")
 
 
-def fmt_share(value: Optional[float]) -> str:
+def _share(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
 
@@ -261,11 +253,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar.close()
     images = report.pop("images")
     report = {"data": data, "model": model, **report}
-    try:
-        calibration = _calibration(args.model) if args.model is not None else None
-    except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # A calibrated folder's operating point (samspt-calibrate), as its Inspector read it.
+    point = getattr(getattr(predictor, "inspector", None), "operating_point", None)
+    calibration = point.to_dict() if point is not None else None
     if calibration is not None:
         report["calibration"] = calibration
     if args.per_image:
