@@ -97,7 +97,7 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
                        model_dir / graph_entry(manifest, "decoder", "fp32")["file"],
                        providers=providers, threads=threads)
     ort_device = "cuda" if graphs.providers[0] == "CUDAExecutionProvider" else "cpu"
-    embedding = graphs.embed(tensor)
+    embedding = graphs.encode(tensor)
     # what the Inspector runs at int8 on these providers (on the CPU: the CPU variant)
     int8 = OrtGraphs.for_precision(model_dir, manifest, "int8", providers=providers,
                                    threads=threads)

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prompts per decoder call, B (default 1,16,64); one value fixes it")
     parser.add_argument("--points", default=None, metavar="MIN,OPT,MAX",
                         help="points per prompt, N; a box is 2 points (default 1,2,16)")
+    parser.add_argument("--views", default=None, metavar="MIN,OPT,MAX",
+                        help="views per encoder call, V: a scan's views, or concurrent "
+                             "requests' in the service, encode together (default 1,4,8; more "
+                             "costs GPU memory, 1 encodes one view per call)")
     parser.add_argument("--workspace-mb", type=int, default=None,
                         help="builder workspace limit in MiB (default 4096)")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
@@ -87,7 +91,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             prompts=parse_profile(args.prompts, "--prompts") if args.prompts
             else DEFAULT_PROFILES.prompts,
             points=parse_profile(args.points, "--points") if args.points
-            else DEFAULT_PROFILES.points)
+            else DEFAULT_PROFILES.points,
+            views=parse_profile(args.views, "--views") if args.views
+            else DEFAULT_PROFILES.views)
         options = BuildOptions(precision=args.precision, profiles=profiles,
                                workspace_mb=(DEFAULT_WORKSPACE_MB if args.workspace_mb is None
                                              else args.workspace_mb),
@@ -122,7 +128,8 @@ def _print_summary(result, seconds: float) -> None:
     print(f"\n{result.precision} TensorRT engines in {result.engine_dir}")
     print(f"GPU {build['gpu']['name']}, TensorRT {build['tensorrt_version']}, prompts "
           f"{','.join(map(str, profiles['prompts']))}, points "
-          f"{','.join(map(str, profiles['points']))} (min,opt,max)")
+          f"{','.join(map(str, profiles['points']))}, views "
+          f"{','.join(map(str, profiles.get('views', (1, 1, 1))))} (min,opt,max)")
     print(f"{'file':<24} {'MB':>8}")
     for name, size in result.files.items():
         print(f"{name:<24} {size / 1e6:>8.2f}")

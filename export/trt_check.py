@@ -2,7 +2,7 @@
 per image and pass with its prompts pooled, as export verification takes it
 (:func:`samspt.runtime.parity.pooled_mask_iou`).
 
-:func:`verify_engines` compares any two backends with ``embed``/``decode`` (a TensorRT
+:func:`verify_engines` compares any two backends with ``encode``/``decode`` (a TensorRT
 :class:`samspt.runtime.trt_backend.TrtGraphs` against ONNX Runtime's
 :class:`samspt.runtime.ort_backend.OrtGraphs`) within the engines' optimization profile;
 :func:`check_engines` runs it against a model folder's FP32 graphs on the bundled samples. Needs
@@ -70,16 +70,8 @@ def _decode_all(graphs: Any, embedding: Any, coords: np.ndarray, labels: np.ndar
 
 
 def _no_encode(batch: np.ndarray) -> np.ndarray:
-    """Every view is embedded before :func:`infer_views` runs (:func:`_embedded`)."""
+    """Every view is encoded before :func:`infer_views` runs (its cache holds them all)."""
     raise RuntimeError("a view was not embedded beforehand")
-
-
-def _embedded(graphs: Any, x: np.ndarray) -> np.ndarray:
-    """The embedding of one 1x3xSxS input, on the host: an engine's stays valid on the device
-    only until the next embed (as the Inspector runs views on TensorRT)."""
-    download = getattr(graphs, "download", None)
-    embedding = graphs.embed(x)
-    return embedding if download is None else download(embedding)
 
 
 def _upscale(low_res: np.ndarray, resized, original, size: int) -> np.ndarray:
@@ -95,7 +87,7 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
     answers them: the inputs the engines will see (a whole tile shrunk to the input size is not
     one of them, and INT8 ranges are calibrated on views).
 
-    Both take ``embed(1x3xSxS)`` and ``decode(embedding, BxNx2, BxN)``. Returns the figures;
+    Both are :class:`samspt.runtime.backend.Backend` s. Returns the figures;
     raises :class:`EngineVerificationError` when :data:`ENGINE_GATES` ``[precision]`` is missed.
     """
     size = int(manifest["input"]["image_size"])
@@ -123,8 +115,8 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
             outs = [infer_views(image, plan, _no_encode,
                                 partial(_decode_all, graphs, profiles=profiles),
                                 pixel_mean=mean, pixel_std=std,
-                                cache={view: _embedded(graphs, view.input_tensor(image, mean,
-                                                                                  std)[None])
+                                cache={view: graphs.encode(view.input_tensor(image, mean,
+                                                                             std)[None])
                                        for view in set(plan.views)})
                     for graphs in (candidate, reference)]
             compare(name, *[(o.draft_logits, o.logits, o.scores, o.low_res) for o in outs],
@@ -143,7 +135,7 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
             cases.append((f"{name}@B{profiles.prompts.max}xN{profiles.points.max}", *big))
         if not cases:
             continue
-        ref_emb, cand_emb = reference.embed(x), candidate.embed(x)
+        ref_emb, cand_emb = reference.encode(x), candidate.encode(x)
         for label, c, l in cases:
             ref = _decode_all(reference, ref_emb, c, l, profiles)
             got = _decode_all(candidate, cand_emb, c, l, profiles)

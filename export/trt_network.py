@@ -41,9 +41,9 @@ def build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, options: Bu
         profile = builder.create_optimization_profile()
         for tensor in dynamic:
             if tensor.name == tensors.IMAGE:
-                # The encoder graph takes V views; its engines encode one view per call.
-                one = tuple(1 if d < 0 else d for d in tuple(tensor.shape))
-                profile.set_shape(tensor.name, one, one, one)
+                # The encoder graph takes V views: as many per call as the views profile.
+                fixed = tuple(tensor.shape)[1:]
+                profile.set_shape(tensor.name, *((v,) + fixed for v in options.profiles.views))
                 continue
             if tensor.name not in shapes:
                 raise BackendError(f"{onnx_path.name} has a dynamic input {tensor.name} "

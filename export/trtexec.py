@@ -35,9 +35,10 @@ def trtexec_commands(model_dir: Union[str, Path], engine_dir: Union[str, Path],
         cmd = [trtexec, f"--onnx={model_dir / onnx_name}", "--stronglyTyped"]
         if kind == "encoder":
             size = int(manifest["input"]["image_size"]) if manifest else None
-            if size:  # the graph takes V views; the engine encodes one per call
-                one = f"{tensors.IMAGE}:1x3x{size}x{size}"
-                cmd += [f"--minShapes={one}", f"--optShapes={one}", f"--maxShapes={one}"]
+            if size:  # the graph takes V views: as many per call as the views profile
+                cmd += [f"{flag}={tensors.IMAGE}:{_dims(shape)}" for flag, shape in
+                        zip(("--minShapes", "--optShapes", "--maxShapes"),
+                            options.profiles.image_shapes(size))]
         if kind == "decoder":
             shapes = options.profiles.shapes()
             for index, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
@@ -64,8 +65,7 @@ def format_trtexec(model_dir: Union[str, Path], engine_dir: Union[str, Path],
                    gpu_name: str = "", trt_version: str = "") -> str:
     """A shell script: make the engine folder, the trtexec lines, then the adopt command."""
     model_dir = Path(model_dir)
-    same = build_command(model_dir, options.precision, options.profiles.prompts,
-                         options.profiles.points)
+    same = build_command(model_dir, options.precision, *options.profiles)
     lines = [f"# {options.precision} TensorRT engines of {model_dir} for {gpu_name or 'this GPU'}"
              f" with TensorRT {trt_version or '?'}: what `{same}` builds",
              TRTEXEC_LINE,

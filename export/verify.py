@@ -112,9 +112,9 @@ def graph_parity(prepared: Prepared, encoder_path: Path, decoder_path: Path) -> 
     ort = OrtGraphs(encoder_path, decoder_path)
     per_image, enc_err, logit_err = [], 0.0, 0.0
     for name, run, ref_embeddings, ref in prepared:
-        alone = run(ort.embed, ort.decode, cache=dict(ref_embeddings))
+        alone = run(ort.encode, ort.decode, cache=dict(ref_embeddings))
         mine: Dict[Any, np.ndarray] = {}
-        both = run(ort.embed, ort.decode, cache=mine)
+        both = run(ort.encode, ort.decode, cache=mine)
         enc_err = max(enc_err, max(float(np.abs(mine[v] - ref_embeddings[v]).max())
                                    for v in ref_embeddings))
         logit_err = max(logit_err, float(np.abs(both.low_res - ref.low_res).max()))

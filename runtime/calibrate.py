@@ -29,7 +29,7 @@ import numpy as np
 
 from samspt.runtime.errors import InputError, ModelFolderError, SamsptError
 from samspt.runtime.image_files import image_files, load_image
-from samspt.runtime.inspector import BACKENDS
+from samspt.runtime.backend import BACKENDS
 from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 from samspt.runtime.operating_point import (DEFAULT_MAX_FALSE_ALARM, OperatingPoint,

@@ -29,7 +29,8 @@ live per machine kind inside the model folder::
           "built_by": "samspt-build",            # or "trtexec" (engines adopted with --adopt)
           "built": "2026-11-24T17:00:00Z", "build_seconds": 81.2,
           "flags": {"strongly_typed": true, "workspace_mb": 4096, "device": 0},  # null: trtexec
-          "profiles": {"prompts": [1, 16, 64], "points": [1, 2, 16]},   # min, opt, max
+          "profiles": {"prompts": [1, 16, 64], "points": [1, 2, 16],    # min, opt, max
+                       "views": [1, 4, 8]},     # encoder views per call (absent: 1,1,1)
           "engines": {
             "encoder": {"file": "encoder.fp16.engine", "sha256": "...", "bytes": 123,
                         "source": {"file": "encoder.fp16.onnx", "sha256": "..."}},
@@ -84,11 +85,13 @@ class Profile(NamedTuple):
 
 
 class ShapeProfiles(NamedTuple):
-    """The decoder's optimization profile: ``prompts`` is B, ``points`` is N (points per prompt;
-    a box is 2 points, a box and a click 3)."""
+    """The engines' optimization profiles: the decoder's ``prompts`` B and ``points`` N (points
+    per prompt; a box is 2 points, a box and a click 3), and the encoder's ``views`` V (views
+    encoded in one call: a scan's views, or the views of concurrent requests)."""
 
     prompts: Profile
     points: Profile
+    views: Profile = Profile(1, 1, 1)
 
     def shapes(self) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
         """Decoder input name -> (min, opt, max) shapes: point_coords BxNx2, point_labels BxN."""
@@ -96,11 +99,18 @@ class ShapeProfiles(NamedTuple):
         return {tensors.POINT_COORDS: ((b.min, n.min, 2), (b.opt, n.opt, 2), (b.max, n.max, 2)),
                 tensors.POINT_LABELS: ((b.min, n.min), (b.opt, n.opt), (b.max, n.max))}
 
+    def image_shapes(self, image_size: int
+                     ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+        """The encoder input's (min, opt, max) shapes: Vx3xSxS."""
+        return tuple((v, 3, image_size, image_size) for v in self.views)  # type: ignore
+
     def to_dict(self) -> Dict[str, List[int]]:
-        return {"prompts": list(self.prompts), "points": list(self.points)}
+        return {"prompts": list(self.prompts), "points": list(self.points),
+                "views": list(self.views)}
 
 
-DEFAULT_PROFILES = ShapeProfiles(prompts=Profile(1, 16, 64), points=Profile(1, 2, 16))
+DEFAULT_PROFILES = ShapeProfiles(prompts=Profile(1, 16, 64), points=Profile(1, 2, 16),
+                                 views=Profile(1, 4, 8))
 
 
 def parse_profile(text: str, flag: str = "--prompts") -> Profile:
@@ -167,15 +177,15 @@ def engine_file_name(kind: str, precision: str) -> str:
 
 
 def build_command(model_dir: Union[str, Path], precision: Optional[str] = None,
-                  prompts: Optional[Profile] = None, points: Optional[Profile] = None) -> str:
+                  prompts: Optional[Profile] = None, points: Optional[Profile] = None,
+                  views: Optional[Profile] = None) -> str:
     """The command that (re)builds engines on this machine, for error messages."""
     parts = [BUILD_COMMAND, str(model_dir)]
     if precision:
         parts += ["--precision", precision]
-    if prompts:
-        parts += ["--prompts", prompts.text()]
-    if points:
-        parts += ["--points", points.text()]
+    for flag, profile in (("--prompts", prompts), ("--points", points), ("--views", views)):
+        if profile:
+            parts += [flag, profile.text()]
     return " ".join(parts)
 
 

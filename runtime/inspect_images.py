@@ -14,7 +14,7 @@ from typing import List, Optional
 import numpy as np
 
 from samspt.runtime.errors import SamsptError
-from samspt.runtime.inspector import BACKENDS
+from samspt.runtime.backend import BACKENDS
 from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.image_files import load_image
 from samspt.runtime.logs import configure_cli_logging, progress_enabled

@@ -11,14 +11,17 @@
     first = inspector.predict(boxes=...)       # ... many prompt rounds
     second = inspector.predict(points=..., point_labels=...)
 
-Thread safety: ``inspect`` may be called from many threads at once (ONNX Runtime sessions are
-thread-safe; the TensorRT backend serialises its GPU work with a lock). ``set_image``/``predict``
-keep the current image per thread, so threads never see each other's image.
+Thread safety: ``inspect`` may be called from many threads at once (each backend keeps its own
+device work safe: ONNX Runtime sessions are thread-safe, TensorRT serialises each call's GPU
+work, nothing else). ``set_image``/``predict`` keep the current image per thread, so threads
+never see each other's image.
+
+The backend (:mod:`samspt.runtime.backend`) is reached only through its written interface;
+``encode`` composes another encoder around it (the service's cross-request batching).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import numbers
@@ -29,7 +32,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
+from samspt.runtime.backend import Backend, Encode, encode_in_chunks, open_backend
+from samspt.runtime.errors import ConfigError, InputError
 from samspt.runtime.find_segment import head_scan
 from samspt.runtime.manifest import PRECISIONS, operating_point, read_manifest, view_settings
 from samspt.runtime.operating_point import (DEFAULT_HIGH, DEFAULT_LOW, image_scores,
@@ -42,7 +46,6 @@ from samspt.runtime.views import VIEW_POLICIES, View, plan_views
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 DEFAULT_MAX_PROMPTS = 64
 
 
@@ -70,7 +73,10 @@ class Inspector:
     is answered empty; default: the manifest's ``views.prompt_min_score``, chosen at export;
     none there: every prompt gets its mask). ``spin``: let ONNX Runtime's threads spin-wait
     between ops instead of sleeping (default False: faster wherever the cores are shared, see
-    :class:`samspt.runtime.ort_backend.OrtGraphs`). Loading,
+    :class:`samspt.runtime.ort_backend.OrtGraphs`). ``encode``: a function that encodes a
+    batch of views (``Vx3xSxS float32 -> VxC'xhxw``) in place of the backend's own, for
+    inspections (warm-up uses the backend's); it may call :attr:`graphs` ``.encode`` itself, as
+    the service's cross-request batcher does. Loading,
     checking (sha256 of every file) and a warm-up run happen here, so the first ``inspect`` is as
     fast as the others.
     """
@@ -81,9 +87,8 @@ class Inspector:
                  max_image_pixels: int = DEFAULT_MAX_PIXELS, min_defect_area: int = 1,
                  views: str = "auto", warmup: bool = True,
                  scan_min_score: Optional[float] = None, spin: bool = False,
-                 prompt_min_score: Optional[float] = None) -> None:
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+                 prompt_min_score: Optional[float] = None,
+                 encode: Optional[Encode] = None) -> None:
         if precision not in (None,) + PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                               f"{precision!r}")
@@ -92,7 +97,6 @@ class Inspector:
         self.views = views
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
-        self.precision = precision
         self.image_size = int(self.manifest["input"]["image_size"])
         self.pixel_mean = tuple(self.manifest["input"]["pixel_mean"])
         self.pixel_std = tuple(self.manifest["input"]["pixel_std"])
@@ -113,11 +117,12 @@ class Inspector:
         self.max_prompts = int(max_prompts)
         self.max_image_pixels = int(max_image_pixels)
         self.min_defect_area = int(min_defect_area)
-        self._graphs, self.backend = self._open_backend(backend, providers, threads, spin)
-        # One GPU stream: TensorRT work is serialised; ONNX Runtime sessions run concurrently.
-        self._lock = getattr(self._graphs, "lock", None)
-        self.max_prompts = min(self.max_prompts,
-                               int(getattr(self._graphs, "max_prompts", self.max_prompts)))
+        self.graphs: Backend = open_backend(self.model_dir, self.manifest, backend, precision,
+                                            providers, threads, spin)
+        self.backend, self.precision = self.graphs.name, self.graphs.precision
+        if self.graphs.max_prompts:
+            self.max_prompts = min(self.max_prompts, int(self.graphs.max_prompts))
+        self._encode: Encode = self._encode_directly
         self._local = threading.local()
         point = self.operating_point
         if point is not None and (point.precision != self.precision or
@@ -132,25 +137,8 @@ class Inspector:
                  self.views if self.view_settings else "image (a whole-image model)")
         if warmup:
             self.inspect(np.zeros((self.image_size, self.image_size, 3), np.uint8))
-
-    def _open_backend(self, backend: str, providers, threads, spin):
-        if backend in ("auto", "tensorrt"):
-            try:
-                from samspt.runtime.trt_backend import open_engines
-
-                graphs = open_engines(self.model_dir, self.manifest, self.precision)
-                self.precision = graphs.precision
-                return graphs, "tensorrt"
-            except (ImportError, BackendError, ModelFolderError) as exc:
-                if backend == "tensorrt":
-                    raise BackendError(f"TensorRT backend unavailable: {exc}") from None
-                log.info("TensorRT not used (%s); taking ONNX Runtime", exc)
-        from samspt.runtime.ort_backend import OrtGraphs
-
-        self.precision = self.precision or "fp32"
-        graphs = OrtGraphs.for_precision(self.model_dir, self.manifest, self.precision,
-                                         providers=providers, threads=threads, spin=spin)
-        return graphs, f"onnxruntime ({', '.join(graphs.providers)})"
+        if encode is not None:
+            self._encode = encode
 
     # --------------------------------------------------------------------------- API
     def inspect(self, image: np.ndarray, boxes: Optional[object] = None,
@@ -181,9 +169,7 @@ class Inspector:
         return self._run(state, boxes, points, point_labels)
 
     def close(self) -> None:
-        close = getattr(self._graphs, "close", None)
-        if close:
-            close()
+        self.graphs.close()
 
     def __enter__(self) -> "Inspector":
         return self
@@ -197,13 +183,9 @@ class Inspector:
         rgb = check_image(image, self.max_image_pixels)
         return _ImageState(rgb, (time.perf_counter() - start) * 1e3)
 
-    def _encode(self, batch: np.ndarray) -> Any:
-        download = getattr(self._graphs, "download", None)
-        if download is None:        # ONNX Runtime: all views in one call
-            return self._graphs.embed(batch)
-        # TensorRT: engines built for one view; a device handle lives only until the next embed.
-        return np.concatenate([download(self._graphs.embed(batch[i:i + 1]))
-                               for i in range(len(batch))])
+    def _encode_directly(self, views: np.ndarray) -> np.ndarray:
+        """The backend's own encoder, in batches it takes."""
+        return encode_in_chunks(self.graphs, views)
 
     @property
     def scan_scores_every_image(self) -> bool:
@@ -221,10 +203,9 @@ class Inspector:
         plan = plan_views(hw, self.image_size, self.view_settings, self.views, boxes, points,
                           labels)
         prep = time.perf_counter()
-        with self._lock or contextlib.nullcontext():
-            out = infer_views(state.rgb, plan, self._encode, self._graphs.decode,
-                              self.pixel_mean, self.pixel_std, cache=state.embeddings,
-                              mask_threshold=self.threshold)
+        out = infer_views(state.rgb, plan, self._encode, self.graphs.decode,
+                          self.pixel_mean, self.pixel_std, cache=state.embeddings,
+                          mask_threshold=self.threshold)
         inferred = time.perf_counter()
         summary = summarize_masks(out.masks, self.min_defect_area, out.regions)
         pred_score = self._pred_score(plan.scan, out.scores, summary["pred_label"])
@@ -241,10 +222,9 @@ class Inspector:
 
     def _find_then_segment(self, state: _ImageState, start: float) -> InspectionResult:
         prep = time.perf_counter()
-        with self._lock or contextlib.nullcontext():
-            scan = head_scan(state.rgb, self.view_settings, self.image_size, self._scan_head, self._encode, self._graphs.decode,
-                             self.pixel_mean, self.pixel_std, cache=state.embeddings,
-                             mask_threshold=self.threshold)
+        scan = head_scan(state.rgb, self.view_settings, self.image_size, self._scan_head,
+                         self._encode, self.graphs.decode, self.pixel_mean, self.pixel_std,
+                         cache=state.embeddings, mask_threshold=self.threshold)
         inferred = time.perf_counter()
         summary = summarize_masks(scan.masks, self.min_defect_area, scan.regions)
         pred_score = normalized_score([scan.score], scan.gate, *self._scan_score_range())

@@ -1,4 +1,5 @@
-"""ONNX Runtime execution of an exported model's two graphs (numpy in, numpy out)."""
+"""ONNX Runtime execution of an exported model's two graphs (numpy in, numpy out): a
+:class:`samspt.runtime.backend.Backend`."""
 
 from __future__ import annotations
 
@@ -77,9 +78,12 @@ class OrtGraphs:
     ORT sessions are safe to call from several threads at once.
     """
 
+    max_prompts: Optional[int] = None  # any number of prompts per decode
+    max_views: Optional[int] = None    # any number of views per encode
+
     def __init__(self, encoder_path: Path, decoder_path: Path,
                  providers: Optional[Sequence[str]] = None, threads: int = 0,
-                 spin: bool = False) -> None:
+                 spin: bool = False, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -96,6 +100,8 @@ class OrtGraphs:
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise BackendError(f"ONNX Runtime cannot load {encoder_path.parent}: {exc}") from None
         self.providers = self.encoder.get_providers()
+        self.name = f"onnxruntime ({', '.join(self.providers)})"
+        self.precision = precision
         self.files = (Path(encoder_path).name, Path(decoder_path).name)
         log.debug("ONNX Runtime sessions on %s", self.providers)
 
@@ -106,11 +112,15 @@ class OrtGraphs:
         """Sessions of the model folder's graphs at ``precision``, the files as
         :func:`graph_files` chooses them for ``providers``."""
         encoder, decoder = graph_files(model_dir, manifest, precision, providers)
-        return cls(encoder, decoder, providers=providers, threads=threads, spin=spin)
+        return cls(encoder, decoder, providers=providers, threads=threads, spin=spin,
+                   precision=precision)
 
-    def embed(self, image: np.ndarray) -> np.ndarray:
-        """1x3xSxS float32 preprocessed image -> 1xCxhxw float32 image embedding."""
-        return self.encoder.run(None, {tensors.IMAGE: image})[0]
+    def encode(self, views: np.ndarray) -> np.ndarray:
+        """Vx3xSxS float32 preprocessed views -> VxC'xhxw float32 embeddings, one call."""
+        return self.encoder.run(None, {tensors.IMAGE: views})[0]
+
+    def close(self) -> None:
+        """Nothing to free beyond what the sessions free when collected."""
 
     def decode(self, embedding: np.ndarray, coords: np.ndarray,
                labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

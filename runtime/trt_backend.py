@@ -1,8 +1,11 @@
 """TensorRT execution of a model's two engines: numpy in, numpy out, the embedding kept on the GPU.
 
-:class:`TrtGraphs` offers what :class:`samspt.runtime.ort_backend.OrtGraphs` offers, so the
-Inspector can drive either:
+:class:`TrtGraphs` is a :class:`samspt.runtime.backend.Backend`, as
+:class:`samspt.runtime.ort_backend.OrtGraphs` is, so the Inspector can drive either:
 
+* ``encode(views)``: Vx3xSxS float32 preprocessed views -> VxC'xhxw float32 host embeddings, up
+  to the engine's ``views`` profile maximum per engine run (``samspt-build --views``; engines
+  built for one view run one at a time);
 * ``embed(image)``: 1x3xSxS float32 preprocessed image -> :class:`DeviceEmbedding`, a handle to
   the 1xCxhxw float32 image embedding, which stays in GPU memory;
 * ``decode(handle, coords, labels)``: ``point_coords`` BxNx2 float32 and ``point_labels`` BxN
@@ -125,7 +128,7 @@ class TrtGraphs:
                 self._decoder = TrtEngine(trt, cuda, self._runtime, decoder_path.read_bytes(),
                                           "decoder", external=(tensors.IMAGE_EMBEDDINGS,))
                 check_engine_pair(self._encoder, self._decoder)
-                emb_shape = self._encoder.max_shapes[tensors.IMAGE_EMBEDDINGS]
+                emb_shape = (1,) + self._encoder.max_shapes[tensors.IMAGE_EMBEDDINGS][1:]
                 self._upload = cuda.mem_alloc(int(np.prod(emb_shape)) * 4)
                 self._upload_host = cuda.pagelocked_empty(int(np.prod(emb_shape)), np.float32)
                 self._stream = cuda.Stream()
@@ -134,15 +137,22 @@ class TrtGraphs:
                 self._release()
             self._context = None
             raise
-        self.image_shape = self._encoder.max_shapes[tensors.IMAGE]
-        self.embedding_shape = self._encoder.max_shapes[tensors.IMAGE_EMBEDDINGS]
+        enc, image = self._encoder, tensors.IMAGE
+        # one view's shapes (the encoder takes up to the views profile's maximum per run)
+        self.image_shape = (1,) + enc.max_shapes[image][1:]
+        self.embedding_shape = (1,) + enc.max_shapes[tensors.IMAGE_EMBEDDINGS][1:]
         dec, coords = self._decoder, tensors.POINT_COORDS
         low, opt, high = (dec.min_shapes[coords], dec.opt_shapes[coords], dec.max_shapes[coords])
-        self.profiles = ShapeProfiles(prompts=Profile(low[0], opt[0], high[0]),
-                                      points=Profile(low[1], opt[1], high[1]))
-        log.info("TensorRT engines open from %s (%s, prompts %s, points %s)", self.engine_dir,
-                 self.precision or "unrecorded precision", self.profiles.prompts.text(),
-                 self.profiles.points.text())
+        self.profiles = ShapeProfiles(
+            prompts=Profile(low[0], opt[0], high[0]), points=Profile(low[1], opt[1], high[1]),
+            views=Profile(enc.min_shapes[image][0], enc.opt_shapes[image][0],
+                          enc.max_shapes[image][0]))
+        self.name = "tensorrt"
+        self.files = (encoder_path.name, decoder_path.name)
+        log.info("TensorRT engines open from %s (%s, prompts %s, points %s, views %s)",
+                 self.engine_dir, self.precision or "unrecorded precision",
+                 self.profiles.prompts.text(), self.profiles.points.text(),
+                 self.profiles.views.text())
 
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
@@ -196,6 +206,37 @@ class TrtGraphs:
     @property
     def max_prompts(self) -> int:
         return self.profiles.prompts.max
+
+    @property
+    def max_views(self) -> int:
+        return self.profiles.views.max
+
+    def encode(self, views: np.ndarray) -> np.ndarray:
+        """Vx3xSxS float32 preprocessed views -> VxC'xhxw float32 embeddings on the host, at
+        most :attr:`max_views` per engine run. The lock is held for each run's GPU work and
+        copies only. The device embedding of the last :meth:`embed` becomes stale."""
+        views = as_float32(views, "views")
+        if views.ndim != 4 or views.shape[1:] != self.image_shape[1:] or not len(views):
+            raise InputError(f"views must be Vx{'x'.join(map(str, self.image_shape[1:]))} "
+                             f"float32 (what the views' input_tensor gives for this model), got "
+                             f"{views.shape}")
+        per_view = self.embedding_shape[1:]
+        size = int(np.prod(per_view))
+        out = np.empty((len(views),) + per_view, np.float32)
+        name = tensors.IMAGE_EMBEDDINGS
+        for start in range(0, len(views), self.max_views):
+            chunk = views[start:start + self.max_views]
+            with self.lock:
+                self._require_open()
+                with self._active():
+                    self._slot.invalidate()
+                    self._encoder.put(self._cuda, tensors.IMAGE, chunk, self._stream)
+                    self._encoder.execute(self._stream)
+                    host = self._encoder.host[name][: size * len(chunk)]
+                    self._cuda.memcpy_dtoh_async(host, self._encoder.device[name], self._stream)
+                    self._stream.synchronize()
+                    out[start:start + len(chunk)] = host.reshape((len(chunk),) + per_view)
+        return out
 
     def embed(self, image: np.ndarray) -> DeviceEmbedding:
         """1x3xSxS float32 preprocessed image -> handle to the 1xCxhxw embedding on the GPU."""

@@ -218,7 +218,8 @@ def check_engine_pair(enc: TrtEngine, dec: TrtEngine) -> None:
                            f"not {list(tensors.DECODER_INPUTS)} -> "
                            f"{list(tensors.DECODER_OUTPUTS)}: rebuild it from samspt's graphs")
     emb = tensors.IMAGE_EMBEDDINGS
-    if enc.max_shapes[emb] != dec.max_shapes[emb] or dec.min_shapes[emb] != dec.max_shapes[emb]:
+    if enc.max_shapes[emb][1:] != dec.max_shapes[emb][1:] or \
+            dec.min_shapes[emb] != dec.max_shapes[emb] or dec.max_shapes[emb][0] != 1:
         raise BackendError(f"the encoder gives {emb} {enc.max_shapes[emb]} but the decoder "
                            f"takes {dec.min_shapes[emb]}..{dec.max_shapes[emb]}: the engines "
                            "come from different models; rebuild both")

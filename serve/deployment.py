@@ -1,6 +1,7 @@
-"""The Ray Serve deployment: one :class:`~samspt.serve.view_batching.BatchedInspector` per
-replica behind a FastAPI app (HTTP API v1, see :mod:`samspt.serve.http_api`, and the review
-page). ``build_app(settings)`` gives the application that ``serve.run`` starts.
+"""The Ray Serve deployment: one :class:`~samspt.runtime.inspector.Inspector` per replica,
+its encoder runs batched across requests (:mod:`samspt.serve.view_batching`), behind a FastAPI
+app (HTTP API v1, see :mod:`samspt.serve.http_api`, and the review page).
+``build_app(settings)`` gives the application that ``serve.run`` starts.
 
 Routes: ``GET /`` (review page), ``GET /healthz``, ``GET /v1/model``, ``GET /v1/samples``
 (the bundled sample images) and ``GET /v1/samples/{name}``, ``POST /v1/inspect``.
@@ -34,7 +35,9 @@ from samspt.serve.http_api import (RequestError, answer_json, body_too_large,
                                    check_content_length, model_identity, parse_inspect_request)
 from samspt.serve.metrics import ServiceMetrics
 from samspt.serve.settings import ServeSettings
-from samspt.serve.view_batching import BatchedInspector
+from samspt.runtime.backend import encode_in_chunks
+from samspt.runtime.inspector import Inspector
+from samspt.serve.view_batching import batches_across_requests
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +120,12 @@ class InspectionService:
     def __init__(self, settings: Dict[str, Any]) -> None:
         self.settings = ServeSettings(**settings)
         model_dir = self.settings.resolved_model_dir
-        self.inspector = BatchedInspector(
+        self.inspector = Inspector(
             model_dir, backend=self.settings.backend, precision=self.settings.precision,
             providers=_providers(self.settings), max_prompts=self.settings.max_prompts,
-            max_image_pixels=self.settings.max_image_pixels)
+            max_image_pixels=self.settings.max_image_pixels,
+            encode=self._encode_from_thread)
+        self._batching = batches_across_requests(self.inspector.graphs, self.settings.max_batch)
         manifest = self.inspector.manifest
         self.model = model_identity(str(manifest["name"]), sha256_file(model_dir / MANIFEST),
                                     self.inspector.image_size)
@@ -143,23 +148,17 @@ class InspectionService:
         self._in_flight = 0          # inspections in this replica now (the event loop counts)
         self._encode_view.set_max_batch_size(self.settings.max_batch)
         self._encode_view.set_batch_wait_timeout_s(self.settings.batch_wait_ms / 1e3)
-        if self._batching:
-            self.inspector.encode_views = self._encode_from_thread
         log.info("replica ready: %s on %s (%s), pid %d, batching %s", self.model["name"],
                  self.inspector.backend, self.inspector.precision, os.getpid(),
                  f"up to {self.settings.max_batch} views, {self.settings.batch_wait_ms} ms"
                  if self._batching else "off")
 
-    @property
-    def _batching(self) -> bool:
-        return self.settings.max_batch > 1 and self.inspector.batches_across_requests
-
     # ------------------------------------------------------------------ batching
     def _encode_from_thread(self, batch: np.ndarray) -> np.ndarray:
         """Vx3xSxS float32 -> VxCxhxw (an inspection thread waits for its views' batch). A
         request alone in the replica does not wait for others that are not there."""
-        if self._in_flight <= 1:
-            return self.inspector.encode_directly(batch)
+        if not self._batching or self._in_flight <= 1 or self._loop is None:
+            return encode_in_chunks(self.inspector.graphs, batch)
         future = asyncio.run_coroutine_threadsafe(self._encode_views(batch), self._loop)
         return future.result(timeout=ENCODE_TIMEOUT_S)
 
@@ -172,7 +171,7 @@ class InspectionService:
         """Views of any requests (each 3xSxS float32) -> their CxHxW embeddings, one encoder
         call for them all."""
         embeddings = await asyncio.get_running_loop().run_in_executor(
-            self.encode_pool, self.inspector.encode_directly, np.stack(views))
+            self.encode_pool, encode_in_chunks, self.inspector.graphs, np.stack(views))
         return list(np.asarray(embeddings))
 
     def _inspect(self, body: bytes, content_type: Optional[str]) -> Dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from samspt.runtime.errors import SamsptError
-from samspt.runtime.inspector import BACKENDS
+from samspt.runtime.backend import BACKENDS
 from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging
 

@@ -84,6 +84,10 @@ class OptimSection:
     deterministic: bool = True
     channels_last: bool = False  # conv trunks in channels-last memory format (faster on CPUs)
     threads: int = 0  # torch's CPU threads for this process (0: torch's default, one per core)
+    # > 0: validate, keep and export an exponential moving average of the weights (timm's
+    # ModelEmaV3 with its warm-up: the decay grows with the step, 1 - (1 + step)^-2/3, up to
+    # this value); 0: the weights as trained.
+    ema: float = 0.0
 
 
 @dataclass
@@ -304,6 +308,7 @@ def _validate(config: TrainConfig) -> None:
          "optim.amp must be auto, off, bf16 or fp16"),
         (config.log.checkpoint_every >= 1, "log.checkpoint_every must be >= 1"),
         (config.optim.threads >= 0, "optim.threads must be >= 0 (0: torch's default)"),
+        (0 <= config.optim.ema < 1, "optim.ema must be in [0, 1) (0: off; e.g. 0.999)"),
         (config.budget.minutes >= 0, "budget.minutes must be >= 0 (0: steps decide)"),
         (0 <= config.budget.finish_share < 1, "budget.finish_share must be in [0, 1)"),
         (0 <= config.budget.warmup_share < 1, "budget.warmup_share must be in [0, 1)"),

@@ -282,6 +282,17 @@ class Trainer:
         self.model = build_training_model(cfg).to(self.dist.device)
         if cfg.optim.channels_last and self.model.config.encoder == "conv":
             self.model.image_encoder.to(memory_format=torch.channels_last)
+        self.ema = None
+        if cfg.optim.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=cfg.optim.ema, use_warmup=True)
+
+    @property
+    def kept(self) -> SptSam:
+        """The weights a run validates, keeps as best and final, and exports: the moving
+        average with ``optim.ema``, else the trained weights themselves."""
+        return self.ema.module if self.ema is not None else self.model
 
     # ------------------------------------------------------------------------ run
     def run(self, resume: bool = False) -> TrainResult:
@@ -335,6 +346,11 @@ class Trainer:
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             step, best = int(state["step"]), state.get("best")
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise ConfigError(f"{files.root}'s checkpoint has no moving average of the "
+                                      "weights; resume it with optim.ema 0, as it was trained")
+                self.ema.module.load_state_dict(state["ema"])
             self.elapsed_base = float(state.get("elapsed_s", 0.0))
             self.eval_image_s = state.get("eval_image_s")
             self.overlay_s = float(state.get("overlay_s") or OVERLAY_S)
@@ -410,6 +426,8 @@ class Trainer:
             if scheduler is not None:
                 scheduler.step()
             step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=step)
             window.steps += 1
             end = time.perf_counter()
             window.compute_s += end - compute_start
@@ -449,7 +467,7 @@ class Trainer:
         in_sync = len(set(digests)) == 1
         elapsed = self.clock()
         if dist.is_main:
-            save_spt_weights(self.model, files.final, mode=cfg.model.mode,
+            save_spt_weights(self.kept, files.final, mode=cfg.model.mode,
                              extra={"step": str(step), "elapsed_s": f"{elapsed:.1f}"})
             files.append_metrics({"step": step, "elapsed_s": round(elapsed, 2),
                                   "ranks": dist.world_size, "ranks_in_sync": in_sync,
@@ -562,8 +580,8 @@ class Trainer:
         if self.dist.is_main:
             start = time.perf_counter()
             records = self._val_subset()
-            self.model.eval()
-            report = evaluate_records(TorchPredictor(self.model), records, prompt="box", seed=0,
+            self.kept.eval()
+            report = evaluate_records(TorchPredictor(self.kept), records, prompt="box", seed=0,
                                       scan=False)
             self.eval_image_s = (time.perf_counter() - start) / max(1, len(records))
             self.model.train()
@@ -572,7 +590,7 @@ class Trainer:
             self.last_val = score
             if score is not None and (best is None or score > best["final"]["miou"]):
                 best = dict(summary, step=step)
-                save_spt_weights(self.model, self.files.best, mode=self.config.model.mode,
+                save_spt_weights(self.kept, self.files.best, mode=self.config.model.mode,
                                  extra={"step": str(step), "elapsed_s": f"{self.clock():.1f}"})
             overlays_start = time.perf_counter()
             self._overlays(step)
@@ -615,12 +633,12 @@ class Trainer:
                 by_class.setdefault(record.defect_class, []).append(record)
         chosen = [r for group in itertools.zip_longest(*by_class.values()) for r in group if r]
         rows = []
-        self.model.eval()
+        self.kept.eval()
         for record in chosen[:self.config.log.overlay_images]:
             image = record.load_image()
             truth = record.load_mask(image.shape[:2])
             box = mask_box(truth)
-            result = predict(self.model, image, boxes=box[None])
+            result = predict(self.kept, image, boxes=box[None])
             rows.append((record.name, image, truth, result.draft_masks[0], result.masks[0], box,
                          result.views[0]))
         self.model.train()
@@ -639,7 +657,8 @@ class Trainer:
                      "best": best, "elapsed_s": self.clock(), "eval_image_s": self.eval_image_s,
                      "overlay_s": self.overlay_s,
                      "budget": budget.to_dict() if budget is not None else None,
-                     "val_done": val_done, "step_s": step_s}
+                     "val_done": val_done, "step_s": step_s,
+                     "ema": self.ema.module.state_dict() if self.ema is not None else None}
             self.files.save_checkpoint(step, self.model, self.config.model.mode, state,
                                        keep=self.config.log.keep_checkpoints,
                                        extra={"elapsed_s": f"{self.clock():.1f}"})

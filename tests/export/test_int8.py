@@ -317,8 +317,8 @@ def test_inspector_on_the_cpu_runs_the_cpu_variant(example_int8, caplog, monkeyp
     with caplog.at_level("INFO", logger="samspt.runtime.ort_backend"), \
             Inspector(out, backend="onnxruntime", precision="int8") as int8, \
             Inspector(out, backend="onnxruntime", precision="fp32") as fp32:
-        assert int8._graphs.files[0] == "encoder.int8-cpu.onnx"
-        assert fp32._graphs.files[0] == "encoder.fp32.onnx"
+        assert int8.graphs.files[0] == "encoder.int8-cpu.onnx"
+        assert fp32.graphs.files[0] == "encoder.fp32.onnx"
         a, b = int8.inspect(image, boxes=boxes), fp32.inspect(image, boxes=boxes)
     assert "encoder.int8-cpu.onnx (the cpu variant)" in caplog.text
     assert pooled_mask_iou(a.masks, b.masks) >= GATES["int8"]["min_iou"]
@@ -351,7 +351,7 @@ def test_a_folder_without_variants_runs_the_plain_int8_graphs(example_int8, tmp_
     _, out, _ = example_int8
     _without_variants(out, tmp_path / "old")
     with Inspector(tmp_path / "old", backend="onnxruntime", precision="int8") as inspector:
-        assert inspector._graphs.files[0] == "encoder.int8.onnx"
+        assert inspector.graphs.files[0] == "encoder.int8.onnx"
         assert inspector.inspect(IMAGES[0][1], boxes=IMAGES[0][2]).masks.shape[0] == \
             len(IMAGES[0][2])
 

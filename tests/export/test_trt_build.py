@@ -229,8 +229,8 @@ class _Limited:
     def __init__(self, inner, profiles, corrupt=False):
         self.inner, self.profiles, self.corrupt, self.shapes = inner, profiles, corrupt, []
 
-    def embed(self, image):
-        return self.inner.embed(image)
+    def encode(self, views):
+        return self.inner.encode(views)
 
     def decode(self, embedding, coords, labels):
         from samspt.runtime.trt_engine import check_profile_limits
@@ -287,7 +287,7 @@ def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch, ver
     assert build["cuda"] == {"driver": "12.4", "pycuda": "12.2"}
     entry = build["precisions"]["fp16"]
     assert entry["flags"] == {"strongly_typed": True, "workspace_mb": 512, "device": 0}
-    assert entry["profiles"] == {"prompts": [1, 4, 8], "points": [1, 2, 6]}
+    assert entry["profiles"] == {"prompts": [1, 4, 8], "points": [1, 2, 6], "views": [1, 1, 1]}
     manifest = json.loads((model_dir / "manifest.json").read_text())
     for kind in ("encoder", "decoder"):
         record = entry["engines"][kind]
@@ -445,7 +445,7 @@ def test_real_build_of_tiny_engines(request, precision):
         coords, labels = pp.pack_prompts(boxes=boxes)
         coords = pp.scale_coords(coords, image.shape[:2], resized)
         got = graphs.decode(graphs.embed(x), coords, labels)
-        want = ort.decode(ort.embed(x), coords, labels)
+        want = ort.decode(ort.encode(x), coords, labels)
         scale = float(np.abs(want[1]).max()) + 1.0
         assert float(np.abs(got[1] - want[1]).max()) <= 0.05 * scale
 

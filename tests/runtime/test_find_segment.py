@@ -36,7 +36,7 @@ def test_the_numpy_head_computes_what_pytorch_computes(head_model):
         assert ins.scan_scores_every_image
         views = scan_views(image.shape[:2], ins.image_size, ins.view_settings)[:3]
         batch = np.stack([v.input_tensor(image, ins.pixel_mean, ins.pixel_std) for v in views])
-        numpy_logits = ins._scan_head.logits(ins._encode(batch))
+        numpy_logits = ins._scan_head.logits(ins.graphs.encode(batch))
     with torch.no_grad():
         reference = model.defect_logits(model.encode(torch.from_numpy(batch))).numpy()
     np.testing.assert_allclose(numpy_logits, reference, atol=1e-4)
@@ -94,8 +94,8 @@ def test_above_its_best_score_the_scan_flags_nothing_and_runs_no_decoder(head_mo
         best = float(ins.inspect(image).scores[0])
     with Inspector(folder, backend="onnxruntime", scan_min_score=best + 1e-3) as ins:
         calls = []
-        decode = ins._graphs.decode
-        ins._graphs.decode = lambda *a: calls.append(1) or decode(*a)
+        decode = ins.graphs.decode
+        ins.graphs.decode = lambda *a: calls.append(1) or decode(*a)
         result = ins.inspect(image)
     assert not result.pred_label[0] and not result.masks.any() and calls == []
     assert result.pred_score[0] < 0.5

@@ -320,11 +320,11 @@ def test_threads_sleep_between_ops_unless_asked_to_spin(tiny_model, inspector):
     own default. The sessions say so, and the answers do not change."""
     image = np.repeat(bundled_samples()[0].image()[:, :, None], 3, axis=2)
     boxes = [[10, 20, 120, 140]]
-    for session in (inspector._graphs.encoder, inspector._graphs.decoder):
+    for session in (inspector.graphs.encoder, inspector.graphs.decoder):
         options = session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with Inspector(tiny_model[1], backend="onnxruntime", spin=True) as spinning:
-        options = spinning._graphs.encoder.get_session_options()
+        options = spinning.graphs.encoder.get_session_options()
         with pytest.raises(RuntimeError, match="does not have configuration"):  # ORT's default
             options.get_session_config_entry("session.intra_op.allow_spinning")
         a, b = spinning.inspect(image, boxes=boxes), inspector.inspect(image, boxes=boxes)

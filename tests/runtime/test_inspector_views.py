@@ -93,19 +93,19 @@ def test_views_image_is_the_whole_image_protocol(cnn_model):
         Inspector(folder, views="zoomed")
 
 
-def test_set_image_encodes_each_view_once(inspector, monkeypatch):
+def test_set_image_encodes_each_view_once(inspector):
     image = bundled_samples()[2].image()
     calls = []
-    embed = inspector._graphs.embed
-    monkeypatch.setattr(inspector._graphs, "embed", lambda batch: calls.append(len(batch)) or
-                        embed(batch))
+    counting = Inspector(inspector.model_dir, encode=lambda batch: calls.append(len(batch)) or
+                         counting.graphs.encode(batch))
+    inspector, reference = counting, inspector
     inspector.set_image(image)
     first = inspector.predict(boxes=[[10, 10, 20, 20], [100, 150, 110, 160]])
     again = inspector.predict(boxes=[[10, 10, 20, 20]])
     assert calls == [2]                    # two views in one encoder call, then cached
     assert np.array_equal(again.masks[0], first.masks[0])
     assert again.timings_ms["encoder"] == 0.0
-    np.testing.assert_array_equal(inspector.inspect(image, boxes=[[10, 10, 20, 20]]).masks,
+    np.testing.assert_array_equal(reference.inspect(image, boxes=[[10, 10, 20, 20]]).masks,
                                   again.masks)
 
 

@@ -375,15 +375,51 @@ def test_trt_graphs_compute_what_the_graphs_compute(built):
             image, coords, labels = _inputs(seed, batch, points)
             handle = graphs.embed(image)
             got = graphs.decode(handle, coords, labels)
-            want = ort.decode(ort.embed(image), coords, labels)
+            want = ort.decode(ort.encode(image), coords, labels)
             for a, b in zip(got, want):
                 assert a.shape == b.shape and a.dtype == np.float32
                 np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(graphs.download(handle), ort.embed(image))
+            np.testing.assert_array_equal(graphs.download(handle), ort.encode(image))
             # a host embedding decodes the same, and leaves the device embedding alone
-            host = graphs.decode(ort.embed(image), coords, labels)
+            host = graphs.decode(ort.encode(image), coords, labels)
             np.testing.assert_array_equal(host[1], want[1])
             np.testing.assert_array_equal(graphs.decode(handle, coords, labels)[1], want[1])
+
+
+def test_engines_encode_a_batch_of_views_within_their_views_profile(model_dir, fake_trt,
+                                                                     tmp_path):
+    """samspt-build --views: the encoder engine takes up to V views a run; the backend's encode
+    splits larger batches into runs of V and answers what ONNX Runtime answers for them all,
+    also through the Inspector (the Backend interface, no lock held around its view loop)."""
+    import shutil
+
+    from samspt.export.trt_build import build_engines
+    from samspt.export.trt_options import BuildOptions
+    from samspt.runtime.backend import Backend
+    from samspt.runtime.inspector import Inspector
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(model_dir, folder)
+    profiles = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6), eng.Profile(1, 2, 3))
+    result = build_engines(folder, BuildOptions(profiles=profiles),
+                           images=bundled_verify_images()[:2])
+    assert result.entry["profiles"]["views"] == [1, 2, 3]
+    ort = _ort(folder)
+    rng = np.random.default_rng(3)
+    with tb.TrtGraphs.from_model_dir(folder) as graphs:
+        assert isinstance(graphs, Backend) and graphs.max_views == 3
+        assert graphs.profiles.views == eng.Profile(1, 2, 3)
+        for count in (1, 3, 5):
+            views = rng.standard_normal((count,) + graphs.image_shape[1:]).astype(np.float32)
+            np.testing.assert_array_equal(graphs.encode(views), ort.encode(views))
+        with pytest.raises(InputError, match="views must be"):
+            graphs.encode(np.zeros((2, 3, 8, 8), np.float32))
+    image = bundled_verify_images()[0][1]
+    with Inspector(folder, backend="tensorrt") as trt, \
+            Inspector(folder, backend="onnxruntime", precision="fp16") as reference:
+        assert trt.backend == "tensorrt" and trt.graphs.max_views == 3
+        got, want = trt.inspect(image), reference.inspect(image)
+        np.testing.assert_array_equal(got.masks, want.masks)
 
 
 def test_trt_graphs_allocate_nothing_per_call(built, fake_trt):
@@ -481,7 +517,7 @@ def test_threads_share_one_trt_graphs_safely(built):
     folder, _ = built
     ort = _ort(folder)
     cases = [_inputs(seed, batch=seed % 4 + 1) for seed in range(8)]
-    wants = [ort.decode(ort.embed(i), c, l)[1] for i, c, l in cases]
+    wants = [ort.decode(ort.encode(i), c, l)[1] for i, c, l in cases]
     errors = []
     with tb.TrtGraphs.from_model_dir(folder) as graphs:
         def work(k):
@@ -559,10 +595,10 @@ def test_real_engines_run_like_onnx_runtime(request, tmp_path):
             image, coords, labels = _inputs(seed, batch, points)
             handle = graphs.embed(image)
             draft, logits, scores = graphs.decode(handle, coords, labels)
-            want = ort.decode(ort.embed(image), coords, labels)
+            want = ort.decode(ort.encode(image), coords, labels)
             assert draft.shape == want[0].shape and scores.shape == (batch, 1)
             for mine, theirs in ((logits, want[1]), (graphs.download(handle),
-                                                     ort.embed(image))):
+                                                     ort.encode(image))):
                 scale = float(np.abs(theirs).max()) + 1.0  # fp16 engine vs fp32 graphs
                 assert float(np.abs(mine - theirs).max()) <= 0.05 * scale
         graphs.embed(image)

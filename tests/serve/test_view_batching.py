@@ -1,5 +1,6 @@
-"""BatchedInspector without Ray: its encoder runs go wherever ``encode_views`` sends them, and
-what comes back is the Inspector's answer (real ONNX Runtime on the example model)."""
+"""The Inspector composed with another encoder, without Ray: its encoder runs go wherever the
+``encode`` it was given sends them, and what comes back is the Inspector's answer (real ONNX
+Runtime on the example model)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,24 @@ from tests.serve.conftest import assert_same_result
 
 
 def test_views_encoded_beside_other_requests_views_give_the_inspectors_answer(inspector):
+    from samspt.runtime.backend import encode_in_chunks
+    from samspt.runtime.inspector import Inspector
     from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_verify_images
-    from samspt.serve.view_batching import BatchedInspector
+    from samspt.serve.view_batching import batches_across_requests
 
-    batched = BatchedInspector(EXAMPLE_MODEL_DIR)
-    assert batched.batches_across_requests
     calls = []
     stranger = np.random.default_rng(0).standard_normal((3, 3, 128, 128)).astype(np.float32)
 
     def encode_views(views: np.ndarray) -> np.ndarray:
         # as the service's batcher does: this request's views run beside another request's
         calls.append(len(views))
-        return batched.encode_directly(np.concatenate([stranger, views]))[len(stranger):]
+        return encode_in_chunks(batched.graphs, np.concatenate([stranger, views]))[len(stranger):]
 
+    batched = Inspector(EXAMPLE_MODEL_DIR, encode=encode_views)
+    assert not calls, "warm-up runs the backend's own encoder"
+    assert batches_across_requests(batched.graphs, 8)
+    assert not batches_across_requests(batched.graphs, 1)
     for name, image, boxes in bundled_verify_images(0)[:3]:
-        batched.encode_views = None
-        assert_same_result(batched.inspect(image, boxes=boxes[:1]),
-                           inspector.inspect(image, boxes=boxes[:1]))       # exact
-        batched.encode_views = encode_views
         for prompts in (boxes[:1], boxes, None):
             assert_same_result(batched.inspect(image, boxes=prompts),
                                inspector.inspect(image, boxes=prompts), exact=False)

@@ -197,3 +197,35 @@ def test_a_bf16_autocast_run_trains_on_the_cpu(tmp_path, dataset):
     # Same steps in another precision: close to the float32 run, and not identical to it.
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 0.05
+
+
+def test_a_moving_average_is_what_the_run_keeps_and_resumes_exactly(tmp_path, dataset):
+    """optim.ema: model.safetensors holds the average (not the last step's weights), equal to
+    the average computed by timm's ModelEmaV3 beside the run; an interrupted run resumes its
+    average exactly."""
+    plain = load_train_config(tiny_config_file(tmp_path, dataset), ["name=plain"])
+    Trainer(plain).run()
+    averaged = load_train_config(tiny_config_file(tmp_path, dataset, ema=0.9), ["name=ema"])
+    trainer = Trainer(averaged)
+    trainer.run()
+    raw, _ = read_spt_weights(plain.run_dir / "model.safetensors")
+    kept, _ = read_spt_weights(averaged.run_dir / "model.safetensors")
+    trained = trainer.model.state_dict()
+    # the same trajectory (same seed), but the average is kept
+    assert all(torch.equal(raw[k], trained[k]) for k in raw)
+    moved = [k for k in kept if kept[k].is_floating_point() and not torch.equal(kept[k], raw[k])]
+    assert moved, "the kept weights should be the moving average, not the last step's"
+
+    broken = load_train_config(tiny_config_file(tmp_path, dataset, ema=0.9), ["name=broken"])
+
+    def crash(step, total, figures):
+        if step == 5:
+            raise _Stop()
+
+    with pytest.raises(_Stop):
+        Trainer(broken, progress=crash).run()
+    Trainer(broken).run(resume=True)
+    resumed, _ = read_spt_weights(broken.run_dir / "model.safetensors")
+    assert all(torch.equal(kept[k], resumed[k]) for k in kept)
+    with pytest.raises(ConfigError, match="optim.ema"):
+        load_train_config(tiny_config_file(tmp_path, dataset, ema=1.0))
