@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a model folder with a scan head for scan_vs_encoder_2k (a 2048 px "
                              "tile scanned / its encoder runs; default: the shipped example "
                              "model; none without a head)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -123,9 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = _Bar() if progress_enabled() else None
     try:
         if args.plot is not None and args.plot.suffix.lower() != ".png":
-            print(f"error: --plot writes a PNG; give a file name ending in .png, got {args.plot}",
-                  file=sys.stderr)
-            return 2
+            return error_exit(f"--plot writes a PNG; give a file name ending in .png, got "
+                              f"{args.plot}")
         settings = Settings(model=args.model, prompts=args.prompts, reps=args.reps,
                             warmup=args.warmup, backends=parse_backends(args.backends),
                             device=args.device, relation_tokens=args.relation_tokens,
@@ -139,8 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         path = write_record(record, args.out)
         plot = plot_latency(record, args.plot) if args.plot is not None else None
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     finally:
         if bar is not None:
             bar.close()

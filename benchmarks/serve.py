@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.benchmarks.settings import parse_int_list
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "proxy) or auto (default: haproxy where its binary is found)")
     parser.add_argument("--out", type=Path, default=None,
                         help="record path (default: a new file in benchmarks/results/)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -131,8 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     results[side][f"c{clients}"] = figures.summary()
             local_backend = inspector.backend
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     finally:
         if service is not None:
             stop_service(service)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit, StagePrinter
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "PyTorch with ONNX Runtime")
     parser.add_argument("--verify-data", type=Path, default=None,
                         help="dataset folder for the parity check (default: bundled samples)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -77,10 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from samspt.export.onnx_export import export_model, with_scan_min_score
     from samspt.export.verify import folder_verify_images
 
-    start = time.perf_counter()
-
-    def stage(text: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {text}", file=sys.stderr, flush=True)
+    stage = StagePrinter()
 
     try:
         stage("loading the model")
@@ -97,11 +94,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                               verify=not args.no_verify, verify_images=images, sources=sources,
                               stage=stage, compact=args.compact, calib_images=calib)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     except OSError as exc:
-        print(f"error: cannot write the model folder: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     _print_summary(result)
     return 0
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit, StagePrinter
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
 
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trt-version", default=None,
                         help="with --print-trtexec: the target's TensorRT version (default: the "
                              "tensorrt module's)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -81,10 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from samspt.runtime.engines import (DEFAULT_PROFILES, ENGINES_DIR, ShapeProfiles,
                                         engine_dir_name, parse_profile)
 
-    start = time.perf_counter()
-
-    def stage(text: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {text}", file=sys.stderr, flush=True)
+    stage = StagePrinter()
 
     try:
         profiles = ShapeProfiles(
@@ -113,12 +111,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{args.model_dir}")
         result = run(args.model_dir, options, stage=stage)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     except OSError as exc:
-        print(f"error: cannot read or write the model folder: {exc}", file=sys.stderr)
-        return 2
-    _print_summary(result, time.perf_counter() - start)
+        return error_exit(exc)
+    _print_summary(result, time.perf_counter() - stage.start)
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import InputError, ModelFolderError, SamsptError
 from samspt.runtime.image_files import image_files, load_image
 from samspt.runtime.backend import BACKENDS
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "on TensorRT, FP32 on ONNX Runtime)")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime threads (default 0: one per core)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -231,8 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           progress=_progress_factory())
         write_calibrated(args.model_dir, args.out, point)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     for line in report_lines(point):
         print(line)
     print(f"calibrated model folder: {args.out}")

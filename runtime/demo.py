@@ -19,6 +19,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", choices=("auto", "image"), default="auto",
                         help="auto (default): each box in its zoomed view; image: the whole "
                              "image (the paper's protocol)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -84,8 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 records.append(record)
         atomic_write_text(args.out / "results.json", json.dumps(records, indent=2) + "\n")
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     print(f"\nmodel {model_dir.name} on {ins.backend}, {ins.precision}, views {args.views}\n")
     header = (f"{'sample':<28} {'draft IoU':>9} {'final IoU':>9} {'score':>6} {'box ms':>7} "
               f"{'scan':>8} {'scan IoU':>8} {'scan ms':>8}")

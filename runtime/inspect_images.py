@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.backend import BACKENDS
 from samspt.runtime.manifest import PRECISIONS
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "Runtime)")
     parser.add_argument("--out", type=Path, default=Path("inspections"),
                         help="output folder (default: inspections/)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -78,8 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         model_dir, images = EXAMPLE_MODEL_DIR, args.paths
     if not images:
-        print(f"error: no image given after the model folder {model_dir}", file=sys.stderr)
-        return 2
+        return error_exit(f"no image given after the model folder {model_dir}")
     rows, records = [], []
     try:
         with Inspector(model_dir, backend=args.backend, precision=args.precision,
@@ -105,8 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rows.append((path.name, result, overlay))
         atomic_write_text(args.out / "results.json", json.dumps(records, indent=2) + "\n")
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     print(f"{'image':<32} {'prompt':>6} {'defect':>6} {'area px':>8} {'score':>6} "
           f"{'pred':>5} {'total ms':>9}  overlay")
     for name, result, overlay in rows:

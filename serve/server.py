@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.backend import BACKENDS
 from samspt.runtime.manifest import PRECISIONS
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="port of the Prometheus metrics of a local Ray (default: Ray "
                              "picks one; logged at start)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -117,8 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         while not stop.wait(1.0):
             pass
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

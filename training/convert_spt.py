@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.files import sha256_file
 from samspt.runtime.logs import configure_cli_logging
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output .safetensors (default: beside the input, same stem)")
     parser.add_argument("--model-type", default=None,
                         help="vit_b, vit_l or vit_h (default: inferred from the tensor shapes)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_verbose_flag(parser)
     return parser
 
 
@@ -46,8 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         extra = authors_extra_metadata(args.checkpoint.name, sha256_file(args.checkpoint))
         save_spt_weights(model, out, mode="spt", extra=extra)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     print(f"wrote {out} ({model.config.name}, LoRA rank {model.lora.rank}, "
           f"{sum(t.numel() for t in tensors.values()):,} trained values)")
     return 0

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import ConfigError, SamsptError
 from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print only the JSON report to stdout")
     parser.add_argument("--per-image", action="store_true",
                         help="also give every image's prompt and scores (JSON: an images list)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -246,8 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         report = evaluate_records(predictor, records, prompt=args.prompt, seed=args.seed,
                                   progress=progress, scan=not args.no_scan)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     finally:
         if bar is not None:
             bar.close()

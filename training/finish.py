@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import CheckpointError, CheckpointNotFoundError, ConfigError, \
     ModelFolderError, SamsptError
 from samspt.runtime.files import atomic_write_text, sha256_file
@@ -475,7 +476,7 @@ def build_finish_parser(prog: str = "samspt-train --finish-only") -> argparse.Ar
                         help=f"a goal line in the card (repeatable); keys: {', '.join(GOALS)}")
     parser.add_argument("--minutes", type=float, default=None,
                         help="time to finish in; GrabCut is skipped when it runs short")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -497,11 +498,9 @@ def main_finish(argv: Optional[List[str]] = None) -> int:
         report = finish_run(args.run, config, train, val, deadline, progress, goals=goals,
                             false_alarm=args.false_alarm, data_root=root)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     except OSError as exc:
-        print(f"error: cannot write into {args.run}: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
     m = report.model
     print(f"model folder: {report.model_dir}\nmodel card:   {report.card}")
     print(f"final mIoU {model_card.fmt(m.final_miou)} (draft {model_card.fmt(m.draft_miou)}, "

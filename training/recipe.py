@@ -86,6 +86,11 @@ def default_recipe(data: Union[str, Path], out: Union[str, Path], budget_min: fl
     c.optim.channels_last = True          # the conv trunk channels-last: 5 % less CPU a step
     c.optim.threads = 0                   # torch's default (one per core); 1 when several runs
     #                                       share the CPU (two threads then wait on each other)
+    # A moving average of the weights is what the run validates, keeps and exports (timm's
+    # ModelEmaV3, its decay warming up to 0.999): raw against averaged weights of the same
+    # runs (30 min, one core, MTD) 0.627/0.638 on validation, 0.680/0.683 on unseen images
+    # at lr 1e-3; 0.656/0.659 and 0.669/0.675 at lr 2e-3.
+    c.optim.ema = 0.999
     c.optim.epochs = 1000                 # unused on a time budget; max_steps 0: the clock ends
     c.optim.max_steps = 0
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finish-only", type=Path, default=None, metavar="RUN",
                         help="run the finish stage again on a trained run (export, evaluation, "
                              "model card); see samspt-train --finish-only RUN --help")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -270,15 +271,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     configure_cli_logging(args.verbose)
     problem = _check_flags(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return error_exit(problem)
     try:
         if args.data is not None:
             return _one_command(args, argv, started)
         return _yaml_way(args)
     except SamsptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit(exc)
 
 
 if __name__ == "__main__":

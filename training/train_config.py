@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Un
 import yaml
 
 from samspt.runtime.errors import ConfigError
+from samspt.training.loss_weights import LossWeights
 
 T = TypeVar("T")
 
@@ -91,20 +92,6 @@ class OptimSection:
 
 
 @dataclass
-class LossSection:
-    bce: float = 1.0
-    dice: float = 1.0
-    draft: float = 1.0
-    final: float = 1.0
-    score: float = 0.0
-    focus_margin: float = 0.25  # BCE inside each box grown by this share of its size ...
-    outside: float = 0.5  # ... plus this weight times BCE outside it (see training/losses.py)
-    defect_share: float = 0.0  # > 0: class-balanced BCE, defect pixels weigh this share
-    empty_mask: float = 1.0  # weight of the mask loss of prompts with an empty target
-    scan_head: float = 1.0  # weight of the scan head's token loss (models with a scan head)
-
-
-@dataclass
 class LogSection:
     log_every: int = 10  # steps between metric lines
     val_every: int = 0  # steps between validations; 0: once per epoch
@@ -130,7 +117,7 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
-    loss: LossSection = field(default_factory=LossSection)
+    loss: LossWeights = field(default_factory=LossWeights)
     log: LogSection = field(default_factory=LogSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
 

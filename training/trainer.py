@@ -30,8 +30,8 @@ from samspt.training.config import LoraConfig
 from samspt.training.evaluation import TorchPredictor, evaluate_records, fmt_figure
 from samspt.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier,
                                          parameters_digest)
-from samspt.training.losses import (LossWeights, focus_masks, scan_head_loss, spt_loss,
-                                     token_targets)
+from samspt.training.loss_weights import LossWeights
+from samspt.training.losses import focus_masks, scan_head_loss, spt_loss, token_targets
 from samspt.training.model import SptSam
 from samspt.training.run_files import RunFiles
 from samspt.training.schedule import TimeBudget, build_scheduler, finish_estimate_s
@@ -106,6 +106,19 @@ class _TrainStep(nn.Module):
     def _terms(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
                targets: torch.Tensor, prompt_weight: Optional[torch.Tensor] = None
                ) -> Dict[str, torch.Tensor]:
+        if prompt_weight is not None and len(prompt_weight) == len(embeddings) > 1:
+            # Prompts that weigh nothing (scan windows training the scan head alone) are not
+            # decoded: the loss is the same weighted mean without them, and a step decodes
+            # only what trains.
+            keep = prompt_weight > 0
+            if not bool(keep.any()):
+                zero = embeddings.sum() * 0.0
+                names = ("draft", "final", "score") if self.weights.score > 0 else \
+                    ("draft", "final")
+                return {"loss": zero, **{name: zero.detach() for name in names}}
+            if not bool(keep.all()):
+                embeddings, coords, labels, targets, prompt_weight = (
+                    t[keep] for t in (embeddings, coords, labels, targets, prompt_weight))
         out = self.model.decode(embeddings, coords, labels)
         focus = focus_masks(coords, labels, targets.shape[-1], self.weights.focus_margin)
         return spt_loss(out.draft_logits, out.logits, out.scores, targets, self.weights, focus,
@@ -335,7 +348,7 @@ class Trainer:
                                         cfg.optim.schedule, cfg.optim.milestones, cfg.optim.gamma)
         amp_dtype = _amp(cfg, dist.device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        step_module: nn.Module = _TrainStep(self.model, LossWeights(**vars(cfg.loss)))
+        step_module: nn.Module = _TrainStep(self.model, cfg.loss)
 
         step, best, state = 0, None, None
         if resume:

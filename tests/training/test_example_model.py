@@ -17,7 +17,7 @@ from samspt.training.config import get_config
 from samspt.training.evaluate import main as eval_main
 from samspt.training.evaluation import (RuntimePredictor, TorchPredictor, evaluate_records,
                                         sample_records)
-from samspt.training.example import EXAMPLE_MODEL, EXAMPLE_MODEL_DIR
+from samspt.training.example import EXAMPLE_MODEL, EXAMPLE_WEIGHTS_DIR
 
 # The shipped model's figures on the bundled samples (box prompts in views; the scan), pinned:
 # a retrained model updates them together with its card.
@@ -44,7 +44,7 @@ def test_the_example_model_ships_as_small_fp16_full_weights_with_its_card():
     with safe_open(str(EXAMPLE_MODEL), framework="pt") as handle:
         dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
     assert dtypes <= {"F16", "I64"} and "F16" in dtypes
-    card = (EXAMPLE_MODEL_DIR / "MODEL_CARD.md").read_text()
+    card = (EXAMPLE_WEIGHTS_DIR / "MODEL_CARD.md").read_text()
     for words in ("samspt-train --config training/configs/example_cnn.yaml",
                   "samspt-train --config training/configs/example_cnn_scan.yaml",
                   "samspt-train --config training/configs/example_cnn_long.yaml",

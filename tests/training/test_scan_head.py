@@ -15,7 +15,8 @@ from samspt.training.config import get_config
 from samspt.training.data.dataset import DefectDataset, PromptSettings
 from samspt.training.data.readers import read_dataset
 from samspt.training.data.view_samples import ViewSampling
-from samspt.training.losses import LossWeights, token_targets
+from samspt.training.loss_weights import LossWeights
+from samspt.training.losses import focus_masks, scan_head_loss, spt_loss, token_targets
 from samspt.training.train_config import load_train_config
 from samspt.training.trainer import Trainer, _TrainStep
 
@@ -56,6 +57,49 @@ def test_scan_windows_train_the_head_alone_when_scan_prompts_are_off(tmp_path):
     assert model.scan_head.out.weight.grad.abs().sum() > 0
     assert all(p.grad is None or not p.grad.any()
                for p in model.refine_decoder.parameters()), "the prompts weigh nothing"
+
+
+def test_prompts_that_weigh_nothing_are_not_decoded_and_the_loss_is_unchanged(tmp_path):
+    """A batch mixing scan windows (weight 0) and tight boxes: the step decodes only the boxes,
+    and its loss and gradients equal those of decoding every prompt and weighing the windows 0
+    (the plain weighted mean of :func:`spt_loss`)."""
+    root = make_folder_dataset(tmp_path / "data", n_defect=6, n_free=2)
+    config = dataclasses.replace(get_config("cnn_tiny"), scan_head=True)
+    sampling = ViewSampling(tight=0.5, loose=0.0, scan=0.5, free_scan=1.0, scan_prompts=False)
+    data = DefectDataset(read_dataset(root), config, PromptSettings(), train=True,
+                         sampling=sampling, seed=3)
+    items = [data[i] for i in range(len(data))]
+    weights = torch.cat([b.get("prompt_weight", torch.ones(len(b["targets"]))) for b in items])
+    assert (weights == 0).any() and (weights > 0).any()
+    torch.manual_seed(0)
+    model = build_model(config, None)
+    model.set_train_mode("full")
+    model.eval()  # no batch-norm statistics moving between the two passes
+    step = _TrainStep(model, LossWeights(score=1.0, scan_head=1.0))
+    images = torch.stack([b["image"] for b in items])
+    args = ([b["point_coords"] for b in items], [b["point_labels"] for b in items],
+            [b["targets"] for b in items], torch.stack([b["view_mask"] for b in items]))
+    decoded = []
+    decode = model.decode
+    model.decode = lambda e, c, l: decoded.append(len(e)) or decode(e, c, l)
+    terms = step(images, *args, weights)
+    terms["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert decoded == [int((weights > 0).sum())]
+    model.zero_grad()
+    embeddings = model.encode(images)
+    out = decode(embeddings, torch.cat(args[0]), torch.cat(args[1]))
+    focus = focus_masks(torch.cat(args[0]), torch.cat(args[1]), 64, step.weights.focus_margin)
+    full = spt_loss(out.draft_logits, out.logits, out.scores, torch.cat(args[2]), step.weights,
+                    focus, weights)
+    tokens = config.embedding_size
+    head = scan_head_loss(model.defect_logits(embeddings),
+                          torch.stack([token_targets(m, tokens) for m in args[3]]))
+    reference = full["loss"] + head
+    torch.testing.assert_close(terms["loss"], reference, rtol=1e-5, atol=1e-6)
+    reference.backward()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-4, atol=1e-6)
 
 
 def test_a_run_learns_the_head_and_exports_it(tmp_path):

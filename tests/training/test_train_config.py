@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.losses import LossWeights, dice_loss, spt_loss
+from samspt.training.loss_weights import LossWeights
+from samspt.training.losses import dice_loss, spt_loss
 from samspt.training.schedule import lr_factor
 from samspt.training.train_config import load_train_config
 
@@ -124,7 +125,7 @@ def test_focused_bce_does_not_let_a_small_defect_drown():
 
 
 def test_empty_mask_weight_leaves_prompts_with_empty_targets_out_of_the_mask_loss():
-    from samspt.training.losses import LossWeights, mask_loss
+    from samspt.training.losses import mask_loss
 
     torch.manual_seed(0)
     targets = torch.zeros(2, 8, 8)
