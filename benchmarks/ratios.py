@@ -25,7 +25,8 @@ import torch
 
 from samspt.benchmarks import stats
 from samspt.benchmarks.backends import ort_providers
-from samspt.runtime import preprocess as pp
+from samspt.runtime.preprocess import preprocess_image
+from samspt.runtime.prompts import pack_prompts, scale_coords
 from samspt.runtime.manifest import graph_entry, read_manifest
 from samspt.runtime.ort_backend import OrtGraphs
 
@@ -87,10 +88,10 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
     pixels) on ``image``; ``relation``: the result of ``relation_compare.compare_relation``.
     """
     config = merged.config
-    tensor, resized = pp.preprocess_image(image, config.image_size, config.pixel_mean,
+    tensor, resized = preprocess_image(image, config.image_size, config.pixel_mean,
                                           config.pixel_std)
-    coords, labels = pp.pack_prompts(boxes[:BATCH])
-    coords = pp.scale_coords(coords, image.shape[:2], resized)
+    coords, labels = pack_prompts(boxes[:BATCH])
+    coords = scale_coords(coords, image.shape[:2], resized)
     manifest = read_manifest(model_dir, verify_files=False)
     providers = ort_providers(device)
     graphs = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "fp32")["file"],
@@ -117,11 +118,11 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
 
     calls = {
         "encoder_torch": _sync_after(lambda: encoder(image_ort_t), ort_device),
-        "encoder_ort": lambda: graphs.embed(tensor),
-        "encoder_int8": lambda: int8.embed(tensor),
-        "encoder_int8_signed": lambda: int8_signed.embed(tensor),
-        f"encoder_ort_{VIEWS}views_1call": lambda: graphs.embed(views8),
-        f"encoder_ort_{VIEWS}views_{VIEWS}calls": lambda: [graphs.embed(tensor)
+        "encoder_ort": lambda: graphs.encode(tensor),
+        "encoder_int8": lambda: int8.encode(tensor),
+        "encoder_int8_signed": lambda: int8_signed.encode(tensor),
+        f"encoder_ort_{VIEWS}views_1call": lambda: graphs.encode(views8),
+        f"encoder_ort_{VIEWS}views_{VIEWS}calls": lambda: [graphs.encode(tensor)
                                                            for _ in range(VIEWS)],
         "encoder_spt": _sync_after(lambda: merged.image_encoder(image_t), device),
         "encoder_sam": _sync_after(lambda: sam.image_encoder(image_t), device),

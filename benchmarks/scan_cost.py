@@ -26,7 +26,8 @@ SIDE = 2048
 def defect_tile(side: int = SIDE) -> np.ndarray:
     """HxWx3 uint8: the bundled defect-free sample repeated to ``side``, with the bundled
     blowhole (its mask's box, grown by half) pasted once, off centre."""
-    from samspt.runtime.preprocess import as_rgb_uint8, mask_box
+    from samspt.runtime.preprocess import as_rgb_uint8
+    from samspt.runtime.prompts import mask_box
     from samspt.runtime.samples import bundled_samples
 
     samples = bundled_samples()
@@ -51,6 +52,7 @@ def measure_scan_cost(model_dir: Path, threads: int = 0, reps: int = 5,
     from samspt.runtime import Inspector
     from samspt.runtime.view_inference import MAX_VIEWS_PER_ENCODE
     from samspt.runtime.views import scan_views
+    from samspt.runtime.preprocess import view_input
 
     tile = defect_tile(side)
     with Inspector(model_dir, backend="onnxruntime", threads=threads) as ins:
@@ -59,7 +61,7 @@ def measure_scan_cost(model_dir: Path, threads: int = 0, reps: int = 5,
                     "scan_cost": {"model_dir": str(Path(model_dir)),
                                   "skipped": "the model has no scan head"}}
         views = scan_views(tile.shape[:2], ins.image_size, ins.view_settings)
-        inputs = [np.stack([v.input_tensor(tile, ins.pixel_mean, ins.pixel_std)
+        inputs = [np.stack([view_input(v, tile, ins.pixel_mean, ins.pixel_std)
                             for v in views[i:i + MAX_VIEWS_PER_ENCODE]])
                   for i in range(0, len(views), MAX_VIEWS_PER_ENCODE)]
 

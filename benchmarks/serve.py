@@ -72,7 +72,7 @@ def _cases(prompts: int):
     """(JPEG bytes, HxW uint8 image, Kx4 boxes) per bundled sample."""
     import numpy as np
 
-    from samspt.runtime.preprocess import mask_box
+    from samspt.runtime.prompts import mask_box
     from samspt.runtime.samples import bundled_samples, prompt_boxes
 
     rng = np.random.default_rng(0)

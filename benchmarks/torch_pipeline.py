@@ -19,7 +19,9 @@ import torch
 
 from samspt.benchmarks.backends import BackendSpec, OpenContext
 from samspt.benchmarks.models import merged_model
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import MASK_THRESHOLD, upscale_logits
+from samspt.runtime.preprocess import as_rgb_uint8, preprocess_image
+from samspt.runtime.prompts import pack_prompts, scale_coords
 from samspt.runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -130,12 +132,12 @@ class TorchPipeline:
         """One HxWx3 uint8 image, Kx4 boxes (image pixels) -> milliseconds per stage."""
         config = self.config
         start = time.perf_counter()
-        rgb = pp.as_rgb_uint8(image)
+        rgb = as_rgb_uint8(image)
         original = rgb.shape[:2]
-        tensor, resized = pp.preprocess_image(rgb, config.image_size, config.pixel_mean,
+        tensor, resized = preprocess_image(rgb, config.image_size, config.pixel_mean,
                                               config.pixel_std)
-        coords, labels = pp.pack_prompts(boxes)
-        coords = pp.scale_coords(coords, original, resized)
+        coords, labels = pack_prompts(boxes)
+        coords = scale_coords(coords, original, resized)
         image_t = torch.from_numpy(tensor).to(self.device)
         coords_t = torch.from_numpy(coords).to(self.device)
         labels_t = torch.from_numpy(labels).to(self.device)
@@ -157,8 +159,8 @@ class TorchPipeline:
         draft = draft.float().cpu().numpy()
         logits = logits.float().cpu().numpy()
         size = config.image_size
-        self.last_masks = (pp.upscale_logits(logits, resized, original, size) > pp.MASK_THRESHOLD,
-                           pp.upscale_logits(draft, resized, original, size) > pp.MASK_THRESHOLD)
+        self.last_masks = (upscale_logits(logits, resized, original, size) > MASK_THRESHOLD,
+                           upscale_logits(draft, resized, original, size) > MASK_THRESHOLD)
         end = time.perf_counter()
         return {"preprocess": (prep - start) * 1e3, "encoder": (encoded - prep) * 1e3,
                 "decoder": (decoded - encoded) * 1e3, "postprocess": (end - decoded) * 1e3,

@@ -55,6 +55,7 @@ from samspt.runtime.samples import VerifyImage
 from samspt.runtime.views import View, ViewSettings, plan_views
 from samspt.export.fp16 import FP32_INPUTS, FP32_SCOPES
 from samspt.export.graph_deps import computed_from
+from samspt.runtime.preprocess import view_input
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class _Reader:
 
 def encoder_feeds(views, pixel_mean, pixel_std) -> List[Dict[str, np.ndarray]]:
     """One ``image`` feed (1x3xSxS float32) per calibration view."""
-    return [{tensors.IMAGE: view.input_tensor(image, pixel_mean, pixel_std)[None]}
+    return [{tensors.IMAGE: view_input(view, image, pixel_mean, pixel_std)[None]}
             for image, view, _, _ in views]
 
 

@@ -30,7 +30,7 @@ from samspt.runtime.files import atomic_dir, atomic_write_text
 from samspt.runtime.manifest import (CPU_VARIANT, MANIFEST, PRECISIONS, SCHEMA_VERSION,
                                      VARIANTS, file_entry, graph_file_name,
                                      tensorrt_graph_files)
-from samspt.runtime.preprocess import MASK_THRESHOLD
+from samspt.runtime.postprocess import MASK_THRESHOLD
 from samspt.export.fp16 import layer_norm_2d_scopes, store_weights_fp16, to_fp16
 from samspt.export.graphs import (DECODER_DYNAMIC_AXES, ENCODER_DYNAMIC_AXES, DecoderGraph,
                                   example_inputs)

@@ -96,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SamsptError as exc:
         return error_exit(exc)
     except OSError as exc:
-        return error_exit(exc)
+        return error_exit(exc, "cannot write the model folder")
     _print_summary(result)
     return 0
 

@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SamsptError as exc:
         return error_exit(exc)
     except OSError as exc:
-        return error_exit(exc)
+        return error_exit(exc, "cannot read or write the model folder")
     _print_summary(result, time.perf_counter() - stage.start)
     return 0
 

@@ -19,12 +19,14 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import MASK_THRESHOLD, upscale_logits
+from samspt.runtime.preprocess import preprocess_image, view_input
+from samspt.runtime.prompts import pack_prompts, scale_coords
 from samspt.runtime import tensors
 from samspt.runtime.engines import ShapeProfiles
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.manifest import GRAPH_KINDS, graph_entry, view_settings
-from samspt.runtime.parity import pooled_mask_iou
+from samspt.runtime.parity import PARITY_GATES, meets_gate, pooled_mask_iou
 from samspt.runtime.samples import VerifyImage, bundled_verify_images
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import plan_views
@@ -33,9 +35,7 @@ log = logging.getLogger(__name__)
 
 # Mask IoU of engine vs ONNX Runtime (FP32 graphs), draft and final masks. FP32 engines may use
 # TF32 (TensorRT's default on Ampere and later), so their gate allows FP16-like differences.
-ENGINE_GATES = {"fp32": {"mean_iou": 0.995, "min_iou": 0.97},
-                "fp16": {"mean_iou": 0.99, "min_iou": 0.97},
-                "int8": {"mean_iou": 0.97, "min_iou": 0.85}}  # export's INT8 gate (vs FP32)
+ENGINE_GATES = PARITY_GATES["engines"]  # engines against ONNX Runtime, by precision
 Stage = Callable[[str], None]
 
 
@@ -75,7 +75,7 @@ def _no_encode(batch: np.ndarray) -> np.ndarray:
 
 
 def _upscale(low_res: np.ndarray, resized, original, size: int) -> np.ndarray:
-    return pp.upscale_logits(low_res, resized, original, size)
+    return upscale_logits(low_res, resized, original, size)
 
 
 def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
@@ -92,7 +92,7 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
     """
     size = int(manifest["input"]["image_size"])
     mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
-    threshold = float(manifest.get("mask_threshold", pp.MASK_THRESHOLD))
+    threshold = float(manifest.get("mask_threshold", MASK_THRESHOLD))
     settings = view_settings(manifest)
     per_image, errors = [], {"logit": 0.0, "score": 0.0}
 
@@ -107,7 +107,7 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
                           "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious))})
 
     for index, (name, image, boxes) in enumerate(images):
-        coords, labels = pp.pack_prompts(boxes=boxes)
+        coords, labels = pack_prompts(boxes=boxes)
         if settings is not None:
             # A view model: each box answered in its view, as the Inspector answers it (and as
             # export verification checks the graphs); the largest shapes on the first view.
@@ -115,19 +115,19 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
             outs = [infer_views(image, plan, _no_encode,
                                 partial(_decode_all, graphs, profiles=profiles),
                                 pixel_mean=mean, pixel_std=std,
-                                cache={view: graphs.encode(view.input_tensor(image, mean,
+                                cache={view: graphs.encode(view_input(view, image, mean,
                                                                              std)[None])
                                        for view in set(plan.views)})
                     for graphs in (candidate, reference)]
             compare(name, *[(o.draft_logits, o.logits, o.scores, o.low_res) for o in outs],
                     lambda logits: logits, len(boxes), coords.shape[1])
             view = plan.views[0]
-            x = view.input_tensor(image, mean, std)[None]
+            x = view_input(view, image, mean, std)[None]
             coords, labels = view.to_input(plan.coords[:1]), plan.labels[:1]
             upscale = partial(_upscale, resized=(size, size), original=(size, size), size=size)
         else:
-            x, resized = pp.preprocess_image(image, size, mean, std)
-            coords = pp.scale_coords(coords, image.shape[:2], resized)
+            x, resized = preprocess_image(image, size, mean, std)
+            coords = scale_coords(coords, image.shape[:2], resized)
             upscale = partial(_upscale, resized=resized, original=image.shape[:2], size=size)
         cases = [] if settings is not None else [(name, coords, labels)]
         if index == 0:  # the profile's largest shapes, once
@@ -150,7 +150,7 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
                "per_image": per_image}
     log.info("%s engines vs ONNX Runtime: mean mask IoU %.5f, min %.5f, max logit error %.3g",
              precision, figures["mean_iou"], figures["min_iou"], logit_err)
-    if figures["mean_iou"] < gate["mean_iou"] or figures["min_iou"] < gate["min_iou"]:
+    if not meets_gate(figures, gate):
         worst = min(per_image, key=lambda r: r["min_iou"])
         raise EngineVerificationError(
             f"the {precision} TensorRT engines do not match ONNX Runtime: mean mask IoU "

@@ -5,10 +5,9 @@ graph alone on PyTorch's embedding, and both graphs end to end; masks compared a
 resolution through the runtime's views and post-processing (each box in its view, as the
 Inspector answers it), several prompts per image in one call. Mask
 IoU is taken per image and pass (draft, final), all its prompts' pixels pooled
-(:func:`samspt.runtime.parity.pooled_mask_iou`). Gates (end to end): FP32 mean IoU >= 0.999;
-FP16 mean >= 0.99 and minimum >= 0.97; INT8 (the reference is the same: PyTorch FP32, which the
-FP32 graphs match) mean >= 0.97 and minimum >= 0.85. A missed gate raises
-:class:`VerificationError` naming the graph file, the image and the figure.
+(:func:`samspt.runtime.parity.pooled_mask_iou`). The gates (end to end, every precision
+against PyTorch FP32) are :data:`samspt.runtime.parity.PARITY_GATES` ``["export"]``. A missed
+gate raises :class:`VerificationError` naming the graph file, the image and the figure.
 
 A precision's variants (the INT8 CPU variant, unsigned activations: ``int8-cpu``) are checked
 as the runtime runs them, each graph's variant paired with the other graph's variant or, where
@@ -32,11 +31,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import MASK_THRESHOLD
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.manifest import GRAPH_KINDS, graph_variant
 from samspt.runtime.ort_backend import OrtGraphs
-from samspt.runtime.parity import pooled_mask_iou
+from samspt.runtime.parity import PARITY_GATES, meets_gate, pooled_mask_iou
 from samspt.runtime.samples import (PROMPTS_PER_IMAGE, VerifyImage, bundled_verify_images,
                                     prompt_boxes)
 from samspt.runtime.view_inference import infer_views
@@ -45,9 +44,7 @@ from samspt.training.model import SptSam
 
 log = logging.getLogger(__name__)
 
-GATES = {"fp32": {"mean_iou": 0.999, "min_iou": 0.0},
-         "fp16": {"mean_iou": 0.99, "min_iou": 0.97},
-         "int8": {"mean_iou": 0.97, "min_iou": 0.85}}
+GATES = PARITY_GATES["export"]  # the graphs against PyTorch, by precision
 
 
 class VerificationError(SamsptError):
@@ -120,7 +117,7 @@ def graph_parity(prepared: Prepared, encoder_path: Path, decoder_path: Path) -> 
         logit_err = max(logit_err, float(np.abs(both.low_res - ref.low_res).max()))
         ious = {}
         for label, out in (("decoder", alone), ("end_to_end", both)):
-            ious[label] = [pooled_mask_iou(a > pp.MASK_THRESHOLD, b > pp.MASK_THRESHOLD)
+            ious[label] = [pooled_mask_iou(a > MASK_THRESHOLD, b > MASK_THRESHOLD)
                            for a, b in ((out.draft_logits, ref.draft_logits),
                                         (out.logits, ref.logits))]
         per_image.append({"image": name, "mean_iou": float(np.mean(ious["end_to_end"])),
@@ -141,9 +138,7 @@ def graph_parity(prepared: Prepared, encoder_path: Path, decoder_path: Path) -> 
 def passes(figures: Dict[str, Any], precision: str, prefix: str = "") -> bool:
     """Whether ``figures`` (of :func:`graph_parity`) meet ``precision``'s gate; ``prefix``
     ``decoder_``: the decoder alone."""
-    gate = GATES[precision]
-    return figures[prefix + "mean_iou"] >= gate["mean_iou"] and \
-        figures[prefix + "min_iou"] >= gate["min_iou"]
+    return meets_gate(figures, GATES[precision], prefix)
 
 
 def graph_pairs(graphs: Dict[str, Dict[str, Any]]

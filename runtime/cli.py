@@ -31,13 +31,16 @@ def parse_args(parser: argparse.ArgumentParser,
     return args
 
 
-def error_exit(exc: Union[BaseException, str]) -> int:
-    """Print ``exc`` (an exception or a message) as one ``error:`` line on stderr and give the
-    exit status for it.
+def error_exit(exc: Union[BaseException, str], context: Optional[str] = None) -> int:
+    """Print ``exc`` (an exception or a message) as one ``error:`` line on stderr, after
+    ``context`` where given (``"cannot write the model folder"``), and give the exit status.
 
-    samspt's own errors say what was wrong and how to fix it; an ``OSError`` (a file that cannot
-    be read or written) is named as such."""
-    text = (f"cannot read or write a file: {exc}" if isinstance(exc, OSError) else str(exc))
+    samspt's own errors say what was wrong and how to fix it; an ``OSError`` without a context
+    is named as a file that cannot be read or written."""
+    if context:
+        text = f"{context}: {exc}"
+    else:
+        text = f"cannot read or write a file: {exc}" if isinstance(exc, OSError) else str(exc)
     print(f"error: {text}", file=sys.stderr, flush=True)
     return EXIT_ERROR
 

@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from samspt.runtime.files import atomic_write_text
     from samspt.runtime.inspector import Inspector
     from samspt.runtime.overlay import render_overlay, save_overlay
-    from samspt.runtime.preprocess import mask_box
+    from samspt.runtime.prompts import mask_box
     from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_samples
 
     model_dir = args.model or EXAMPLE_MODEL_DIR

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from samspt.runtime.files import atomic_path
 from samspt.runtime.result import InspectionResult
 from samspt.runtime.views import View, ViewSettings, box_view
+from samspt.runtime.preprocess import crop_view
 
 DRAFT_COLOR = (255, 170, 0)
 FINAL_COLOR = (255, 0, 60)
@@ -102,10 +103,10 @@ def enlarged_view(image: np.ndarray, view: View, side: int,
     colour) of ``outlines`` outlined at the enlarged size (so a few-pixel defect's shape shows)
     and an optional (mask, colour) ``tint`` under them."""
     inset = View(view.x0, view.y0, view.side, view.image_hw, side)
-    canvas = inset.crop(np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
+    canvas = crop_view(inset, np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image)
 
     def big(mask: np.ndarray) -> np.ndarray:
-        return inset.crop(mask.astype(np.uint8) * 255, Image.NEAREST) > 127
+        return crop_view(inset, mask.astype(np.uint8) * 255, Image.NEAREST) > 127
 
     if tint is not None:
         region = big(tint[0])

@@ -15,7 +15,8 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.preprocess import as_rgb_uint8
+from samspt.runtime.prompts import mask_box
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "samples"
 #: The exported example model (graphs + manifest) shipped with the base install: the embedded
@@ -60,7 +61,7 @@ def prompt_boxes(mask: np.ndarray, rng: np.random.Generator,
     h, w = mask.shape
     boxes = []
     if mask.any():
-        tight = pp.mask_box(mask)
+        tight = mask_box(mask)
         size = np.array([tight[2] - tight[0] + 1, tight[3] - tight[1] + 1] * 2, np.float32)
         boxes += [tight, tight + rng.uniform(-0.1, 0.1, 4).astype(np.float32) * size,
                   tight + np.array([-0.5, -0.5, 0.5, 0.5], np.float32) * size]
@@ -77,5 +78,5 @@ def prompt_boxes(mask: np.ndarray, rng: np.random.Generator,
 def bundled_verify_images(seed: int = 0) -> List[VerifyImage]:
     """The bundled samples as (name, HxWx3 uint8, Kx4 float32 boxes), boxes seeded by ``seed``."""
     rng = np.random.default_rng(seed)
-    return [(s.name, pp.as_rgb_uint8(s.image()), prompt_boxes(s.mask(), rng))
+    return [(s.name, as_rgb_uint8(s.image()), prompt_boxes(s.mask(), rng))
             for s in bundled_samples()]

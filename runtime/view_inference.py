@@ -26,9 +26,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from samspt.runtime.preprocess import MASK_THRESHOLD
-from samspt.runtime.views import (BACKGROUND_LOGIT, View, ViewPlan, paste_mask, paste_max,
-                                  view_mask)
+from samspt.runtime.postprocess import (BACKGROUND_LOGIT, MASK_THRESHOLD, paste_mask, paste_max,
+                                        view_mask)
+from samspt.runtime.preprocess import view_input
+from samspt.runtime.views import View, ViewPlan
 
 # Views per encoder call: a scan of a 20-megapixel image has hundreds of views, and one batch of
 # them all would hold hundreds of input tensors at once.
@@ -82,7 +83,7 @@ def encode_views(image: np.ndarray, views: Sequence[View], encode: EncodeFn,
     for first in range(0, len(missing), MAX_VIEWS_PER_ENCODE):
         chunk = missing[first:first + MAX_VIEWS_PER_ENCODE]
         t1 = clock()
-        batch = np.stack([view.input_tensor(image, pixel_mean, pixel_std) for view in chunk])
+        batch = np.stack([view_input(view, image, pixel_mean, pixel_std) for view in chunk])
         t2 = clock()
         embeddings = encode(batch)
         t3 = clock()

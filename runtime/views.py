@@ -1,5 +1,7 @@
-"""Views: the square windows of an image that the model sees, in numpy; the one implementation
-that training (samples), evaluation, export verification, the Inspector and benchmarks share.
+"""Views: the square windows of an image that the model sees, their geometry and planning, in
+numpy; the one implementation that training (samples), evaluation, export verification, the
+Inspector and benchmarks share. A view's pixels are made by :mod:`samspt.runtime.preprocess`,
+its logits brought back by :mod:`samspt.runtime.postprocess`.
 
 A *view* is a square window ``(x0, y0, side)`` in image pixels. Its part inside the image is
 resized by ``S / side`` (``S`` = the model's ``image_size``) and placed in an SxS input; the rest
@@ -8,11 +10,12 @@ side ``max(min_side, context * box long side)``, is centred on the box and shift
 the image where it fits; where it cannot (the side exceeds the image along an axis) it covers that
 whole axis and is padded, keeping the box as central as it can. When the side reaches the
 image's long side the view is the *whole image*: window ``(0, 0, max(H, W))``, which is exactly
-SAM's resize-longest-side-and-pad preprocessing (:func:`samspt.runtime.preprocess.preprocess_image`).
+SAM's resize-longest-side-and-pad preprocessing
+(:func:`samspt.runtime.preprocess.preprocess_image`).
 
 Prompts are mapped into the view's input frame with :meth:`View.to_input`; low-res logits come
-back in image pixels with :func:`paste_logits`, background (:data:`BACKGROUND_LOGIT`) outside every
-view. A prompt-free *scan* covers the image with overlapping views (:func:`scan_views`), each
+back in image pixels with :func:`samspt.runtime.postprocess.paste_logits`, background outside
+every view. A prompt-free *scan* covers the image with overlapping views (:func:`scan_views`), each
 prompted with its own extent as a box, and merges their logits by the maximum.
 """
 
@@ -20,17 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from PIL import Image
 
 from samspt.runtime.errors import ConfigError, InputError
-from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD, as_rgb_uint8, linear_weights
+from samspt.runtime.prompts import pack_prompts
 
-# Logit given to pixels outside every view: background, as the box clip's value is.
-BACKGROUND_LOGIT = -32.0
 VIEW_POLICIES = ("auto", "image")
 
 
@@ -138,118 +137,6 @@ class View:
         out[..., 1] = oy + (out[..., 1] - iy0) * (rh / (iy1 - iy0))
         return out
 
-    # ------------------------------------------------------------------- pixels
-    def _part(self, array: np.ndarray, resample: int) -> np.ndarray:
-        """The window's part of an HxW(xC) uint8 array, resized to its place in the input."""
-        ix0, iy0, ix1, iy1 = self.inside
-        _, _, rw, rh = self.placement
-        part = np.ascontiguousarray(array[iy0:iy1, ix0:ix1])
-        if part.shape[:2] != (rh, rw):
-            part = np.asarray(Image.fromarray(part).resize((rw, rh), resample))
-        return part
-
-    def _place_part(self, part: np.ndarray, channels: Tuple[int, ...], dtype) -> np.ndarray:
-        ox, oy, rw, rh = self.placement
-        out = np.zeros((self.input_size, self.input_size) + channels, dtype=dtype)
-        out[oy:oy + rh, ox:ox + rw] = part
-        return out
-
-    def crop(self, image: np.ndarray, resample: int = Image.BILINEAR) -> np.ndarray:
-        """HxWx3 (or HxW) uint8 -> the view's SxSx3 (or SxS) uint8 pixels, zero outside the
-        image (the model input is these, normalised, padding set to the mean)."""
-        return self._place_part(self._part(image, resample), image.shape[2:], image.dtype)
-
-    def input_tensor(self, image: np.ndarray, pixel_mean: Sequence[float] = PIXEL_MEAN,
-                     pixel_std: Sequence[float] = PIXEL_STD) -> np.ndarray:
-        """HxWx3 uint8 RGB -> 3xSxS float32 model input: the view normalised, zero padding.
-        For the whole-image view this equals :func:`~samspt.runtime.preprocess.preprocess_image`."""
-        part = self._part(as_rgb_uint8(image), Image.BILINEAR)
-        mean = np.asarray(pixel_mean, dtype=np.float32)
-        std = np.asarray(pixel_std, dtype=np.float32)
-        normalised = (part.astype(np.float32) - mean) / std
-        return self._place_part(normalised, (3,), np.float32).transpose(2, 0, 1).copy()
-
-    def crop_mask(self, mask: np.ndarray) -> np.ndarray:
-        """HxW bool -> SxS float32 0/1 in the view's input frame (bilinear, thresholded at
-        half); a non-empty part never vanishes: if no resized pixel reaches half, the strongest
-        ones are kept."""
-        soft = self._part(np.asarray(mask, dtype=bool).astype(np.uint8) * 255, Image.BILINEAR)
-        small = soft > 127
-        if not small.any() and soft.max() > 0:
-            small = soft == soft.max()
-        return self._place_part(small, (), np.float32)
-
-    def logits_in_image(self, low_res: np.ndarray,
-                        window: Optional[Tuple[int, int, int, int]] = None
-                        ) -> Tuple[np.ndarray, Tuple[slice, slice]]:
-        """Bx1xLxL low-res logits -> (Bxihxiw float32 logits of the view's part inside the
-        image, the (rows, cols) slices of the image they cover). As SAM: upscale to SxS, crop
-        away the padding, resize to image pixels (bilinear, as
-        :func:`~samspt.runtime.preprocess.resize_bilinear`).
-
-        ``window`` (r0, r1, c0, c1), end-exclusive, in the inside part's pixels: compute only
-        those pixels, each exactly (bit for bit) as the whole part computes it, reading only the
-        rows and columns of the intermediate SxS upscale that they need."""
-        ix0, iy0, ix1, iy1 = self.inside
-        ox, oy = self.placement[:2]
-        r0, r1, c0, c1 = window if window is not None else (0, iy1 - iy0, 0, ix1 - ix0)
-        low = np.asarray(low_res, dtype=np.float32)[:, 0]
-        (y1, x1), (y2, x2) = _upscale_steps(self, low.shape[-1])
-        (ly, hy, fy), (lx, hx, fx) = (a[r0:r1] for a in y2), (a[c0:c1] for a in x2)
-        a0, a1, b0, b1 = int(ly[0]), int(hy[-1]) + 1, int(lx[0]), int(hx[-1]) + 1
-        # Stage 1 (LxL -> SxS), only the S-frame rows/columns stage 2 reads; then stage 2.
-        upscaled = _bilinear(low, tuple(a[oy + a0:oy + a1] for a in y1),
-                             tuple(a[ox + b0:ox + b1] for a in x1))
-        logits = _bilinear(upscaled, (ly - a0, hy - a0, fy), (lx - b0, hx - b0, fx))
-        return (logits.astype(np.float32, copy=False),
-                (slice(iy0 + r0, iy0 + r1), slice(ix0 + c0, ix0 + c1)))
-
-    def window_of_cells(self, cells: Tuple[int, int, int, int],
-                        low_size: int) -> Optional[Tuple[int, int, int, int]]:
-        """The window (r0, r1, c0, c1) of the inside part's pixels that low-res cells rows
-        ``cy0..cy1``, columns ``cx0..cx1`` (inclusive; ``cells`` = (cy0, cy1, cx0, cx1)) of an
-        ``low_size`` grid reach through :meth:`logits_in_image`'s two bilinear steps; None when
-        they reach none. A pixel outside it is a convex combination of cells outside them only."""
-        cy0, cy1, cx0, cx1 = cells
-        (first_y, last_y), (first_x, last_x) = _cell_reach(self, low_size)
-        r0 = int(np.searchsorted(last_y, cy0, "left"))
-        r1 = int(np.searchsorted(first_y, cy1, "right"))
-        c0 = int(np.searchsorted(last_x, cx0, "left"))
-        c1 = int(np.searchsorted(first_x, cx1, "right"))
-        return (r0, r1, c0, c1) if r1 > r0 and c1 > c0 else None
-
-
-Steps = Tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-@lru_cache(maxsize=256)
-def _upscale_steps(view: View, low_size: int) -> Tuple[Tuple[Steps, Steps], Tuple[Steps, Steps]]:
-    """((rows, cols) of LxL -> SxS, (rows, cols) of the cropped part -> image pixels): the
-    source indices and weights of :meth:`View.logits_in_image`'s two bilinear steps (read-only,
-    cached: a view serves many prompts)."""
-    ix0, iy0, ix1, iy1 = view.inside
-    _, _, rw, rh = view.placement
-    size = view.input_size
-    first = linear_weights(size, low_size)
-    return (first, first), (linear_weights(iy1 - iy0, rh), linear_weights(ix1 - ix0, rw))
-
-
-@lru_cache(maxsize=256)
-def _cell_reach(view: View, low_size: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
-    """Per image row (then per column) of the view's inside part: the first and last low-res
-    cell its bilinear steps read (both non-decreasing along the axis)."""
-    (y1, x1), (y2, x2) = _upscale_steps(view, low_size)
-    ox, oy = view.placement[:2]
-    return ((y1[0][oy + y2[0]], y1[1][oy + y2[1]]), (x1[0][ox + x2[0]], x1[1][ox + x2[1]]))
-
-
-def _bilinear(array: np.ndarray, rows: Steps, cols: Steps) -> np.ndarray:
-    """...xHxW float32 -> the rows, then the columns, of given source indices and weights (the
-    operations of :func:`~samspt.runtime.preprocess.resize_bilinear`, in its order)."""
-    lo_y, hi_y, fy = rows
-    lo_x, hi_x, fx = cols
-    out = array[..., lo_y, :] * (1 - fy)[:, None] + array[..., hi_y, :] * fy[:, None]
-    return out[..., lo_x] * (1 - fx) + out[..., hi_x] * fx
 
 
 # ------------------------------------------------------------------------ choosing views
@@ -366,8 +253,6 @@ def plan_views(image_hw: Tuple[int, int], input_size: int, settings: Optional[Vi
     """The views of K prompts (one row each), or of the prompt-free scan (no prompt: one row).
     A box prompt larger than ``settings.max_side`` allows is covered by several views, each
     prompted with the box clipped to it."""
-    from samspt.runtime.preprocess import pack_prompts
-
     if boxes is None and points is None:
         views = (scan_views(image_hw, input_size, settings)
                  if settings is not None and policy == "auto"
@@ -401,65 +286,3 @@ def plan_views(image_hw: Tuple[int, int], input_size: int, settings: Optional[Vi
                     min_score=gate)
 
 
-def paste_max(canvas: np.ndarray, view: View, low_res: np.ndarray) -> np.ndarray:
-    """Paste each of a view's Bx1xLxL low-res logits into BxHxW ``canvas`` (image pixels) by the
-    elementwise maximum with what is there; returns ``canvas``."""
-    logits, (rows, cols) = view.logits_in_image(low_res)
-    np.maximum(canvas[:, rows, cols], logits, out=canvas[:, rows, cols])
-    return canvas
-
-
-def positive_cells(low_res: np.ndarray, threshold: float) -> Optional[Tuple[int, int, int, int]]:
-    """(cy0, cy1, cx0, cx1), inclusive: the bounding box of an LxL low-res grid's cells that
-    can make a pixel exceed ``threshold`` (above it, less a rounding allowance); None if none.
-    Under a box clip every cell outside the clip region holds a fixed negative logit, so this
-    box lies inside the clip region: it follows the defect, not the image."""
-    tolerance = 1e-4 * (1.0 + abs(threshold))
-    hot = np.asarray(low_res) > threshold - tolerance
-    rows, cols = np.flatnonzero(hot.any(axis=1)), np.flatnonzero(hot.any(axis=0))
-    if not rows.size:
-        return None
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-
-
-def view_mask(view: View, low_res: np.ndarray, threshold: float
-              ) -> Optional[Tuple[np.ndarray, slice, slice]]:
-    """The mask (logits above ``threshold``) of one view prompt's 1x1xLxL low-res logits in
-    image pixels, computed only where low-res cells above the threshold reach
-    (:meth:`View.window_of_cells`): every other pixel's logit is a convex combination of logits
-    at or below it, so its mask is False, as the whole resize gives. Returns (bool mask of the
-    window, its rows, its cols), or None where no image pixel is above the threshold (a positive
-    cell may lie in a view's padding). ``threshold`` must be above :data:`BACKGROUND_LOGIT`
-    (pixels outside every view)."""
-    if threshold < BACKGROUND_LOGIT:
-        raise ConfigError(f"mask threshold {threshold} is below the background logit "
-                          f"{BACKGROUND_LOGIT}: every pixel would be a defect; use a threshold "
-                          "of at least that (the manifests' is 0.0)")
-    low = np.asarray(low_res, np.float32).reshape((1, 1) + np.shape(low_res)[-2:])
-    cells = positive_cells(low[0, 0], threshold)
-    window = None if cells is None else view.window_of_cells(cells, low.shape[-1])
-    if window is None:
-        return None
-    logits, (rows, cols) = view.logits_in_image(low, window)
-    hit = logits[0] > threshold
-    return (hit, rows, cols) if hit.any() else None
-
-
-def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
-               threshold: float) -> Optional[Tuple[int, int, int, int]]:
-    """OR :func:`view_mask` into HxW bool ``canvas`` (image pixels). Returns the window
-    written, (y0, y1, x0, x1) image pixels end-exclusive, or None (no pixel above the
-    threshold)."""
-    found = view_mask(view, low_res, threshold)
-    if found is None:
-        return None
-    hit, rows, cols = found
-    canvas[rows, cols] |= hit
-    return rows.start, rows.stop, cols.start, cols.stop
-
-
-def paste_logits(view: View, low_res: np.ndarray) -> np.ndarray:
-    """Bx1xLxL low-res logits of one view -> BxHxW float32 logits in image pixels,
-    :data:`BACKGROUND_LOGIT` outside the view."""
-    canvas = np.full((low_res.shape[0],) + tuple(view.image_hw), BACKGROUND_LOGIT, np.float32)
-    return paste_max(canvas, view, low_res)

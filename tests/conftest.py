@@ -1,14 +1,18 @@
-"""Shared fixtures: tiny real models (segment-anything's own modules at toy sizes)."""
+"""Shared fixtures: tiny real models (segment-anything's own modules at toy sizes).
+
+torch is imported where a fixture needs it, not here: the runtime's tests that need no model
+(the base install's: numpy, onnxruntime, pillow) run without torch installed.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
-
 
 def randomize_spt_(model, seed: int = 0, scale: float = 0.05):
     """Give LoRA B matrices and relation scales random values, as if trained."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -23,6 +27,8 @@ def exported_cnn_tiny(out, scale: float = 0.3, **changes):
     randomised (:func:`randomize_spt_`), exported unverified (FP32 and FP16) to ``out`` under
     its folder's name: (model, out)."""
     import dataclasses
+
+    import torch
 
     from samspt.export.onnx_export import export_model
     from samspt.training.checkpoints import build_model
@@ -45,6 +51,8 @@ def tiny_config():
 @pytest.fixture
 def tiny_sam(tiny_config):
     """segment-anything's ``Sam`` at the tiny configuration, random weights, seeded."""
+    import torch
+
     from samspt.training.model import build_sam
 
     torch.manual_seed(0)
@@ -56,6 +64,8 @@ def tiny_spt(tiny_sam, tiny_config):
     """An untrained SPT model holding ``tiny_sam``'s weights."""
     from samspt.training.checkpoints import load_sam_weights
     from samspt.training.model import SptSam
+
+    import torch
 
     torch.manual_seed(1)
     model = SptSam(tiny_config)

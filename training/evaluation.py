@@ -39,7 +39,7 @@ from typing import (Callable, Dict, Iterable, Iterator, List, Optional, Protocol
 import numpy as np
 
 from samspt.runtime.errors import ConfigError, InputError
-from samspt.runtime.preprocess import mask_box
+from samspt.runtime.prompts import mask_box
 from samspt.runtime.result import summarize_masks
 from samspt.runtime.samples import bundled_samples
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record

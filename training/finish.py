@@ -393,7 +393,7 @@ def _verification(figures: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]
 def _overlays(inspector, records: Sequence[Record], count: int, path: Path) -> Optional[Path]:
     """Rows of defective validation images (classes in turn): the exported model's answer to
     each tight box, its view enlarged (:func:`samspt.training.plots.overlay_grid`)."""
-    from samspt.runtime.preprocess import mask_box
+    from samspt.runtime.prompts import mask_box
     from samspt.training.plots import overlay_grid
 
     rows = []
@@ -500,7 +500,7 @@ def main_finish(argv: Optional[List[str]] = None) -> int:
     except SamsptError as exc:
         return error_exit(exc)
     except OSError as exc:
-        return error_exit(exc)
+        return error_exit(exc, f"cannot write into {args.run}")
     m = report.model
     print(f"model folder: {report.model_dir}\nmodel card:   {report.card}")
     print(f"final mIoU {model_card.fmt(m.final_miou)} (draft {model_card.fmt(m.draft_miou)}, "

@@ -10,7 +10,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import MASK_THRESHOLD
+from samspt.runtime.preprocess import as_rgb_uint8
 from samspt.runtime.find_segment import head_scan
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import View, plan_views
@@ -38,7 +39,7 @@ def predict(model: SptSam, image: np.ndarray, boxes: Optional[np.ndarray] = None
     (each prompt in its view, the model's view settings) or "image" (the whole image). No
     prompt at all: the prompt-free scan, one merged row."""
     config = model.config
-    rgb = pp.as_rgb_uint8(image)
+    rgb = as_rgb_uint8(image)
     image_hw = rgb.shape[:2]
     device = next(model.parameters()).device
     plan = plan_views(image_hw, config.image_size, config.view_settings, views, boxes, points,
@@ -55,12 +56,12 @@ def predict(model: SptSam, image: np.ndarray, boxes: Optional[np.ndarray] = None
 
     if plan.scan and views == "auto" and model.scan_head is not None:
         found = head_scan(rgb, config.view_settings, config.image_size, _TorchHead(model), encode, decode, config.pixel_mean, config.pixel_std,
-                          mask_threshold=pp.MASK_THRESHOLD)
+                          mask_threshold=MASK_THRESHOLD)
         empty = np.zeros((0, 1, 1, 1), np.float32)
         return TorchPrediction(found.masks, found.draft_masks, empty, empty,
                                np.array([found.score], np.float32), found.views)
     out = infer_views(rgb, plan, encode, decode, config.pixel_mean, config.pixel_std)
-    return TorchPrediction(out.logits > pp.MASK_THRESHOLD, out.draft_logits > pp.MASK_THRESHOLD,
+    return TorchPrediction(out.logits > MASK_THRESHOLD, out.draft_logits > MASK_THRESHOLD,
                            out.low_res, out.draft_low_res, out.scores, out.views)
 
 

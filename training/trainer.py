@@ -635,7 +635,7 @@ class Trainer:
         return out
 
     def _overlays(self, step: int) -> None:
-        from samspt.runtime.preprocess import mask_box
+        from samspt.runtime.prompts import mask_box
         from samspt.training.plots import overlay_grid
         from samspt.training.predict import predict
 

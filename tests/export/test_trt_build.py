@@ -439,11 +439,12 @@ def test_real_build_of_tiny_engines(request, precision):
         assert graphs.profiles == SMALL
         ort = _ort(model_dir, "fp32")
         name, image, boxes = IMAGES[0]
-        from samspt.runtime import preprocess as pp
+        from samspt.runtime.preprocess import preprocess_image
+        from samspt.runtime.prompts import pack_prompts, scale_coords
 
-        x, resized = pp.preprocess_image(image, 64)
-        coords, labels = pp.pack_prompts(boxes=boxes)
-        coords = pp.scale_coords(coords, image.shape[:2], resized)
+        x, resized = preprocess_image(image, 64)
+        coords, labels = pack_prompts(boxes=boxes)
+        coords = scale_coords(coords, image.shape[:2], resized)
         got = graphs.decode(graphs.embed(x), coords, labels)
         want = ort.decode(ort.encode(x), coords, labels)
         scale = float(np.abs(want[1]).max()) + 1.0

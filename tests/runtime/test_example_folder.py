@@ -18,7 +18,7 @@ from PIL import Image
 from samspt.runtime import Inspector
 from samspt.runtime.manifest import read_manifest
 from samspt.runtime.parity import pooled_mask_iou
-from samspt.runtime.preprocess import mask_box
+from samspt.runtime.prompts import mask_box
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +136,11 @@ def test_the_main_job_runs_without_torch(tmp_path):
     assert (tmp_path / "inspect" / "results.json").is_file()
 
 
+# The runtime's test modules that need neither torch nor training: run in the base install.
+BASE_LANE = ("test_operating_point", "test_parity", "test_result", "test_views", "test_mask_paste",
+             "test_inspect_cli")
+
+
 @pytest.mark.skipif(os.environ.get("SAMSPT_SKIP_VENV_TEST") == "1",
                     reason="SAMSPT_SKIP_VENV_TEST=1")
 def test_the_base_install_runs_the_demo_in_a_fresh_venv(tmp_path):
@@ -172,3 +177,18 @@ def test_the_base_install_runs_the_demo_in_a_fresh_venv(tmp_path):
                                 text=True, env=environ, timeout=600)
     assert calibrated.returncode == 0, calibrated.stdout + calibrated.stderr
     assert "defect-free images flagged:" in calibrated.stdout
+    # The base lane: the runtime's tests that need no model run in this torch-free install.
+    lane = subprocess.run([str(python), "-m", "pip", "install", "-q", "pytest", "hypothesis"],
+                          env=environ, capture_output=True, text=True, timeout=600)
+    assert lane.returncode == 0, lane.stdout + lane.stderr
+    # The test files alone (beside the sources, their samspt/ stub would shadow the install).
+    lane_root = tmp_path / "lane"
+    for name in ["pyproject.toml", "tests/__init__.py", "tests/conftest.py",
+                 "tests/runtime/__init__.py"] + [f"tests/runtime/{t}.py" for t in BASE_LANE]:
+        (lane_root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, lane_root / name)
+    lane = subprocess.run([str(env_dir / "bin" / "pytest"), "-q", "-p", "no:cacheprovider",
+                           "tests/runtime"], cwd=lane_root, capture_output=True, text=True,
+                          env=environ, timeout=900)
+    assert lane.returncode == 0, lane.stdout[-4000:] + lane.stderr[-2000:]
+    assert " passed" in lane.stdout and "skipped" not in lane.stdout.splitlines()[-1]

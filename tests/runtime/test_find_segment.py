@@ -12,6 +12,7 @@ from samspt.runtime import Inspector
 from samspt.runtime.errors import ModelFolderError
 from samspt.runtime.find_segment import DEFAULT_GATE
 from samspt.runtime.manifest import MANIFEST, read_manifest
+from samspt.runtime.preprocess import view_input
 from samspt.runtime.samples import bundled_samples
 from samspt.runtime.scan_head import SCAN_HEAD_FILE, proposals
 from samspt.runtime.views import scan_views
@@ -35,7 +36,7 @@ def test_the_numpy_head_computes_what_pytorch_computes(head_model):
     with Inspector(folder, backend="onnxruntime", warmup=False) as ins:
         assert ins.scan_scores_every_image
         views = scan_views(image.shape[:2], ins.image_size, ins.view_settings)[:3]
-        batch = np.stack([v.input_tensor(image, ins.pixel_mean, ins.pixel_std) for v in views])
+        batch = np.stack([view_input(v, image, ins.pixel_mean, ins.pixel_std) for v in views])
         numpy_logits = ins._scan_head.logits(ins.graphs.encode(batch))
     with torch.no_grad():
         reference = model.defect_logits(model.encode(torch.from_numpy(batch))).numpy()

@@ -11,7 +11,7 @@ import pytest
 
 from samspt.runtime import Inspector, InspectionResult
 from samspt.runtime.errors import ConfigError, InputError, ModelFolderError, SamsptError
-from samspt.runtime.preprocess import mask_box
+from samspt.runtime.prompts import mask_box
 from samspt.runtime.samples import bundled_samples
 
 from ..paths import MTD_DIR

@@ -12,7 +12,7 @@ import pytest
 from samspt.runtime import Inspector
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.parity import pooled_mask_iou
-from samspt.runtime.preprocess import mask_box
+from samspt.runtime.prompts import mask_box
 from samspt.runtime.samples import bundled_samples
 from samspt.runtime.views import box_view, scan_views
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import (BACKGROUND_LOGIT, logits_in_image, paste_logits,
+                                        paste_mask, positive_cells, resize_bilinear)
+from samspt.runtime.preprocess import as_rgb_uint8
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.manifest import graph_entry, read_manifest, view_settings
 from samspt.runtime.ort_backend import OrtGraphs
 from samspt.runtime.result import summarize_masks
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_samples, prompt_boxes
 from samspt.runtime.view_inference import infer_views
-from samspt.runtime.views import (BACKGROUND_LOGIT, View, paste_logits, paste_mask,
-                                  plan_views, positive_cells, whole_image_view)
+from samspt.runtime.views import View, plan_views, whole_image_view
 
 
 def _random_views(rng, count):
@@ -47,17 +48,17 @@ def test_window_logits_are_the_full_logits_bit_for_bit():
     for view in _random_views(rng, 40):
         low = rng.normal(size=(2, 1, view.input_size // 4, view.input_size // 4)).astype(
             np.float32)
-        full, (rows, cols) = view.logits_in_image(low)
+        full, (rows, cols) = logits_in_image(view, low)
         # the previous implementation: two whole resizes
         ix0, iy0, ix1, iy1 = view.inside
         ox, oy, rw, rh = view.placement
-        ref = pp.resize_bilinear(low[:, 0], (view.input_size, view.input_size))
-        ref = pp.resize_bilinear(ref[:, oy:oy + rh, ox:ox + rw], (iy1 - iy0, ix1 - ix0))
+        ref = resize_bilinear(low[:, 0], (view.input_size, view.input_size))
+        ref = resize_bilinear(ref[:, oy:oy + rh, ox:ox + rw], (iy1 - iy0, ix1 - ix0))
         np.testing.assert_array_equal(full, ref.astype(np.float32))
         r0, c0 = int(rng.integers(0, full.shape[1])), int(rng.integers(0, full.shape[2]))
         r1, c1 = int(rng.integers(r0 + 1, full.shape[1] + 1)), int(rng.integers(c0 + 1,
                                                                                full.shape[2] + 1))
-        part, (prow, pcol) = view.logits_in_image(low, (r0, r1, c0, c1))
+        part, (prow, pcol) = logits_in_image(view, low, (r0, r1, c0, c1))
         np.testing.assert_array_equal(part, full[:, r0:r1, c0:c1])
         assert (prow.start, prow.stop, pcol.start, pcol.stop) == (iy0 + r0, iy0 + r1,
                                                                    ix0 + c0, ix0 + c1)
@@ -135,7 +136,7 @@ def test_example_model_masks_equal_the_full_resize_on_the_bundled_images(example
     rng = np.random.default_rng(0)
     defects = 0
     for sample in bundled_samples():
-        image = pp.as_rgb_uint8(sample.image())
+        image = as_rgb_uint8(sample.image())
         hw = image.shape[:2]
         boxes = prompt_boxes(sample.mask(), rng, count=8)
         points = np.stack([np.stack([(b[:2] + b[2:]) / 2, b[:2]]) for b in boxes])
@@ -146,8 +147,8 @@ def test_example_model_masks_equal_the_full_resize_on_the_bundled_images(example
                  plan_views(hw, size, settings, "auto")]
         for plan in plans:
             cache = {}
-            full = infer_views(image, plan, graphs.embed, graphs.decode, mean, std, cache=cache)
-            fast = infer_views(image, plan, graphs.embed, graphs.decode, mean, std, cache=cache,
+            full = infer_views(image, plan, graphs.encode, graphs.decode, mean, std, cache=cache)
+            fast = infer_views(image, plan, graphs.encode, graphs.decode, mean, std, cache=cache,
                                mask_threshold=threshold)
             assert fast.logits is None
             np.testing.assert_array_equal(fast.masks, full.logits > threshold)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import resize_bilinear, upscale_logits
+from samspt.runtime.preprocess import as_rgb_uint8, preprocess_image
+from samspt.runtime.prompts import mask_box, pack_prompts, scale_coords
 from samspt.runtime.errors import InputError
-from samspt.runtime.preprocess import mask_box
 from samspt.runtime.samples import bundled_samples
 
 torch = pytest.importorskip("torch")
@@ -19,7 +20,7 @@ def test_resize_bilinear_matches_torch_interpolate(src, dst):
     ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None], dst, mode="bilinear",
                                           align_corners=False)[0].numpy()
     # torch computes the source coordinate in float32: equal to ~1e-5 relative.
-    np.testing.assert_allclose(pp.resize_bilinear(x, dst), ref, atol=1e-4)
+    np.testing.assert_allclose(resize_bilinear(x, dst), ref, atol=1e-4)
 
 
 def test_preprocess_image_equals_segment_anything():
@@ -30,8 +31,8 @@ def test_preprocess_image_equals_segment_anything():
 
     sam = build_sam(get_config("small"))
     for sample in bundled_samples()[:3]:
-        rgb = pp.as_rgb_uint8(sample.image())
-        ours, resized = pp.preprocess_image(rgb, 512)
+        rgb = as_rgb_uint8(sample.image())
+        ours, resized = preprocess_image(rgb, 512)
         resized_img = ResizeLongestSide(512).apply_image(rgb)
         ref = sam.preprocess(torch.from_numpy(resized_img).permute(2, 0, 1).float())
         assert resized == resized_img.shape[:2]
@@ -45,38 +46,38 @@ def test_upscale_logits_equals_sam_postprocess():
     sam = build_sam(get_config("tiny"))
     low = np.random.default_rng(1).normal(size=(3, 1, 16, 16)).astype(np.float32)
     ref = sam.postprocess_masks(torch.from_numpy(low), (64, 43), (301, 202))[:, 0].numpy()
-    np.testing.assert_allclose(pp.upscale_logits(low, (64, 43), (301, 202), 64), ref, atol=1e-4)
+    np.testing.assert_allclose(upscale_logits(low, (64, 43), (301, 202), 64), ref, atol=1e-4)
 
 
 def test_scale_coords():
-    coords = pp.scale_coords(np.array([[248.0, 373.0]]), (373, 248), (1024, 681))
+    coords = scale_coords(np.array([[248.0, 373.0]]), (373, 248), (1024, 681))
     np.testing.assert_allclose(coords, [[681.0, 1024.0]], rtol=1e-6)
 
 
 def test_pack_prompts_boxes_points_and_padding():
-    coords, labels = pp.pack_prompts(boxes=np.array([[1, 2, 3, 4], [5, 6, 7, 8]]))
+    coords, labels = pack_prompts(boxes=np.array([[1, 2, 3, 4], [5, 6, 7, 8]]))
     assert coords.shape == (2, 2, 2) and labels.tolist() == [[2, 3], [2, 3]]
-    coords, labels = pp.pack_prompts(points=np.ones((2, 3, 2)), point_labels=np.ones((2, 3)))
+    coords, labels = pack_prompts(points=np.ones((2, 3, 2)), point_labels=np.ones((2, 3)))
     assert coords.shape == (2, 4, 2) and labels[:, -1].tolist() == [-1, -1]
-    coords, labels = pp.pack_prompts(boxes=np.array([[1, 2, 3, 4]]), points=np.ones((1, 1, 2)),
+    coords, labels = pack_prompts(boxes=np.array([[1, 2, 3, 4]]), points=np.ones((1, 1, 2)),
                                      point_labels=np.zeros((1, 1)))
     assert labels.tolist() == [[0, 2, 3]] and coords[0, 1].tolist() == [1, 2]
     with pytest.raises(InputError, match="no prompt"):
-        pp.pack_prompts()
+        pack_prompts()
     with pytest.raises(InputError, match="2 boxes but 1 point sets"):
-        pp.pack_prompts(boxes=np.zeros((2, 4)), points=np.ones((1, 1, 2)),
+        pack_prompts(boxes=np.zeros((2, 4)), points=np.ones((1, 1, 2)),
                         point_labels=np.ones((1, 1)))
 
 
 def test_grey_images_become_rgb_and_bad_images_are_refused():
     grey = np.zeros((5, 7), np.uint8)
-    assert pp.as_rgb_uint8(grey).shape == (5, 7, 3)
+    assert as_rgb_uint8(grey).shape == (5, 7, 3)
     with pytest.raises(InputError, match="uint8"):
-        pp.as_rgb_uint8(np.zeros((5, 7), np.float32))
+        as_rgb_uint8(np.zeros((5, 7), np.float32))
     with pytest.raises(InputError, match="HxW"):
-        pp.as_rgb_uint8(np.zeros((5, 7, 4), np.uint8))
+        as_rgb_uint8(np.zeros((5, 7, 4), np.uint8))
     with pytest.raises(InputError, match="numpy array"):
-        pp.as_rgb_uint8([[1, 2]])
+        as_rgb_uint8([[1, 2]])
 
 
 def test_bundled_samples_have_masks_and_boxes():

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.postprocess import BACKGROUND_LOGIT, paste_logits, upscale_logits
+from samspt.runtime.preprocess import (PIXEL_MEAN, PIXEL_STD, crop_view_mask, preprocess_image,
+                                       view_input)
+from samspt.runtime.prompts import pack_prompts, scale_coords
 from samspt.runtime.errors import ConfigError, InputError
 from samspt.runtime.view_inference import group_views, infer_views
-from samspt.runtime.views import (BACKGROUND_LOGIT, View, ViewPlan, ViewSettings, box_view,
-                                  paste_logits, plan_views, prompt_views, scan_views,
-                                  whole_image_view)
+from samspt.runtime.views import (View, ViewPlan, ViewSettings, box_view, plan_views, prompt_views,
+                                  scan_views, whole_image_view)
 
 S = 64
 SETTINGS = ViewSettings(context=2.0, min_side=16, scan_side=48, scan_overlap=0.25)
@@ -34,7 +36,7 @@ def _blobs(hw, seed=0):
 
 def _round_trip(view, mask):
     """Mask -> the view's input frame -> low-res logits at full input resolution -> image."""
-    crop = view.crop_mask(mask)
+    crop = crop_view_mask(view, mask)
     low_res = (crop * 2.0 - 1.0)[None, None] * 10
     return paste_logits(view, low_res)[0]
 
@@ -106,14 +108,14 @@ def test_the_whole_image_view_is_sams_preprocessing():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
     view = whole_image_view(image.shape[:2], S)
-    tensor, resized = pp.preprocess_image(image, S)
-    np.testing.assert_array_equal(view.input_tensor(image), tensor[0])
+    tensor, resized = preprocess_image(image, S)
+    np.testing.assert_array_equal(view_input(view, image), tensor[0])
     coords = np.array([[[3.0, 4.0], [60.0, 40.0]]], np.float32)
     np.testing.assert_array_equal(view.to_input(coords),
-                                  pp.scale_coords(coords, image.shape[:2], resized))
+                                  scale_coords(coords, image.shape[:2], resized))
     low_res = rng.normal(size=(2, 1, S // 4, S // 4)).astype(np.float32)
     np.testing.assert_allclose(paste_logits(view, low_res),
-                               pp.upscale_logits(low_res, resized, image.shape[:2], S), atol=1e-6)
+                               upscale_logits(low_res, resized, image.shape[:2], S), atol=1e-6)
 
 
 def test_box_views_are_square_centred_and_kept_inside():
@@ -170,7 +172,7 @@ def test_prompts_in_one_view_share_one_encoder_run_and_rows_keep_their_order():
     boxes = np.array([[10, 10, 19, 19], [100, 60, 109, 69], [10, 10, 19, 19]], np.float32)
     views = prompt_views(hw, S, SETTINGS, "auto", boxes=boxes)
     assert [len(index) for _, index in group_views(views)] == [2, 1]
-    coords, labels = pp.pack_prompts(boxes=boxes)
+    coords, labels = pack_prompts(boxes=boxes)
     encoded = []
 
     def encode(batch):
@@ -187,7 +189,7 @@ def test_prompts_in_one_view_share_one_encoder_run_and_rows_keep_their_order():
     cache = {}
     plan = plan_views(hw, S, SETTINGS, "auto", boxes=boxes)
     assert plan.views == views and plan.rows == 3
-    out = infer_views(image, plan, encode, decode, pp.PIXEL_MEAN, pp.PIXEL_STD, cache=cache)
+    out = infer_views(image, plan, encode, decode, PIXEL_MEAN, PIXEL_STD, cache=cache)
     assert encoded == [2] and len(cache) == 2
     assert out.scores.tolist() == [0.0, 1.0, 0.0]
     for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
@@ -195,10 +197,10 @@ def test_prompts_in_one_view_share_one_encoder_run_and_rows_keep_their_order():
         assert mask[y0 + 1:y1, x0 + 1:x1].all()
         assert mask.sum() <= (x1 - x0 + 3) * (y1 - y0 + 3)
     assert out.logits[1][0, 0] == BACKGROUND_LOGIT           # outside the prompt's view
-    infer_views(image, plan, encode, decode, pp.PIXEL_MEAN, pp.PIXEL_STD, cache=cache)
+    infer_views(image, plan, encode, decode, PIXEL_MEAN, PIXEL_STD, cache=cache)
     assert encoded == [2]                                     # cached: no second encoder run
     merged = ViewPlan(plan.views, plan.coords, plan.labels, np.zeros(3, np.int64), 1)
-    scan = infer_views(image, merged, encode, decode, pp.PIXEL_MEAN, pp.PIXEL_STD)
+    scan = infer_views(image, merged, encode, decode, PIXEL_MEAN, PIXEL_STD)
     assert scan.logits.shape == (1,) + hw and scan.scores.shape == (1,)
     np.testing.assert_array_equal(scan.logits[0], out.logits.max(axis=0))
 
@@ -241,8 +243,8 @@ def test_many_views_are_encoded_in_bounded_batches():
         low = -np.ones((len(coords), 1, S // 4, S // 4), np.float32)
         return low, low, np.zeros(len(coords), np.float32)
 
-    out = infer_views(np.zeros(hw + (3,), np.uint8), plan, encode, decode, pp.PIXEL_MEAN,
-                      pp.PIXEL_STD)
+    out = infer_views(np.zeros(hw + (3,), np.uint8), plan, encode, decode, PIXEL_MEAN,
+                      PIXEL_STD)
     assert max(sizes) == MAX_VIEWS_PER_ENCODE and sum(sizes) == len(plan.views)
     assert out.logits.shape == (1,) + hw and not (out.logits > 0).any()
     assert set(out.timings) == {"preprocess", "encoder", "decoder", "postprocess"}

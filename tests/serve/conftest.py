@@ -92,7 +92,7 @@ def inspector():
 def samples():
     """(name, HxW uint8 grey image as its JPEG decodes, JPEG bytes, tight ground-truth box or
     None, 4 boxes) per bundled sample."""
-    from samspt.runtime.preprocess import mask_box
+    from samspt.runtime.prompts import mask_box
     from samspt.runtime.samples import bundled_samples, prompt_boxes
 
     rng = np.random.default_rng(0)
@@ -135,3 +135,14 @@ def assert_same_result(served, local, exact: bool = True) -> None:
         int(np.count_nonzero(served.draft_masks | local.draft_masks))
     assert mask_differences(served, local) <= max(2, union // 200)
     np.testing.assert_array_equal(served.pred_label, local.pred_label)
+
+
+SERVICE_FIXTURES = {"cluster", "main_service", "exact_service"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start real Ray Serve applications carry the ``service`` marker (a quick run
+    leaves them out with ``-m 'not service'``)."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.service)

@@ -48,6 +48,7 @@ def _read_until(lines, text: str, timeout_s: float, seen):
 
 @pytest.mark.parametrize("stop_signal,ingress", [(signal.SIGINT, "auto"),
                                                  (signal.SIGTERM, "proxy")])
+@pytest.mark.service
 def test_samspt_serve_runs_in_the_foreground_and_stops_on_a_signal(stop_signal, ingress):
     from samspt.serve.ingress import resolve_ingress
 
@@ -107,6 +108,7 @@ def test_samspt_serve_refuses_a_taken_port_before_starting_ray():
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.service
 def test_samspt_serve_joins_a_running_cluster_and_leaves_it_running():
     """--address: the application goes onto a cluster started with `ray start --head`; stopping
     samspt-serve deletes the application, and the cluster (its Serve proxy) keeps running."""

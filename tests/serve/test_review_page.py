@@ -11,6 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 WAIT_S = 90  # generous: CI machines are shared and the first answer warms the replica

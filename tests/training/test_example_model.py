@@ -90,7 +90,7 @@ def test_samspt_eval_defaults_to_the_example_model(capsys, example_report):
 
 
 def test_the_box_clip_keeps_masks_near_their_box():
-    from samspt.runtime.preprocess import mask_box
+    from samspt.runtime.prompts import mask_box
     from samspt.runtime.samples import bundled_samples
     from samspt.training.predict import predict
 

@@ -36,10 +36,10 @@ import torch
 
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError
-from samspt.runtime.preprocess import pack_prompts, preprocess_image, scale_coords
+from samspt.runtime.preprocess import crop_view_mask, preprocess_image, view_input
+from samspt.runtime.prompts import mask_box, pack_prompts, scale_coords
 from samspt.training.config import ModelConfig
 from samspt.training.data.augment import AugmentSettings, augment
-from samspt.runtime.preprocess import mask_box
 from samspt.training.data.prompts import (jitter_boxes, negative_boxes, region_boxes,
                                           sample_points)
 from samspt.training.data.records import DatasetError, Record
@@ -121,8 +121,8 @@ def _pad(coords: np.ndarray, labels: np.ndarray, n: int) -> Tuple[np.ndarray, np
 def target_in_input_frame(mask: np.ndarray, size: int) -> np.ndarray:
     """HxW bool -> SxS float32 0/1 in the whole-image input frame (resized like the image,
     thresholded at half, zero-padded; a non-empty mask never vanishes): the whole-image view's
-    :meth:`~samspt.runtime.views.View.crop_mask`."""
-    return whole_image_view(mask.shape, size).crop_mask(mask)
+    :func:`~samspt.runtime.preprocess.crop_view_mask`."""
+    return crop_view_mask(whole_image_view(mask.shape, size), mask)
 
 
 class DefectDataset(torch.utils.data.Dataset):
@@ -245,13 +245,13 @@ class DefectDataset(torch.utils.data.Dataset):
         valid[oy:oy + rh, ox:ox + rw] = True
         extra_items = {}
         if config.scan_head:     # the scan head learns where the view's defects are
-            extra_items["view_mask"] = torch.from_numpy(view.crop_mask(mask))
+            extra_items["view_mask"] = torch.from_numpy(crop_view_mask(view, mask))
         if kind == "scan" and self.train and not self.sampling.scan_prompts:
             extra_items["prompt_weight"] = torch.zeros(len(targets))
         return {
             **extra_items,
-            "image": torch.from_numpy(view.input_tensor(image, config.pixel_mean,
-                                                        config.pixel_std)),
+            "image": torch.from_numpy(view_input(view, image, config.pixel_mean,
+                                                 config.pixel_std)),
             "point_coords": torch.from_numpy(coords),
             "point_labels": torch.from_numpy(labels),
             "targets": torch.from_numpy(targets),

@@ -35,9 +35,10 @@ from typing import Optional, Tuple
 import numpy as np
 
 from samspt.runtime.errors import ConfigError
-from samspt.runtime.preprocess import mask_box
+from samspt.runtime.prompts import mask_box
 from samspt.runtime.views import View, ViewSettings, box_view
 from samspt.training.data.prompts import jitter_boxes, negative_boxes
+from samspt.runtime.preprocess import crop_view_mask
 
 KINDS = ("tight", "loose", "scan", "negative")
 
@@ -173,7 +174,7 @@ def view_sample(image: np.ndarray, mask: np.ndarray, input_size: int, views: Vie
         if box is None:
             box = mask_box(mask) if defect else negative_boxes(mask, 1, rng)[0]
         view = box_view(box, image_hw, input_size, views)
-        return view, np.asarray(box, np.float32), view.crop_mask(mask & box_region(box, image_hw)), \
+        return view, np.asarray(box, np.float32), crop_view_mask(view, mask & box_region(box, image_hw)), \
             "tight" if defect else "negative"
     kind = sampling.draw_kind(defect, rng)
     if kind == "scan":
@@ -200,7 +201,7 @@ def view_sample(image: np.ndarray, mask: np.ndarray, input_size: int, views: Vie
     if kind == "negative":  # its box holds no defect pixel (the grown edge may touch one)
         target = np.zeros((input_size, input_size), np.float32)
     else:
-        target = view.crop_mask(mask & box_region(box, image_hw))
+        target = crop_view_mask(view, mask & box_region(box, image_hw))
     return view, np.asarray(box, np.float32), target, kind
 
 
@@ -240,7 +241,7 @@ def extra_prompts(view: View, mask: np.ndarray, kind: str, first_box: np.ndarray
             box = _negative_in_view(view, mask, rng)
         if box is None and around_defect:
             box = jitter_boxes(mask_box(mask)[None], box_jitter, mask.shape, rng)[0]
-            targets[k] = view.crop_mask(mask & box_region(box, mask.shape))
+            targets[k] = crop_view_mask(view, mask & box_region(box, mask.shape))
         elif box is None:  # no defect-free room in the view: the first prompt again
             box = first_box
             targets[k] = first_target

@@ -7,7 +7,7 @@ import numpy as np
 from samspt.runtime.errors import InputError
 import pytest
 
-from samspt.runtime.preprocess import mask_box
+from samspt.runtime.prompts import mask_box
 from samspt.training.data.prompts import (jitter_boxes, negative_boxes, random_boxes,
                                           region_boxes, sample_points)
 from samspt.training.data.records import DatasetError

@@ -7,7 +7,8 @@ import collections
 import numpy as np
 import pytest
 
-from samspt.runtime import preprocess as pp
+from samspt.runtime.preprocess import as_rgb_uint8, crop_view_mask, view_input
+from samspt.runtime.prompts import mask_box
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.views import ViewSettings, box_view
 from samspt.training.config import get_config
@@ -44,15 +45,15 @@ def test_validation_items_are_the_runtimes_views(records):
     settings = CONFIG.view_settings
     for index in range(4):
         item = dataset[index]
-        image = pp.as_rgb_uint8(records[index].load_image())
+        image = as_rgb_uint8(records[index].load_image())
         mask = records[index].load_mask(image.shape[:2])
-        box = pp.mask_box(mask)
+        box = mask_box(mask)
         view = box_view(box, image.shape[:2], CONFIG.image_size, settings)
-        np.testing.assert_array_equal(item["image"].numpy(), view.input_tensor(image))
+        np.testing.assert_array_equal(item["image"].numpy(), view_input(view, image))
         np.testing.assert_array_equal(item["point_coords"].numpy()[0],
                                       view.to_input(box.reshape(2, 2)))
         np.testing.assert_array_equal(item["targets"].numpy()[0],
-                                      view.crop_mask(mask & box_region(box, mask.shape)))
+                                      crop_view_mask(view, mask & box_region(box, mask.shape)))
         assert item["point_labels"].tolist() == [[2.0, 3.0]]
     free = dataset[4]
     assert free["negative"].tolist() == [True] and free["targets"].sum() == 0
@@ -94,7 +95,7 @@ def test_scan_samples_prompt_their_own_extent():
         view, box, target, kind = view_sample(image, mask, 64, CONFIG.view_settings, sampling, rng)
         assert kind == "scan"
         np.testing.assert_array_equal(box, view.extent_box)
-        np.testing.assert_array_equal(target, view.crop_mask(mask))
+        np.testing.assert_array_equal(target, crop_view_mask(view, mask))
 
 
 def test_sampling_shares_are_checked():
@@ -114,7 +115,7 @@ def test_large_boxes_are_sampled_through_the_runtimes_tiles():
     image = np.zeros((120, 160), np.uint8)
     mask = np.zeros((120, 160), bool)
     mask[10:100, 20:140] = True                               # far larger than 40 px views
-    tiles = plan_views(mask.shape, 64, views, "auto", boxes=pp.mask_box(mask)[None]).views
+    tiles = plan_views(mask.shape, 64, views, "auto", boxes=mask_box(mask)[None]).views
     sampling = ViewSampling(tight=1.0, loose=0.0, scan=0.0, context_jitter=0.0)
     for _ in range(10):
         view, box, target, kind = view_sample(image, mask, 64, views, sampling, rng,
@@ -122,7 +123,7 @@ def test_large_boxes_are_sampled_through_the_runtimes_tiles():
         assert kind == "tight" and view in tiles and view.side == 40
         ix0, iy0, ix1, iy1 = view.inside
         assert ix0 <= box[0] <= box[2] <= ix1 - 1 and iy0 <= box[1] <= box[3] <= iy1 - 1
-        np.testing.assert_array_equal(target, view.crop_mask(mask & box_region(box, mask.shape)))
+        np.testing.assert_array_equal(target, crop_view_mask(view, mask & box_region(box, mask.shape)))
 
 
 def test_a_view_carries_more_prompts_negatives_hold_no_defect(records):
@@ -157,10 +158,10 @@ def test_negatives_in_a_view_avoid_the_defect():
 
     rng = np.random.default_rng(0)
     mask = _mask()
-    box = pp.mask_box(mask)
+    box = mask_box(mask)
     view = box_view(box, mask.shape, CONFIG.image_size, CONFIG.view_settings)
     sampling = ViewSampling(prompts_per_view=9, extra_negative=1.0)
-    first = view.crop_mask(mask & box_region(box, mask.shape))
+    first = crop_view_mask(view, mask & box_region(box, mask.shape))
     boxes, targets = extra_prompts(view, mask, "tight", box, first, 8, sampling, rng)
     ix0, iy0, ix1, iy1 = view.inside
     for b, target in zip(boxes, targets):
