@@ -81,12 +81,13 @@ class ModelConfig:
     # Views (samspt.runtime.views): a model trained on zoomed views records how they are chosen;
     # view_context None is a whole-image model (SAM's protocol, the SAM sizes).
     view_context: Optional[float] = None
-    view_min_side: int = 64
-    scan_side: int = 160
-    scan_overlap: float = 0.25
-    view_max_side: int = 0
-    scan_min_score: Optional[float] = None
-    prompt_min_score: Optional[float] = None
+    # The other view settings default to the runtime's (one home: ViewSettings).
+    view_min_side: int = ViewSettings.min_side
+    scan_side: int = ViewSettings.scan_side
+    scan_overlap: float = ViewSettings.scan_overlap
+    view_max_side: int = ViewSettings.max_side
+    scan_min_score: Optional[float] = ViewSettings.scan_min_score
+    prompt_min_score: Optional[float] = ViewSettings.prompt_min_score
 
     def __post_init__(self) -> None:
         if self.mask_in_chans < 8 or self.mask_in_chans % 4:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Un
 import yaml
 
 from samspt.runtime.errors import ConfigError
+from samspt.training.data.view_samples import ViewSampling
 from samspt.training.loss_weights import LossWeights
 
 T = TypeVar("T")
@@ -54,17 +55,18 @@ class DataSection:
     workers: int = 0
     val_limit: int = 0  # validate on at most this many images per class (0: all)
     # Models on views (view_samples.py): shares of tight / loose / scan-window samples of
-    # defective images (the rest: clean areas), and of scan windows on defect-free images.
-    view_tight: float = 0.45
-    view_loose: float = 0.2
-    view_scan: float = 0.2
-    view_free_scan: float = 0.5
+    # defective images (the rest: clean areas), and of scan windows on defect-free images;
+    # defaults from the dataclass they feed (one home: ViewSampling).
+    view_tight: float = ViewSampling.tight
+    view_loose: float = ViewSampling.loose
+    view_scan: float = ViewSampling.scan
+    view_free_scan: float = ViewSampling.free_scan
     # Prompts per training view: the view's own, and K - 1 more boxes on the same view (its
     # other defects, jittered or loose boxes, clean areas) answered from the one encoder run.
-    prompts_per_view: int = 1
+    prompts_per_view: int = ViewSampling.prompts_per_view
     # Whether scan windows' box prompts (their own extent) train the masks; false: scan windows
     # train the scan head only (model.config.scan_head), and the masks learn boxes.
-    scan_prompts: bool = True
+    scan_prompts: bool = ViewSampling.scan_prompts
 
 
 @dataclass
