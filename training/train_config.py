@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Un
 import yaml
 
 from samspt.runtime.errors import ConfigError
+from samspt.training.data.prompt_settings import PromptSettings
 from samspt.training.data.view_samples import ViewSampling
 from samspt.training.loss_weights import LossWeights
 
@@ -45,11 +46,11 @@ class DataSection:
     mask_records: str = "class"
     val_fraction: float = 0.2
     split_seed: int = 0
-    prompts_per_image: int = 4
-    box_mode: str = "whole"  # whole: one box around all of the mask; region: per connected part
-    box_jitter: float = 0.1  # each box side moves by up to this fraction of the box size
-    point_prob: float = 0.0  # share of prompts given as points instead of boxes
-    negative_prob: float = 0.2  # share of prompts on defect-free areas (target: empty mask)
+    prompts_per_image: int = PromptSettings.prompts_per_image
+    box_mode: str = PromptSettings.box_mode  # whole: one box around the mask; region: per part
+    box_jitter: float = PromptSettings.box_jitter  # box sides move by up to this share of its size
+    point_prob: float = PromptSettings.point_prob  # share of prompts given as points, not boxes
+    negative_prob: float = PromptSettings.negative_prob  # prompts on clean areas (empty target)
     defect_free_fraction: float = 0.3  # defect-free images per defective image in an epoch
     augment: bool = True
     workers: int = 0

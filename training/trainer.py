@@ -244,7 +244,8 @@ class Trainer:
         barrier(self.dist)
 
     def _dataset(self, records, train: bool):
-        from samspt.training.data.dataset import DefectDataset, PromptSettings
+        from samspt.training.data.dataset import DefectDataset
+        from samspt.training.data.prompt_settings import PromptSettings
         from samspt.training.data.view_samples import ViewSampling
 
         data = self.config.data

@@ -12,7 +12,8 @@ import torch
 
 from samspt.training.checkpoints import build_model, read_spt_weights
 from samspt.training.config import get_config
-from samspt.training.data.dataset import DefectDataset, PromptSettings
+from samspt.training.data.dataset import DefectDataset
+from samspt.training.data.prompt_settings import PromptSettings
 from samspt.training.data.readers import read_dataset
 from samspt.training.data.view_samples import ViewSampling
 from samspt.training.loss_weights import LossWeights

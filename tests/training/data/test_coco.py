@@ -15,7 +15,8 @@ from pycocotools import mask as mask_utils
 
 from samspt.training.config import get_config
 from samspt.training.data.coco import CocoRecord, read_coco
-from samspt.training.data.dataset import DefectDataset, PromptSettings, target_in_input_frame
+from samspt.training.data.dataset import DefectDataset, target_in_input_frame
+from samspt.training.data.prompt_settings import PromptSettings
 from samspt.training.data.readers import detect_layout, read_dataset
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 from samspt.training.data.split import split_records

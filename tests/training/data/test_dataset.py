@@ -14,7 +14,8 @@ from samspt.runtime.errors import ConfigError
 from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
 from samspt.training.config import get_config
 from samspt.training.data.augment import AugmentSettings
-from samspt.training.data.dataset import DefectDataset, PromptSettings
+from samspt.training.data.dataset import DefectDataset
+from samspt.training.data.prompt_settings import PromptSettings
 from samspt.runtime.prompts import mask_box
 from samspt.training.data.readers import read_dataset
 from samspt.training.data.records import DatasetError, Record
