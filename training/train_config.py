@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Un
 import yaml
 
 from samspt.runtime.errors import ConfigError
+from samspt.training.data.augment import AugmentSettings
 from samspt.training.data.prompt_settings import PromptSettings
 from samspt.training.data.view_samples import ViewSampling
 from samspt.training.loss_weights import LossWeights
@@ -53,6 +54,13 @@ class DataSection:
     negative_prob: float = PromptSettings.negative_prob  # prompts on clean areas (empty target)
     defect_free_fraction: float = 0.3  # defect-free images per defective image in an epoch
     augment: bool = True
+    # Photometric augmentation strengths (training/data/augment.py; flips and quarter turns
+    # come with augment true): the image's brightness shift and contrast factor (fractions),
+    # a gamma in exp(+-gamma), Gaussian noise of up to this fraction of 255.
+    brightness: float = AugmentSettings.brightness
+    contrast: float = AugmentSettings.contrast
+    gamma: float = AugmentSettings.gamma
+    noise: float = AugmentSettings.noise
     workers: int = 0
     val_limit: int = 0  # validate on at most this many images per class (0: all)
     # Models on views (view_samples.py): shares of tight / loose / scan-window samples of

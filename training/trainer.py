@@ -244,6 +244,7 @@ class Trainer:
         barrier(self.dist)
 
     def _dataset(self, records, train: bool):
+        from samspt.training.data.augment import AugmentSettings
         from samspt.training.data.dataset import DefectDataset
         from samspt.training.data.prompt_settings import PromptSettings
         from samspt.training.data.view_samples import ViewSampling
@@ -252,7 +253,9 @@ class Trainer:
         settings = PromptSettings(prompts_per_image=data.prompts_per_image,
                                   box_mode=data.box_mode, box_jitter=data.box_jitter,
                                   point_prob=data.point_prob, negative_prob=data.negative_prob,
-                                  augment=data.augment)
+                                  augment=data.augment and AugmentSettings(
+                                      brightness=data.brightness, contrast=data.contrast,
+                                      gamma=data.gamma, noise=data.noise))
         sampling = ViewSampling(tight=data.view_tight, loose=data.view_loose,
                                 scan=data.view_scan, free_scan=data.view_free_scan,
                                 prompts_per_view=data.prompts_per_view,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Tuple, Union
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.data.augment import AugmentSettings
+from samspt.training.data.augment import NO_AUGMENT, AugmentSettings
 
 BOX_MODES = ("whole", "region")
 
@@ -65,4 +65,4 @@ class PromptSettings:
     def augment_settings(self) -> AugmentSettings:
         if isinstance(self.augment, AugmentSettings):
             return self.augment
-        return AugmentSettings() if self.augment else AugmentSettings(0.0, 0.0, False, 0.0, 0.0)
+        return AugmentSettings() if self.augment else NO_AUGMENT

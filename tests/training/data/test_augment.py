@@ -61,6 +61,29 @@ def test_brightness_contrast_touch_the_image_only():
     assert changed >= 9
 
 
+def test_gamma_keeps_order_and_noise_varies_pixels_alike_across_channels():
+    rng = np.random.default_rng(1)
+    image = rng.integers(40, 200, size=(16, 16, 3), dtype=np.uint8)
+    image[..., 1] = image[..., 2] = image[..., 0]          # grey, as MTD and NEU-Seg are
+    mask = np.zeros((16, 16), bool)
+    gamma = AugmentSettings(hflip=0, vflip=0, rot90=False, brightness=0, contrast=0, gamma=0.5)
+    outs = [augment(image, mask, np.random.default_rng(seed), gamma)[0] for seed in range(6)]
+    flat = image[..., 0].ravel().astype(int)
+    order = np.argsort(flat, kind="stable")
+    for out in outs:
+        assert np.all(np.diff(out[..., 0].ravel().astype(int)[order]) >= 0)
+    assert len({out.tobytes() for out in outs}) == 6       # a different curve per draw
+    noisy = AugmentSettings(hflip=0, vflip=0, rot90=False, brightness=0, contrast=0, noise=0.2)
+    out, out_mask = augment(image, mask, np.random.default_rng(3), noisy)
+    assert np.array_equal(out_mask, mask)
+    assert np.abs(out.astype(int) - image).mean() > 1      # the pixels moved ...
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 0], out[..., 2])
+    again, _ = augment(image, mask, np.random.default_rng(3), noisy)
+    assert np.array_equal(out, again)                      # ... reproducibly
+    with pytest.raises(ConfigError, match="noise"):
+        AugmentSettings(noise=1.5)
+
+
 def test_no_augment_is_identity():
     image, mask = _marked()
     out_img, out_mask = augment(image, mask, np.random.default_rng(0), NO_AUGMENT)
