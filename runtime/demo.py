@@ -23,6 +23,7 @@ from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.manifest import PRECISIONS
 from samspt.runtime.logs import configure_cli_logging
+from samspt.runtime.views import VIEW_POLICIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("inspections"),
                         help="overlays and results.json (default: inspections/)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--views", choices=("auto", "image"), default="auto",
+    parser.add_argument("--views", choices=VIEW_POLICIES, default="auto",
                         help="auto (default): each box in its zoomed view; image: the whole "
                              "image (the paper's protocol)")
     add_verbose_flag(parser)

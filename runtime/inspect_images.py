@@ -17,6 +17,7 @@ from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.backend import BACKENDS
 from samspt.runtime.manifest import PRECISIONS
+from samspt.runtime.views import FLIP_COUNTS, VIEW_POLICIES
 from samspt.runtime.image_files import load_image
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--box", type=_box, action="append", default=None, metavar="X0,Y0,X1,Y1",
                         help="box prompt in image pixels, applied to every image (repeatable: "
                              "one prompt each); default: none, the prompt-free scan")
-    parser.add_argument("--views", choices=("auto", "image"), default="auto",
+    parser.add_argument("--views", choices=VIEW_POLICIES, default="auto",
                         help="auto (default): each prompt in its zoomed view; image: the whole "
                              "image")
     parser.add_argument("--scan-min-score", type=float, default=None, metavar="S",
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-min-score", type=float, default=None, metavar="S",
                         help="the prompts' gate: a box the model scores below S is answered "
                              "empty (default: the model's, from its manifest)")
+    parser.add_argument("--flips", type=int, choices=FLIP_COUNTS, default=None,
+                        help="test-time flips: each prompt's mask voted over the image and 1 or "
+                             "3 mirror images, at 2 or 4 times the time (default: the model's, "
+                             "from its manifest)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="graphs to run (default: FP16 engines on TensorRT, FP32 on ONNX "
@@ -85,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with Inspector(model_dir, backend=args.backend, precision=args.precision,
                        scan_min_score=args.scan_min_score,
                        prompt_min_score=args.prompt_min_score,
-                       views=args.views) as ins:
+                       views=args.views, flips=args.flips) as ins:
             print(f"model {model_dir} on {ins.backend}, {ins.precision}", file=sys.stderr)
             paths = images
             if progress_enabled() and len(paths) > 1:

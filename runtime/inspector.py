@@ -41,8 +41,9 @@ from samspt.runtime.operating_point import (DEFAULT_HIGH, DEFAULT_LOW, image_sco
 from samspt.runtime.result import InspectionResult, summarize_masks
 from samspt.runtime.scan_head import NumpyScanHead
 from samspt.runtime.validation import DEFAULT_MAX_PIXELS, check_image, check_prompts
+from samspt.runtime.flips import infer_flipped
 from samspt.runtime.view_inference import infer_views
-from samspt.runtime.views import VIEW_POLICIES, View, plan_views
+from samspt.runtime.views import FLIP_COUNTS, VIEW_POLICIES, View, plan_views
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class _ImageState:
     def __init__(self, rgb: np.ndarray, check_ms: float) -> None:
         self.rgb, self.check_ms = rgb, check_ms
         self.embeddings: Dict[View, Any] = {}
+        self.mirrors: Dict[int, Dict[Any, Any]] = {0: self.embeddings}   # test-time flips'
 
 
 class Inspector:
@@ -71,7 +73,9 @@ class Inspector:
     manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
     view counts). ``prompt_min_score``: the prompts' gate (a prompt the model scores below it
     is answered empty; default: the manifest's ``views.prompt_min_score``, chosen at export;
-    none there: every prompt gets its mask). ``spin``: let ONNX Runtime's threads spin-wait
+    none there: every prompt gets its mask). ``flips``: test-time flips, 1, 2 or 4 runs of each
+    view averaged (default: the manifest's ``views.flips``, chosen at training's finish; 1
+    where it has none). ``spin``: let ONNX Runtime's threads spin-wait
     between ops instead of sleeping (default False: faster wherever the cores are shared, see
     :class:`samspt.runtime.ort_backend.OrtGraphs`). ``encode``: a function that encodes a
     batch of views (``Vx3xSxS float32 -> VxC'xhxw``) in place of the backend's own, for
@@ -88,7 +92,7 @@ class Inspector:
                  views: str = "auto", warmup: bool = True,
                  scan_min_score: Optional[float] = None, spin: bool = False,
                  prompt_min_score: Optional[float] = None,
-                 encode: Optional[Encode] = None) -> None:
+                 encode: Optional[Encode] = None, flips: Optional[int] = None) -> None:
         if precision not in (None,) + PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                               f"{precision!r}")
@@ -114,6 +118,12 @@ class Inspector:
                 raise ConfigError(f"{key} must be a number (the least score {what} needs), "
                                   f"got {value!r}")
             self.view_settings = dataclasses.replace(self.view_settings, **{key: float(value)})
+        if flips is not None and (type(flips) is not int or flips not in FLIP_COUNTS):
+            raise ConfigError(f"flips must be one of {FLIP_COUNTS} (test-time mirrors of each "
+                              f"view), got {flips!r}")
+        if flips is not None and self.view_settings is not None:
+            self.view_settings = dataclasses.replace(self.view_settings, flips=flips)
+        self.flips = self.view_settings.flips if self.view_settings else (flips or 1)
         self.max_prompts = int(max_prompts)
         self.max_image_pixels = int(max_image_pixels)
         self.min_defect_area = int(min_defect_area)
@@ -203,9 +213,14 @@ class Inspector:
         plan = plan_views(hw, self.image_size, self.view_settings, self.views, boxes, points,
                           labels)
         prep = time.perf_counter()
-        out = infer_views(state.rgb, plan, self._encode, self.graphs.decode,
-                          self.pixel_mean, self.pixel_std, cache=state.embeddings,
-                          mask_threshold=self.threshold)
+        if self.flips > 1 and not plan.scan:
+            out = infer_flipped(
+                state.rgb, boxes, points, labels, self.flips,
+                lambda b, p, l: plan_views(hw, self.image_size, self.view_settings, self.views,
+                                           b, p, l),
+                self._infer, state.mirrors)
+        else:
+            out = self._infer(state.rgb, plan, state.embeddings)
         inferred = time.perf_counter()
         summary = summarize_masks(out.masks, self.min_defect_area, out.regions)
         pred_score = self._pred_score(plan.scan, out.scores, summary["pred_label"])
@@ -219,6 +234,10 @@ class Inspector:
                                 scores=np.asarray(out.scores, np.float32).reshape(-1),
                                 timings_ms=timings, views=out.views, pred_score=pred_score,
                                 **summary)
+
+    def _infer(self, rgb: np.ndarray, plan, cache: Dict[Any, Any]):
+        return infer_views(rgb, plan, self._encode, self.graphs.decode, self.pixel_mean,
+                           self.pixel_std, cache=cache, mask_threshold=self.threshold)
 
     def _find_then_segment(self, state: _ImageState, start: float) -> InspectionResult:
         prep = time.perf_counter()

@@ -31,6 +31,9 @@ from samspt.runtime.errors import ConfigError, InputError
 from samspt.runtime.prompts import pack_prompts
 
 VIEW_POLICIES = ("auto", "image")
+# Test-time flips (ViewSettings.flips; samspt.runtime.flips): answers voted over 1, 2 or 4
+# mirror images.
+FLIP_COUNTS = (1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,9 @@ class ViewSettings:
     (None: every view counts; ``samspt-eval`` reports the trade-off). ``prompt_min_score``: the
     same gate for prompts: a box or point whose score is below it is answered empty (a box on a
     defect-free area; SAM 2's object score plays this part), its score still reported (None:
-    every prompt is answered with its mask).
+    every prompt is answered with its mask). ``flips``: test-time flips, a prompt's mask voted over
+    1 (the image itself), 2 (and its mirror image left to right) or 4 (and top to bottom, and
+    both) runs (:mod:`samspt.runtime.flips`), at that many times the inference cost.
     """
 
     context: float = 2.0
@@ -60,6 +65,7 @@ class ViewSettings:
     max_side: int = 0
     scan_min_score: Optional[float] = None
     prompt_min_score: Optional[float] = None
+    flips: int = 1
 
     def __post_init__(self) -> None:
         checks = [(self.context >= 1.0, "context must be >= 1"),
@@ -71,7 +77,8 @@ class ViewSettings:
                   (self.scan_min_score is None or math.isfinite(self.scan_min_score),
                    "scan_min_score must be a finite number or None"),
                   (self.prompt_min_score is None or math.isfinite(self.prompt_min_score),
-                   "prompt_min_score must be a finite number or None")]
+                   "prompt_min_score must be a finite number or None"),
+                  (type(self.flips) is int and self.flips in FLIP_COUNTS, f"flips must be one of {FLIP_COUNTS}")]
         failed = [text for ok, text in checks if not ok]
         if failed:
             raise ConfigError(f"invalid view settings: {'; '.join(failed)} (got {self})")

@@ -88,6 +88,7 @@ class ModelConfig:
     view_max_side: int = ViewSettings.max_side
     scan_min_score: Optional[float] = ViewSettings.scan_min_score
     prompt_min_score: Optional[float] = ViewSettings.prompt_min_score
+    view_flips: int = ViewSettings.flips      # test-time flips (the finish stage chooses them)
 
     def __post_init__(self) -> None:
         if self.mask_in_chans < 8 or self.mask_in_chans % 4:
@@ -129,9 +130,10 @@ class ModelConfig:
         """The views this model was trained on, or None for a whole-image model."""
         if self.view_context is None:
             return None
-        return ViewSettings(self.view_context, self.view_min_side, self.scan_side,
-                            self.scan_overlap, self.view_max_side, self.scan_min_score,
-                            self.prompt_min_score)
+        return ViewSettings(context=self.view_context, min_side=self.view_min_side,
+                            scan_side=self.scan_side, scan_overlap=self.scan_overlap,
+                            max_side=self.view_max_side, scan_min_score=self.scan_min_score,
+                            prompt_min_score=self.prompt_min_score, flips=self.view_flips)
 
     @property
     def embedding_size(self) -> int:

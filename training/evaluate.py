@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Tuple
 from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import ConfigError, SamsptError
 from samspt.runtime.manifest import PRECISIONS
+from samspt.runtime.views import FLIP_COUNTS, VIEW_POLICIES
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 from samspt.training.data.mask_values import MASK_RECORDS, MASK_VALUES
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="with --model: which graphs (engines) run (default: the "
                              "Inspector's: fp32 on ONNX Runtime, fp16 on TensorRT)")
-    parser.add_argument("--views", choices=("auto", "image"), default="auto",
+    parser.add_argument("--views", choices=VIEW_POLICIES, default="auto",
                         help="how a model sees each prompt: auto (default; zoomed to the prompt's "
                              "view, as the Inspector answers) or image (the whole image: the "
                              "paper's protocol)")
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-min-score", type=float, default=None, metavar="S",
                         help="with --model: the prompts' gate for this run (a prompt the model "
                              "scores below S is answered empty; default: the manifest's)")
+    parser.add_argument("--flips", type=int, default=None, choices=FLIP_COUNTS,
+                        help="with --model: test-time flips for this run, each box's mask "
+                             "voted over the image and 1 or 3 mirror images (default: the "
+                             "manifest's views.flips)")
     parser.add_argument("--no-scan", action="store_true",
                         help="skip the prompt-free scan figures (share of defective and "
                              "defect-free images flagged, merged-mask mIoU)")
@@ -142,7 +147,7 @@ def _predictor(args: argparse.Namespace):
         predictor = RuntimePredictor(args.model, views=args.views, precision=args.precision,
                                      min_defect_area=args.min_defect_area,
                                      scan_min_score=args.scan_min_score,
-                                     prompt_min_score=args.prompt_min_score)
+                                     prompt_min_score=args.prompt_min_score, flips=args.flips)
         return predictor, (f"{args.model} on {predictor.inspector.backend}, "
                            f"{predictor.inspector.precision}")
     from samspt.training.evaluation import TorchPredictor
@@ -236,6 +241,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--scan-min-score goes with --model MODEL_DIR (an exported model folder)")
     if args.prompt_min_score is not None and args.model is None:
         parser.error("--prompt-min-score goes with --model MODEL_DIR (an exported model folder)")
+    if args.flips is not None and args.model is None:
+        parser.error("--flips goes with --model MODEL_DIR (an exported model folder)")
     configure_cli_logging(args.verbose)
     from samspt.training.evaluation import evaluate_records, format_table
 

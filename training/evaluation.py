@@ -96,12 +96,12 @@ class RuntimePredictor:
     def __init__(self, model_dir, backend: str = "auto", precision: Optional[str] = None,
                  views: str = "auto", min_defect_area: int = 1,
                  scan_min_score: Optional[float] = None,
-                 prompt_min_score: Optional[float] = None) -> None:
+                 prompt_min_score: Optional[float] = None, flips: Optional[int] = None) -> None:
         from samspt.runtime.inspector import Inspector
 
         self.inspector = Inspector(model_dir, backend=backend, precision=precision, views=views,
                                    min_defect_area=min_defect_area, scan_min_score=scan_min_score,
-                                   prompt_min_score=prompt_min_score)
+                                   prompt_min_score=prompt_min_score, flips=flips)
         self.name = f"{Path(model_dir).name} ({self.inspector.backend}, views {views})"
 
     @property

@@ -61,7 +61,7 @@ from samspt.training.finish_report import (BOX, DEFAULT_FALSE_ALARM, GOALS, GRAB
                                           FinishReport, calibrated_point, check_goals,
                                           choose_gate, flagged_at, gate_of_point, goal_lines,
                                           scan_figures)
-from samspt.training.prompt_gate import DEFAULT_TARGET_EMPTY, choose_prompt_gate
+from samspt.training.prompt_gate import DEFAULT_TARGET_EMPTY, choose_flips, choose_prompt_gate
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ REPORT = "finish.json"
 OVERLAYS = "plots/model_overlays.png"
 CURVES = "plots/curves.png"
 VERIFY_IMAGES = 8          # validation images of the export's parity check
+# Test-time flips the finish stage measures against none (samspt.runtime.flips).
+FINISH_FLIPS = 4
 OVERLAY_IMAGES = 8         # when the config does not say (log.overlay_images)
 CARD_RESERVE_S = 10.0      # seconds kept for the card when a deadline cuts GrabCut short
 FINISH_COMMAND = "samspt-train --finish-only {run}"
@@ -199,16 +201,26 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
                                  precision="fp32", verify=False)
         with stages.stage("evaluate", f"evaluating the exported graphs on {len(val_records)} "
                                       "validation images (boxes, and the scan with no gate)"):
-            predictor = RuntimePredictor(probe.out_dir)
+            predictor = RuntimePredictor(probe.out_dir, flips=1)
             backend = f"{predictor.inspector.backend}, {predictor.inspector.precision}"
+            started = time.monotonic()
             results, skipped = collect_results(predictor, val_records,
                                                progress=stages.counter("evaluating the model"))
             predictor.inspector.close()
+        flipped = (_evaluate_flipped(probe.out_dir, val_records, results, deadline,
+                                     time.monotonic() - started, stages, notes)
+                   if views else None)
     finally:
         shutil.rmtree(probe_root, ignore_errors=True)
-    prompt_gate = (choose_prompt_gate(results, goals.get("defect_free_empty",
-                                                         DEFAULT_TARGET_EMPTY))
-                   if views else None)
+    target_empty = goals.get("defect_free_empty", DEFAULT_TARGET_EMPTY)
+    prompt_gate = choose_prompt_gate(results, target_empty) if views else None
+    flips = None
+    if prompt_gate is not None and flipped is not None:
+        flipped_gate = choose_prompt_gate(flipped, target_empty)
+        flips = choose_flips({1: prompt_gate, FINISH_FLIPS: flipped_gate}, target_empty)
+        stages.say(f"test-time flips: {flips.flips} ({flips.rule})")
+        if flips.flips == FINISH_FLIPS:
+            results, prompt_gate = flipped, flipped_gate
     if prompt_gate is not None:
         stages.say(f"prompt gate: {model_card.gate_text(prompt_gate.gate)} ({prompt_gate.rule})")
     gated = [r.gated(prompt_gate.gate if prompt_gate else None) for r in results]
@@ -228,6 +240,9 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
                         else dataclasses.replace(full_config, scan_min_score=None))
         model.config = with_prompt_min_score(model.config,
                                              prompt_gate.gate if prompt_gate else None)
+        if views:
+            model.config = dataclasses.replace(model.config,
+                                               view_flips=flips.flips if flips else 1)
         result = _export(model, model_dir, run_dir.resolve().name, _verify_images(val_records),
                          _sources(weights, config), notes)
     shipped = result.manifest["files"]
@@ -250,12 +265,14 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
     pictures: Dict[str, Path] = {}
     with Inspector(model_dir) as inspector:        # checks every file's sha256, warms up
         if views and (inspector.view_settings.scan_min_score != gate.gate
-                      or inspector.view_settings.prompt_min_score != prompt_gate.gate):
+                      or inspector.view_settings.prompt_min_score != prompt_gate.gate
+                      or inspector.flips != (flips.flips if flips else 1)):
             raise ModelFolderError(f"{model_dir}'s manifest holds gates (scan "
                                    f"{inspector.view_settings.scan_min_score}, prompts "
-                                   f"{inspector.view_settings.prompt_min_score}), not the "
-                                   f"chosen ({gate.gate}, {prompt_gate.gate}); finish the run "
-                                   "again")
+                                   f"{inspector.view_settings.prompt_min_score}) and flips "
+                                   f"({inspector.flips}), not the chosen ({gate.gate}, "
+                                   f"{prompt_gate.gate}; {flips.flips if flips else 1}); finish "
+                                   "the run again")
         left = _time_left(deadline)
         if left is None or left > CARD_RESERVE_S:
             with stages.stage("overlays", "drawing validation overlays with the exported model"):
@@ -276,7 +293,7 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         run_dir=run_dir, model_dir=model_dir, card=run_dir / CARD,
         report_json=run_dir / REPORT, weights=weights, weights_step=_weights_step(weights),
         model=Figures.from_report(run_dir.resolve().name, evaluation), baselines=baselines,
-        scan=scan, gate=gate, prompt_gate=prompt_gate, goals=[], pictures=pictures, notes=notes,
+        scan=scan, gate=gate, prompt_gate=prompt_gate, flips=flips, goals=[], pictures=pictures, notes=notes,
         seconds=stages.seconds, backend=backend,
         verification=_verification(result.manifest.get("verification")), files=result.files)
     report.goals = goal_lines(report, goals)
@@ -292,6 +309,33 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
 
 
 # ----------------------------------------------------------------------------- helpers
+def _evaluate_flipped(probe_dir: Path, val_records: Sequence[Record], results: list,
+                      deadline: Optional[float], seconds: float, stages: _Stages,
+                      notes: List[str]) -> Optional[list]:
+    """The validation boxes answered with :data:`FINISH_FLIPS` test-time flips (the scan
+    figures, which flips leave alone, copied from ``results``); None where the deadline leaves
+    no time for it (about ``FINISH_FLIPS`` times the first evaluation's ``seconds``)."""
+    from samspt.training.evaluation import RuntimePredictor, collect_results
+
+    left = _time_left(deadline)
+    if left is not None and left < FINISH_FLIPS * seconds + CARD_RESERVE_S:
+        notes.append("Test-time flips: not evaluated (the deadline was near); the folder "
+                     "answers each box once.")
+        return None
+    with stages.stage("evaluate_flips", f"evaluating the boxes with {FINISH_FLIPS} test-time "
+                                        "flips"):
+        predictor = RuntimePredictor(probe_dir, flips=FINISH_FLIPS)
+        try:
+            flipped, _ = collect_results(predictor, val_records, scan=False,
+                                         progress=stages.counter("evaluating with flips"))
+        finally:
+            predictor.inspector.close()
+    # Both runs answer the same records in the same order (skips depend on the record only).
+    return [dataclasses.replace(r, scores={**r.scores, **{k: v for k, v in first.scores.items()
+                                                          if k.startswith("scan_")}})
+            for r, first in zip(flipped, results)]
+
+
 def _time_left(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else deadline - time.time()
 

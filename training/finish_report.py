@@ -144,6 +144,7 @@ class FinishReport:
     verification: Optional[Dict[str, Any]] = None
     files: Dict[str, int] = field(default_factory=dict)   # model folder: name -> bytes
     prompt_gate: Optional[Any] = None   # prompt_gate.PromptGatePick; None: a whole-image model
+    flips: Optional[Any] = None         # prompt_gate.FlipsPick; None: not measured
 
     @property
     def scan_min_score(self) -> Optional[float]:

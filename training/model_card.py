@@ -228,6 +228,18 @@ def _prompt_gate(pick: Any) -> List[str]:
     return [line + "."]
 
 
+def _flips(pick: Any) -> List[str]:
+    """The test-time flips line (``flips``), each count's validation figures beside."""
+    if pick is None:
+        return []
+    figures = "; ".join(f"{n}: final mIoU {fmt(pick.final_miou[n])}, "
+                        f"{share(pick.empty_rate[n])} of defect-free boxes empty"
+                        for n in sorted(pick.final_miou))
+    return [f"- **Test-time flips** (`flips`, each box's mask voted over the image and its "
+            f"mirror images): {pick.flips}: {pick.rule}. Validation, each at its prompt gate: "
+            f"{figures}."]
+
+
 def _model(report: "FinishReport", info: RunInfo) -> str:
     cfg = info.model_config
     lines = ["## Model", ""] + _architecture(cfg)
@@ -248,6 +260,7 @@ def _model(report: "FinishReport", info: RunInfo) -> str:
         lines.append(f"- **Scan gate** (`scan_min_score`): {gate_text(report.gate.gate)}: "
                      f"{report.gate.rule} (see *The scan's operating point*).")
         lines += _prompt_gate(report.prompt_gate)
+        lines += _flips(getattr(report, "flips", None))
     else:
         lines.append("- **Views**: none, a whole-image model (SAM's protocol).")
     files = ", ".join(f"`{name}` {size / 1e6:.1f} MB" for name, size in report.files.items())

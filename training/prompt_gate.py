@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -112,3 +112,44 @@ def choose_prompt_gate(results: Sequence[ImageResult],
                    if pick.gate is not None else "none answers more of them empty than no gate"))
     return PromptGatePick(pick.gate, rule, target_empty, max_miou_cost, pick.final_miou,
                           pick.empty_rate, points=points, **figures)
+
+
+# A flip count above 1 must gain this much validation final mIoU (at its own gate) over none:
+# each flip is one more run of every view of a prompt.
+FLIP_MIN_GAIN = 0.005
+
+
+@dataclass
+class FlipsPick:
+    """Test-time flips chosen (``ViewSettings.flips``), why, and each count's validation
+    figures at its own prompt gate."""
+
+    flips: int
+    rule: str
+    final_miou: Dict[int, Optional[float]] = field(default_factory=dict)
+    empty_rate: Dict[int, Optional[float]] = field(default_factory=dict)
+
+
+def choose_flips(picks: Dict[int, PromptGatePick], target_empty: float = DEFAULT_TARGET_EMPTY,
+                 min_gain: float = FLIP_MIN_GAIN) -> FlipsPick:
+    """The flip count to ship from each count's prompt gate pick on the validation images (1
+    must be among them): the largest gain in final mIoU over 1 of at least ``min_gain``, that
+    answers at least as many defect-free boxes empty as 1 does or ``target_empty`` of them;
+    else 1 (no flips)."""
+    base = picks[1]
+    figures = dict(final_miou={n: p.final_miou for n, p in picks.items()},
+                   empty_rate={n: p.empty_rate for n, p in picks.items()})
+    if base.final_miou is None:
+        return FlipsPick(1, "no validation figures to compare: no flips", **figures)
+    good = [(p.final_miou - base.final_miou, n) for n, p in picks.items()
+            if n != 1 and p.final_miou is not None
+            and p.final_miou - base.final_miou >= min_gain - 1e-12
+            and (p.empty_rate or 0.0) >= min(base.empty_rate or 0.0, target_empty) - 1e-12]
+    if not good:
+        return FlipsPick(1, f"no flip count gains {min_gain:g} final mIoU on the validation "
+                            "images at its prompt gate (keeping the defect-free boxes answered "
+                            "empty): no flips", **figures)
+    gain, flips = max(good)
+    return FlipsPick(flips, f"{flips} flips gain {gain:.3f} final mIoU on the validation images "
+                            f"at their prompt gate over none (at least {min_gain:g} needed), "
+                            f"at {flips}x the inference time of a box", **figures)

@@ -10,7 +10,7 @@ from samspt.training.train_config import DataSection, ModelSection, model_config
 
 # ModelConfig fields that change no module: a model loaded from weights may take new values.
 VIEW_FIELDS = ("view_context", "view_min_side", "scan_side", "scan_overlap", "view_max_side",
-               "scan_min_score", "prompt_min_score")
+               "scan_min_score", "prompt_min_score", "view_flips")
 
 
 def read_records(data: DataSection):

@@ -8,7 +8,8 @@ import numpy as np
 
 from samspt.training.data.records import DEFECT_FREE, Record
 from samspt.training.evaluation import ImageResult
-from samspt.training.prompt_gate import choose_prompt_gate, gate_above, gate_point
+from samspt.training.prompt_gate import (PromptGatePick, choose_flips, choose_prompt_gate,
+                                         gate_above, gate_point)
 
 
 def _defective(name: str, score: float, iou: float) -> ImageResult:
@@ -50,3 +51,19 @@ def test_no_gate_where_there_is_nothing_to_trade():
     assert choose_prompt_gate(defects).gate is None                     # no clean box
     assert choose_prompt_gate(defects + [_clean("c", 0.2, empty=True)]).gate is None
     assert choose_prompt_gate([_clean("c", 0.2)]).gate is None           # no defect
+
+
+def _pick(miou, empty):
+    return PromptGatePick(0.5, "test", 0.95, final_miou=miou, empty_rate=empty)
+
+
+def test_flips_ship_only_for_a_real_gain_that_keeps_clean_boxes_empty():
+    assert choose_flips({1: _pick(0.70, 0.96), 4: _pick(0.73, 0.96)}).flips == 4
+    assert choose_flips({1: _pick(0.70, 0.96), 4: _pick(0.703, 0.99)}).flips == 1  # too small
+    # A gain bought by answering clean boxes with masks is not taken ...
+    assert choose_flips({1: _pick(0.70, 0.96), 4: _pick(0.75, 0.90)}).flips == 1
+    # ... unless the target is still met.
+    assert choose_flips({1: _pick(0.70, 0.99), 4: _pick(0.75, 0.95)}).flips == 4
+    assert choose_flips({1: _pick(None, None), 4: _pick(0.75, 0.95)}).flips == 1
+    pick = choose_flips({1: _pick(0.70, 0.96), 2: _pick(0.72, 0.96), 4: _pick(0.73, 0.97)})
+    assert pick.flips == 4 and pick.final_miou == {1: 0.70, 2: 0.72, 4: 0.73}
