@@ -27,6 +27,7 @@ from samspt.benchmarks.settings import parse_int_list
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
 from samspt.serve.ingress import DEFAULT_INGRESS, INGRESS_MODES
+from samspt.serve.settings import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH
 
 
 def _levels(text: str) -> List[int]:
@@ -55,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=8, help="warm-up requests per side")
     parser.add_argument("--prompts", type=int, default=1, help="boxes per request (default 1)")
     parser.add_argument("--replicas", type=int, default=1, help="replicas of a started service")
-    parser.add_argument("--max-batch", type=int, default=16,
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help="views per encoder run across requests (started service)")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0,
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
                         help="batch wait, ms (started service)")
     parser.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
                         help="ingress of a started service: haproxy, proxy (Ray Serve's Python "

@@ -229,9 +229,7 @@ class TrtGraphs:
             with self.lock:
                 self._require_open()
                 with self._active():
-                    self._slot.invalidate()
-                    self._encoder.put(self._cuda, tensors.IMAGE, chunk, self._stream)
-                    self._encoder.execute(self._stream)
+                    self._run_encoder(chunk)
                     host = self._encoder.host[name][: size * len(chunk)]
                     self._cuda.memcpy_dtoh_async(host, self._encoder.device[name], self._stream)
                     self._stream.synchronize()
@@ -247,11 +245,16 @@ class TrtGraphs:
         with self.lock:
             self._require_open()
             with self._active():
-                self._slot.invalidate()
-                self._encoder.put(self._cuda, tensors.IMAGE, image, self._stream)
-                self._encoder.execute(self._stream)
+                self._run_encoder(image)
                 self._stream.synchronize()
                 return self._slot.issue(self.embedding_shape)
+
+    def _run_encoder(self, batch: np.ndarray) -> None:
+        """Queue one encoder run on ``batch`` (lock held, context active); the device embedding
+        of the last :meth:`embed` becomes stale."""
+        self._slot.invalidate()
+        self._encoder.put(self._cuda, tensors.IMAGE, batch, self._stream)
+        self._encoder.execute(self._stream)
 
     def download(self, handle: DeviceEmbedding) -> np.ndarray:
         """Copy a device embedding to a new 1xCxhxw float32 host array."""

@@ -34,7 +34,7 @@ from samspt.runtime.manifest import MANIFEST
 from samspt.serve.http_api import (RequestError, answer_json, body_too_large,
                                    check_content_length, model_identity, parse_inspect_request)
 from samspt.serve.metrics import ServiceMetrics
-from samspt.serve.settings import ServeSettings
+from samspt.serve.settings import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, ServeSettings
 from samspt.runtime.backend import encode_in_chunks
 from samspt.runtime.inspector import Inspector
 from samspt.serve.view_batching import batches_across_requests
@@ -166,7 +166,8 @@ class InspectionService:
         rows = await asyncio.gather(*(self._encode_view(view) for view in batch))
         return np.stack(rows)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    # The settings' values replace these when the replica starts (set_max_batch_size above).
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_MS / 1e3)
     async def _encode_view(self, views: List[np.ndarray]) -> List[np.ndarray]:
         """Views of any requests (each 3xSxS float32) -> their CxHxW embeddings, one encoder
         call for them all."""

@@ -25,7 +25,8 @@ from samspt.runtime.logs import configure_cli_logging
 
 def build_parser() -> argparse.ArgumentParser:
     from samspt.serve.ingress import DEFAULT_INGRESS, INGRESS_MODES
-    from samspt.serve.settings import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS,
+    from samspt.serve.settings import (DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH,
+                                       DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMAGE_PIXELS,
                                        DEFAULT_MAX_PROMPTS)
 
     parser = argparse.ArgumentParser(
@@ -44,12 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPUs each replica holds (default 0: CPU; fractions share one)")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C",
                         help="CPUs Ray reserves for each replica (default 1)")
-    parser.add_argument("--max-batch", type=int, default=16, metavar="B",
-                        help="views per encoder run, gathered across requests (default 16; "
-                             "1: no batching across requests)")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="W",
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, metavar="B",
+                        help="views per encoder run, gathered across requests (default "
+                             f"{DEFAULT_MAX_BATCH}; 1: no batching across requests)")
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
+                        metavar="W",
                         help="how long a view waits for others to share its encoder run "
-                             "(default 5 ms)")
+                             f"(default {DEFAULT_BATCH_WAIT_MS:g} ms)")
     parser.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
                         help="how HTTP reaches the replicas on a local Ray: haproxy (Ray Serve's "
                              "HAProxy mode: C proxy, requests go straight to the replicas' own "

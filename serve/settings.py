@@ -15,6 +15,9 @@ DEFAULT_MAX_BODY_BYTES = 32 * 2**20
 # 40 megapixels: larger than any line camera's frame; a scan of it is still minutes on a CPU.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_PROMPTS = 64
+# Batching across requests: views per encoder run, and how long a view waits for others.
+DEFAULT_MAX_BATCH = 16
+DEFAULT_BATCH_WAIT_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,8 @@ class ServeSettings:
     replicas: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
-    max_batch: int = 16
-    batch_wait_ms: float = 5.0
+    max_batch: int = DEFAULT_MAX_BATCH
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_prompts: int = DEFAULT_MAX_PROMPTS
