@@ -216,11 +216,11 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
     prompt_gate = choose_prompt_gate(results, target_empty) if views else None
     flips = None
     if prompt_gate is not None and flipped is not None:
-        flipped_gate = choose_prompt_gate(flipped, target_empty)
-        flips = choose_flips({1: prompt_gate, FINISH_FLIPS: flipped_gate}, target_empty)
+        flips = choose_flips({1: results, FINISH_FLIPS: flipped}, target_empty)
         stages.say(f"test-time flips: {flips.flips} ({flips.rule})")
+        prompt_gate = flips.gate
         if flips.flips == FINISH_FLIPS:
-            results, prompt_gate = flipped, flipped_gate
+            results = flipped
     if prompt_gate is not None:
         stages.say(f"prompt gate: {model_card.gate_text(prompt_gate.gate)} ({prompt_gate.rule})")
     gated = [r.gated(prompt_gate.gate if prompt_gate else None) for r in results]

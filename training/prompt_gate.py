@@ -121,35 +121,62 @@ FLIP_MIN_GAIN = 0.005
 
 @dataclass
 class FlipsPick:
-    """Test-time flips chosen (``ViewSettings.flips``), why, and each count's validation
-    figures at its own prompt gate."""
+    """Test-time flips chosen (``ViewSettings.flips``), why, and each count's prompt gate pick
+    on the validation images (``gates[flips]``: the one shipped)."""
 
     flips: int
     rule: str
-    final_miou: Dict[int, Optional[float]] = field(default_factory=dict)
-    empty_rate: Dict[int, Optional[float]] = field(default_factory=dict)
+    gates: Dict[int, PromptGatePick] = field(default_factory=dict)
+
+    @property
+    def gate(self) -> PromptGatePick:
+        return self.gates[self.flips]
+
+    @property
+    def final_miou(self) -> Dict[int, Optional[float]]:
+        return {n: p.final_miou for n, p in self.gates.items()}
+
+    @property
+    def empty_rate(self) -> Dict[int, Optional[float]]:
+        return {n: p.empty_rate for n, p in self.gates.items()}
 
 
-def choose_flips(picks: Dict[int, PromptGatePick], target_empty: float = DEFAULT_TARGET_EMPTY,
+def choose_flips(results: Dict[int, Sequence[ImageResult]],
+                 target_empty: float = DEFAULT_TARGET_EMPTY,
+                 max_miou_cost: float = DEFAULT_MAX_MIOU_COST,
                  min_gain: float = FLIP_MIN_GAIN) -> FlipsPick:
-    """The flip count to ship from each count's prompt gate pick on the validation images (1
-    must be among them): the largest gain in final mIoU over 1 of at least ``min_gain``, that
-    answers at least as many defect-free boxes empty as 1 does or ``target_empty`` of them;
-    else 1 (no flips)."""
-    base = picks[1]
-    figures = dict(final_miou={n: p.final_miou for n, p in picks.items()},
-                   empty_rate={n: p.empty_rate for n, p in picks.items()})
+    """The flip count to ship, and its prompt gate, from ungated validation results per flip
+    count (1, no flips, among them).
+
+    No flips get the gate of :func:`choose_prompt_gate`. A count above 1 must answer at least
+    as many defect-free boxes empty as that (or ``target_empty`` of them): its gate is
+    :func:`choose_prompt_gate`'s where that reaches it, else the lowest gate that does (mirror
+    images outvote a clean box's empty answer more often than they add to a defect's, so their
+    gate sits higher). The count shipped is the one gaining the most final mIoU over no flips
+    at those gates, at least ``min_gain``; else no flips."""
+    gates = {1: choose_prompt_gate(results[1], target_empty, max_miou_cost)}
+    base = gates[1]
+    needed = min(base.empty_rate if base.empty_rate is not None else 0.0, target_empty)
+    for count, found in results.items():
+        if count == 1:
+            continue
+        pick = choose_prompt_gate(found, target_empty, max_miou_cost)
+        if pick.empty_rate is not None and pick.empty_rate < needed - 1e-12:
+            pick = choose_prompt_gate(found, needed, max_miou_cost=1.0)
+        gates[count] = pick
     if base.final_miou is None:
-        return FlipsPick(1, "no validation figures to compare: no flips", **figures)
-    good = [(p.final_miou - base.final_miou, n) for n, p in picks.items()
+        return FlipsPick(1, "no validation figures to compare: no flips", gates)
+    good = [(p.final_miou - base.final_miou, n) for n, p in gates.items()
             if n != 1 and p.final_miou is not None
             and p.final_miou - base.final_miou >= min_gain - 1e-12
-            and (p.empty_rate or 0.0) >= min(base.empty_rate or 0.0, target_empty) - 1e-12]
+            and (p.empty_rate or 0.0) >= needed - 1e-12]
     if not good:
         return FlipsPick(1, f"no flip count gains {min_gain:g} final mIoU on the validation "
-                            "images at its prompt gate (keeping the defect-free boxes answered "
-                            "empty): no flips", **figures)
+                            "images at a gate that answers as many defect-free boxes empty: no "
+                            "flips", gates)
     gain, flips = max(good)
     return FlipsPick(flips, f"{flips} flips gain {gain:.3f} final mIoU on the validation images "
-                            f"at their prompt gate over none (at least {min_gain:g} needed), "
-                            f"at {flips}x the inference time of a box", **figures)
+                            f"over none, each at a gate answering at least "
+                            f"{100 * needed:.1f} % of the defect-free boxes empty (at least "
+                            f"{min_gain:g} needed), at {flips}x the inference time of a box",
+                     gates)

@@ -21,7 +21,6 @@ from samspt.training.finish import finish_run, main_finish
 from samspt.training.finish_report import (GRABCUT, ScanFigures, ScanPoint, check_goals,
                                            choose_gate)
 from samspt.training.model_card import fmt, gate_text, share
-from samspt.training.prompt_gate import PromptGatePick, choose_flips
 from samspt.training.train_config import load_train_config
 
 
@@ -119,15 +118,11 @@ def test_report_holds_what_was_measured(finished):
     # Test-time flips: 4 measured against none on the validation images, the choice shipped.
     flips = report.flips
     assert flips is not None and set(flips.final_miou) == {1, 4}
-    assert flips.flips == choose_flips({1: _at(flips, 1), 4: _at(flips, 4)}).flips
+    assert report.prompt_gate is flips.gate
     assert read_manifest(report.model_dir)["views"]["flips"] == flips.flips
+    assert read_manifest(report.model_dir)["views"]["prompt_min_score"] == flips.gate.gate
     assert saved["flips"]["flips"] == flips.flips
     assert "Test-time flips" in report.card.read_text()
-
-
-def _at(flips, n):
-    return PromptGatePick(None, "", 0.95, final_miou=flips.final_miou[n],
-                          empty_rate=flips.empty_rate[n])
 
 
 def _cells(card: str, start: str, columns: int = 0):

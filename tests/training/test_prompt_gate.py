@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from samspt.training.data.records import DEFECT_FREE, Record
 from samspt.training.evaluation import ImageResult
-from samspt.training.prompt_gate import (PromptGatePick, choose_flips, choose_prompt_gate,
-                                         gate_above, gate_point)
+from samspt.training.prompt_gate import choose_flips, choose_prompt_gate, gate_above, gate_point
 
 
 def _defective(name: str, score: float, iou: float) -> ImageResult:
@@ -53,17 +53,24 @@ def test_no_gate_where_there_is_nothing_to_trade():
     assert choose_prompt_gate([_clean("c", 0.2)]).gate is None           # no defect
 
 
-def _pick(miou, empty):
-    return PromptGatePick(0.5, "test", 0.95, final_miou=miou, empty_rate=empty)
+def _set(scale, gain=0.0, clean_scores=None):
+    """Validation results: 10 defective boxes (IoU 0.7 + gain), 20 clean ones scored as given."""
+    clean_scores = clean_scores if clean_scores is not None else [0.1 + 0.02 * i
+                                                                  for i in range(20)]
+    return ([_defective(f"d{i}", 0.7 + 0.01 * i, 0.7 + gain) for i in range(10)]
+            + [_clean(f"c{i}", scale * s) for i, s in enumerate(clean_scores)])
 
 
-def test_flips_ship_only_for_a_real_gain_that_keeps_clean_boxes_empty():
-    assert choose_flips({1: _pick(0.70, 0.96), 4: _pick(0.73, 0.96)}).flips == 4
-    assert choose_flips({1: _pick(0.70, 0.96), 4: _pick(0.703, 0.99)}).flips == 1  # too small
-    # A gain bought by answering clean boxes with masks is not taken ...
-    assert choose_flips({1: _pick(0.70, 0.96), 4: _pick(0.75, 0.90)}).flips == 1
-    # ... unless the target is still met.
-    assert choose_flips({1: _pick(0.70, 0.99), 4: _pick(0.75, 0.95)}).flips == 4
-    assert choose_flips({1: _pick(None, None), 4: _pick(0.75, 0.95)}).flips == 1
-    pick = choose_flips({1: _pick(0.70, 0.96), 2: _pick(0.72, 0.96), 4: _pick(0.73, 0.97)})
-    assert pick.flips == 4 and pick.final_miou == {1: 0.70, 2: 0.72, 4: 0.73}
+def test_flips_ship_only_for_a_real_gain_at_a_gate_that_keeps_clean_boxes_empty():
+    base = _set(1.0)
+    pick = choose_flips({1: base, 4: _set(1.0, gain=0.03)})
+    assert pick.flips == 4 and pick.gate is pick.gates[4]
+    assert pick.final_miou[4] == pytest.approx(0.73) and pick.empty_rate[4] >= 0.95
+    assert choose_flips({1: base, 4: _set(1.0, gain=0.003)}).flips == 1       # too small
+    # Mirrors that score clean boxes higher get a higher gate, reaching the same empty share.
+    pick = choose_flips({1: base, 4: _set(1.3, gain=0.03)})
+    assert pick.flips == 4 and pick.gates[4].gate > pick.gates[1].gate
+    assert pick.empty_rate[4] >= pick.empty_rate[1]
+    # Where no gate keeps clean boxes empty without silencing the defects, no flips.
+    crowded = _set(1.0, gain=0.05, clean_scores=[0.95] * 20)
+    assert choose_flips({1: base, 4: crowded}).flips == 1
