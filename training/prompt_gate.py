@@ -83,7 +83,8 @@ def choose_prompt_gate(results: Sequence[ImageResult],
     if not defective or not free:
         return PromptGatePick(None, "no defective or no defect-free validation image: nothing "
                                     "to trade, so no gate (every box gets its mask)",
-                              target_empty, **counts)
+                              target_empty, final_miou=(gate_point(results, None).final_miou
+                                                        if defective else None), **counts)
     if any("final_score" not in r.scores for r in results):
         return PromptGatePick(None, "the predictor gave no scores: no gate", target_empty,
                               **counts)

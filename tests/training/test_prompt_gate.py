@@ -74,3 +74,12 @@ def test_flips_ship_only_for_a_real_gain_at_a_gate_that_keeps_clean_boxes_empty(
     # Where no gate keeps clean boxes empty without silencing the defects, no flips.
     crowded = _set(1.0, gain=0.05, clean_scores=[0.95] * 20)
     assert choose_flips({1: base, 4: crowded}).flips == 1
+
+
+def test_flips_are_measured_on_datasets_without_defect_free_images():
+    only_defects = [r for r in _set(1.0) if not r.is_defect_free]
+    better = [r for r in _set(1.0, gain=0.02) if not r.is_defect_free]
+    pick = choose_flips({1: only_defects, 4: better})
+    assert pick.flips == 4 and pick.gate.gate is None
+    assert pick.final_miou == {1: pytest.approx(0.7), 4: pytest.approx(0.72)}
+    assert choose_flips({1: better, 4: only_defects}).flips == 1
