@@ -112,8 +112,10 @@ def infer_flipped(image: np.ndarray, boxes: Optional[np.ndarray], points: Option
             for row in range(masks.shape[0]):
                 if found[row, 1] <= found[row, 0] or found[row, 3] <= found[row, 2]:
                     continue
+                my0, my1, mx0, mx1 = found[row]
                 y0, y1, x0, x1 = _mirror_region(found[row], (height, width), flip)
-                count[row, y0:y1, x0:x1] += mirror_image(masks[row], flip)[y0:y1, x0:x1]
+                # The region's part only: its mirror is the mirrored region's part.
+                count[row, y0:y1, x0:x1] += mirror_image(masks[row, my0:my1, mx0:mx1], flip)
                 box = regions[which, row]
                 box[0], box[1] = min(box[0], y0), max(box[1], y1)
                 box[2], box[3] = min(box[2], x0), max(box[3], x1)

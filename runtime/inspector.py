@@ -73,9 +73,9 @@ class Inspector:
     manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
     view counts). ``prompt_min_score``: the prompts' gate (a prompt the model scores below it
     is answered empty; default: the manifest's ``views.prompt_min_score``, chosen at export;
-    none there: every prompt gets its mask). ``flips``: test-time flips, 1, 2 or 4 runs of each
-    view averaged (default: the manifest's ``views.flips``, chosen at training's finish; 1
-    where it has none). ``spin``: let ONNX Runtime's threads spin-wait
+    none there: every prompt gets its mask). ``flips``: test-time flips, each prompt's mask voted over 1,
+    2 or 4 runs on the image and its mirror images (:mod:`samspt.runtime.flips`; default: the
+    manifest's ``views.flips``, chosen at training's finish; 1 where it has none). ``spin``: let ONNX Runtime's threads spin-wait
     between ops instead of sleeping (default False: faster wherever the cores are shared, see
     :class:`samspt.runtime.ort_backend.OrtGraphs`). ``encode``: a function that encodes a
     batch of views (``Vx3xSxS float32 -> VxC'xhxw``) in place of the backend's own, for
@@ -119,8 +119,8 @@ class Inspector:
                                   f"got {value!r}")
             self.view_settings = dataclasses.replace(self.view_settings, **{key: float(value)})
         if flips is not None and (type(flips) is not int or flips not in FLIP_COUNTS):
-            raise ConfigError(f"flips must be one of {FLIP_COUNTS} (test-time mirrors of each "
-                              f"view), got {flips!r}")
+            raise ConfigError(f"flips must be one of {FLIP_COUNTS} (test-time mirror images), "
+                              f"got {flips!r}")
         if flips is not None and self.view_settings is not None:
             self.view_settings = dataclasses.replace(self.view_settings, flips=flips)
         self.flips = self.view_settings.flips if self.view_settings else (flips or 1)
@@ -210,20 +210,22 @@ class Inspector:
         if boxes is None and points is None and self._scan_head is not None and \
                 self.views == "auto":
             return self._find_then_segment(state, start)
-        plan = plan_views(hw, self.image_size, self.view_settings, self.views, boxes, points,
-                          labels)
+        scan = boxes is None and points is None
+
+        def plan(b, p, l):
+            return plan_views(hw, self.image_size, self.view_settings, self.views, b, p, l)
+
+        flipped = self.flips > 1 and not scan  # each mirror image planned in infer_flipped
+        planned = None if flipped else plan(boxes, points, labels)
         prep = time.perf_counter()
-        if self.flips > 1 and not plan.scan:
-            out = infer_flipped(
-                state.rgb, boxes, points, labels, self.flips,
-                lambda b, p, l: plan_views(hw, self.image_size, self.view_settings, self.views,
-                                           b, p, l),
-                self._infer, state.mirrors)
+        if planned is None:
+            out = infer_flipped(state.rgb, boxes, points, labels, self.flips, plan,
+                                self._infer, state.mirrors)
         else:
-            out = self._infer(state.rgb, plan, state.embeddings)
+            out = self._infer(state.rgb, planned, state.embeddings)
         inferred = time.perf_counter()
         summary = summarize_masks(out.masks, self.min_defect_area, out.regions)
-        pred_score = self._pred_score(plan.scan, out.scores, summary["pred_label"])
+        pred_score = self._pred_score(scan, out.scores, summary["pred_label"])
         end = time.perf_counter()
         timings = {key: value * 1e3 for key, value in out.timings.items()}
         timings["preprocess"] += (prep - start) * 1e3 + state.check_ms

@@ -78,7 +78,8 @@ class ViewSettings:
                    "scan_min_score must be a finite number or None"),
                   (self.prompt_min_score is None or math.isfinite(self.prompt_min_score),
                    "prompt_min_score must be a finite number or None"),
-                  (type(self.flips) is int and self.flips in FLIP_COUNTS, f"flips must be one of {FLIP_COUNTS}")]
+                  (type(self.flips) is int and self.flips in FLIP_COUNTS,
+                   f"flips must be one of {FLIP_COUNTS}")]
         failed = [text for ok, text in checks if not ok]
         if failed:
             raise ConfigError(f"invalid view settings: {'; '.join(failed)} (got {self})")
