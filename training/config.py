@@ -73,6 +73,11 @@ class ModelConfig:
     # off until trained), so every token knows whether it is in the box, as a U-Net given the
     # box as an input channel does. Prompts without a box get none.
     box_dense_prompt: bool = False
+    # The box at mask resolution too (with high_res_features): a learned vector per upscaling
+    # stage and pass added to the high-res features at every pixel inside the box prompt
+    # (zero-initialised), so the stride-2 mask knows the box's edges to the pixel, as a U-Net
+    # given the box as an input channel does, where the dense prompt marks whole tokens.
+    box_high_res: bool = False
     # A scan head: a small per-token classifier on the image embedding (1x1 conv, ReLU, 1x1
     # conv) saying whether each token's cell holds a defect, trained beside the box task. The
     # prompt-free scan reads it to find candidate regions (then answers them as box prompts) and
@@ -109,6 +114,9 @@ class ModelConfig:
                                        or self.prompt_embed_dim % 8):
             raise ConfigError(f"{self.name}: high_res_features needs the conv encoder, a "
                               "patch_size divisible by 4 and a prompt_embed_dim divisible by 8")
+        if self.box_high_res and not self.high_res_features:
+            raise ConfigError(f"{self.name}: box_high_res marks the box on the high-res "
+                              "features: it needs high_res_features (and the conv encoder)")
         if self.pixel_decoder and not self.high_res_features:
             raise ConfigError(f"{self.name}: pixel_decoder builds the high-res features: it "
                               "needs high_res_features (and the conv encoder)")

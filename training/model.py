@@ -11,7 +11,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from samspt.training.box_region import BoxClip, box_region
 from samspt.training.config import LoraConfig, ModelConfig
 from samspt.training.conv_encoder import ConvImageEncoder
 from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
-from samspt.training.high_res import unpack
+from samspt.training.high_res import HighRes, unpack
 from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
 from samspt.training.relation import ImageRelation, RelationBuilder
 
@@ -90,6 +90,12 @@ class SptSam(nn.Module):
         # refine) added at the tokens inside the box; zero: off until trained.
         self.box_dense = (nn.Parameter(torch.zeros(2, config.prompt_embed_dim))
                           if config.box_dense_prompt else None)
+        # The box at mask resolution (ModelConfig.box_high_res): per upscaling stage one vector
+        # per pass (draft, refine) added to the high-res features inside the box; zero: off.
+        self.box_high_res = (nn.ParameterList(
+            [nn.Parameter(torch.zeros(2, config.prompt_embed_dim // 4)),
+             nn.Parameter(torch.zeros(2, config.prompt_embed_dim // 8))])
+            if config.box_high_res and config.high_res_features else None)
         self.box_clip = (None if config.box_clip_margin is None
                          else BoxClip(config.image_size, config.box_clip_margin))
         self.relation = RelationBuilder()
@@ -133,13 +139,16 @@ class SptSam(nn.Module):
             image_pe = self.prompt_encoder.get_dense_pe()
             sparse = embed_points(self.prompt_encoder, point_coords.float(), point_labels)
         inside = self._inside_box(point_coords, point_labels)
+        inside_fine = self._inside_box_fine(point_coords, point_labels)
         draft_logits, _ = self.draft_decoder(
             image_embedding, image_pe, sparse,
-            self._with_box(no_mask_dense(self.prompt_encoder), inside, 0), relation, high_res)
+            self._with_box(no_mask_dense(self.prompt_encoder), inside, 0), relation,
+            self._with_box_fine(high_res, inside_fine, 0))
         draft_logits = self._clip(draft_logits, point_coords, point_labels)
         dense = mask_dense(self.prompt_encoder, draft_logits.detach())
         logits, scores = self.refine_decoder(image_embedding, image_pe, sparse,
-                                             self._with_box(dense, inside, 1), relation, high_res)
+                                             self._with_box(dense, inside, 1), relation,
+                                             self._with_box_fine(high_res, inside_fine, 1))
         return SptOutput(draft_logits, self._clip(logits, point_coords, point_labels), scores)
 
     def _inside_box(self, point_coords: torch.Tensor,
@@ -154,6 +163,27 @@ class SptSam(nn.Module):
                             slack_cells=0.5)
         is_box = (point_labels == LABEL_BOX_TOP_LEFT).any(dim=1)
         return (region & is_box[:, None, None]).to(torch.float32)[:, None]
+
+    def _inside_box_fine(self, point_coords: torch.Tensor, point_labels: torch.Tensor
+                         ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """(Bx1x2hx2w, Bx1x4hx4w) float 0/1: the pixels of each upscaling stage inside the box
+        prompt (half a pixel of slack); 0 for prompts without a box. None without box_high_res."""
+        if self.box_high_res is None:
+            return None
+        size = self.config.embedding_size
+        is_box = (point_labels == LABEL_BOX_TOP_LEFT).any(dim=1)[:, None, None]
+        return tuple((box_region(point_coords, point_labels, self.config.image_size, size * r,
+                                 0.0, slack_cells=0.5) & is_box).to(torch.float32)[:, None]
+                     for r in (2, 4))
+
+    def _with_box_fine(self, high_res: Optional[HighRes],
+                       inside: Optional[Tuple[torch.Tensor, torch.Tensor]],
+                       index: int) -> Optional[HighRes]:
+        """A pass's high-res features plus its box vectors inside each prompt's box."""
+        if high_res is None or inside is None:
+            return high_res
+        return tuple(feat + mark.to(feat.dtype) * vectors[index].to(feat.dtype)[None, :, None, None]
+                     for feat, mark, vectors in zip(high_res, inside, self.box_high_res))
 
     def _with_box(self, dense: torch.Tensor, inside: Optional[torch.Tensor],
                   index: int) -> torch.Tensor:
@@ -205,6 +235,7 @@ def is_spt_parameter(name: str) -> bool:
     additions a configuration may switch on beside SAM's own weights (the box dense prompt,
     the upscaling refinement blocks), which start at zero and so exist only once trained."""
     return (is_lora_parameter(name) or ".relation_scales." in name or name == "box_dense"
+            or name.startswith("box_high_res.")
             or ".upscale_refine." in name or name.startswith("scan_head."))
 
 

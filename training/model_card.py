@@ -202,7 +202,8 @@ def _architecture(cfg: Dict[str, Any]) -> List[str]:
     extras = [name for key, name in (("high_res_features", "high-resolution features"),
                                      ("pixel_decoder", "a pixel decoder"),
                                      ("upscale_convs", "upscaling conv blocks"),
-                                     ("box_dense_prompt", "the box as a dense prompt"))
+                                     ("box_dense_prompt", "the box as a dense prompt"),
+                                     ("box_high_res", "the box at mask resolution"))
               if cfg.get(key)]
     clip = cfg.get("box_clip_margin")
     return [f"- **Architecture** (`{cfg['name']}`): {encoder}; {cfg['image_size']} px input, "

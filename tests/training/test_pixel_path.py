@@ -1,5 +1,6 @@
 """The model's path to pixels: the conv family's pixel decoder (top-down high-res features), the
-residual refinement of the decoders' upscaling, and the box as a dense prompt."""
+residual refinement of the decoders' upscaling, the box as a dense prompt and at mask
+resolution."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from samspt.training.model import SptSam, is_spt_parameter
 
 from ..conftest import randomize_spt_
 
-FLAGS = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True}
+FLAGS = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True,
+         "box_high_res": True}
 
 
 def _prompts():
@@ -30,7 +32,7 @@ def test_untrained_additions_compute_what_the_model_without_them_computes():
     torch.manual_seed(0)
     base = randomize_spt_(SptSam(base_config), scale=0.2).eval()
     more = SptSam(dataclasses.replace(base_config, upscale_convs=True,
-                                      box_dense_prompt=True)).eval()
+                                      box_dense_prompt=True, box_high_res=True)).eval()
     missing, unexpected = more.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected
     assert missing and all(is_spt_parameter(k) for k in missing)
@@ -59,6 +61,27 @@ def test_the_box_dense_prompt_marks_the_tokens_inside_each_box_only():
     assert inside[2].sum() == 0          # a point prompt has no box
 
 
+def test_the_box_at_mask_resolution_marks_the_pixels_inside_each_box_only():
+    config = dataclasses.replace(get_config("cnn_tiny"), box_high_res=True)
+    model = SptSam(config)
+    coords = torch.tensor([[[4.0, 6.0], [40.0, 30.0]], [[20.0, 20.0], [0.0, 0.0]]])
+    labels = torch.tensor([[2.0, 3.0], [1.0, -1.0]])
+    coarse, fine = model._inside_box_fine(coords, labels)   # 16x16 cells of 4 px, 32x32 of 2 px
+    assert coarse.shape == (2, 1, 16, 16) and fine.shape == (2, 1, 32, 32)
+    # x 4..40 (pixels 4 to 40 inclusive, so up to 41) and y 6..30 with half a cell of slack:
+    # cell centres 2 + 4k in [2, 43] (x) and [4, 33] (y) -> x cells 0..10, y cells 1..7.
+    expected = torch.zeros(16, 16)
+    expected[1:8, 0:11] = 1
+    assert torch.equal(coarse[0, 0], expected)
+    assert fine[0, 0].sum() > 4 * coarse[0, 0].sum() - 40   # the same box, four times the cells
+    assert coarse[1].sum() == 0 and fine[1].sum() == 0      # a point prompt has no box
+
+
+def test_a_box_at_mask_resolution_needs_the_high_res_features():
+    with pytest.raises(ConfigError, match="box_high_res"):
+        dataclasses.replace(get_config("cnn_tiny"), high_res_features=False, box_high_res=True)
+
+
 def test_the_box_dense_prompt_and_the_upscale_blocks_change_the_answer_once_trained():
     torch.manual_seed(0)
     config = dataclasses.replace(get_config("cnn_tiny"), **FLAGS)
@@ -72,9 +95,14 @@ def test_the_box_dense_prompt_and_the_upscale_blocks_change_the_answer_once_trai
         for block in model.draft_decoder.upscale_refine:
             block.conv_b.weight.normal_(std=0.1)
         refined = model.decode(emb, coords, labels).draft_logits
+        for vectors in model.box_high_res:
+            vectors.normal_()
+        fine = model.decode(emb, coords, labels).draft_logits
     assert (boxed[0] - before[0]).abs().amax() > 1e-3      # the box prompt's answer moved
     torch.testing.assert_close(boxed[1], before[1])        # the point prompt's did not
     assert (refined - boxed).abs().amax() > 1e-3
+    assert (fine[0] - refined[0]).abs().amax() > 1e-3      # the box at mask resolution too
+    torch.testing.assert_close(fine[1], refined[1])
 
 
 def test_the_pixel_decoder_carries_deep_features_to_the_fine_ones():
@@ -106,7 +134,7 @@ def test_a_pixel_decoder_needs_the_high_res_features():
 
 
 def test_the_additions_export_and_pass_the_parity_gates(tmp_path):
-    """All three in the graphs: the FP32 and FP16 parity gates pass, and the Inspector answers
+    """All four in the graphs: the FP32 and FP16 parity gates pass, and the Inspector answers
     through the folder what PyTorch answers."""
     from samspt.export.onnx_export import export_model
     from samspt.runtime import Inspector
@@ -118,6 +146,8 @@ def test_the_additions_export_and_pass_the_parity_gates(tmp_path):
                            scale=0.2)
     with torch.no_grad():
         model.box_dense.normal_(std=0.5)
+        for vectors in model.box_high_res:
+            vectors.normal_(std=0.5)
         for decoder in (model.draft_decoder, model.refine_decoder):
             for block in decoder.upscale_refine:
                 block.conv_b.weight.normal_(std=0.05)
