@@ -61,6 +61,9 @@ class DataSection:
     contrast: float = AugmentSettings.contrast
     gamma: float = AugmentSettings.gamma
     noise: float = AugmentSettings.noise
+    # Copy-paste (training/data/copy_paste.py): the probability that a defect-free training
+    # image drawn carries a defect pasted from a defective training image (0: off).
+    copy_paste: float = 0.0
     workers: int = 0
     val_limit: int = 0  # validate on at most this many images per class (0: all)
     # Models on views (view_samples.py): shares of tight / loose / scan-window samples of

@@ -261,7 +261,8 @@ class Trainer:
                                 prompts_per_view=data.prompts_per_view,
                                 scan_prompts=data.scan_prompts)
         return DefectDataset(records, self.model.config, settings, train=train,
-                             seed=self.config.optim.seed, sampling=sampling)
+                             seed=self.config.optim.seed, sampling=sampling,
+                             copy_paste=data.copy_paste)
 
     def _epoch_batches(self, epoch: int) -> List[List[int]]:
         """This process's micro-batches of an epoch: every defective image, a seeded share of

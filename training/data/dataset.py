@@ -37,7 +37,9 @@ from samspt.runtime import tensors
 from samspt.runtime.preprocess import crop_view_mask, preprocess_image, view_input
 from samspt.runtime.prompts import mask_box, pack_prompts, scale_coords
 from samspt.training.config import ModelConfig
+from samspt.runtime.errors import ConfigError
 from samspt.training.data.augment import augment
+from samspt.training.data.copy_paste import paste_defect
 from samspt.training.data.prompt_settings import PromptSettings
 from samspt.training.data.prompts import (jitter_boxes, negative_boxes, region_boxes,
                                           sample_points)
@@ -74,7 +76,7 @@ class DefectDataset(torch.utils.data.Dataset):
     def __init__(self, records: Sequence[Record], config: ModelConfig,
                  settings: PromptSettings = PromptSettings(), train: bool = True,
                  seed: int = 0, sampling: Optional[ViewSampling] = None,
-                 cache_mb: float = DECODED_CACHE_MB) -> None:
+                 cache_mb: float = DECODED_CACHE_MB, copy_paste: float = 0.0) -> None:
         if not records:
             raise DatasetError("no records for the dataset; read_dataset found none or the "
                                "split left this part empty")
@@ -88,6 +90,12 @@ class DefectDataset(torch.utils.data.Dataset):
         # per item, drawn by ``sampling`` in training (see view_samples.py).
         self.views = config.view_settings
         self.sampling = sampling if sampling is not None else ViewSampling()
+        # Copy-paste (copy_paste.py): a drawn defect-free training image carries, with this
+        # probability, a defect pasted from one of the defective training images.
+        if not 0.0 <= copy_paste <= 1.0:
+            raise ConfigError(f"copy_paste is a probability in [0, 1], got {copy_paste}")
+        self.copy_paste = float(copy_paste) if train else 0.0
+        self.donors = [i for i, r in enumerate(self.records) if not r.is_defect_free]
         # Decoded images and masks, kept up to ``cache_mb`` (decoding a large image each time it
         # is drawn took 40 % of a training step on 1.3k px grey tiles); augmentations copy.
         self.cache_bytes = int(cache_mb * 2 ** 20)
@@ -114,6 +122,9 @@ class DefectDataset(torch.utils.data.Dataset):
         record = self.records[index]
         rng = self.generator(index)
         image, mask = self._load(index, record)
+        if self.copy_paste and self.donors and not mask.any() and rng.random() < self.copy_paste:
+            donor = int(self.donors[rng.integers(len(self.donors))])
+            image, mask = paste_defect(image, mask, *self._load(donor, self.records[donor]), rng)
         if self.train:
             image, mask = augment(image, mask, rng, self.settings.augment_settings)
         if self.views is not None:
