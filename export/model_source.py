@@ -56,7 +56,7 @@ def load_export_model(checkpoint: Optional[Path] = None, spt: Optional[Path] = N
         sources.update(checkpoint=_source(checkpoint), spt=_source(spt))
         name = spt.stem
     else:
-        model = build_model(model_type or "vit_b", checkpoint)
+        model = build_model(model_type, checkpoint)   # no --model-type: the checkpoint's own
         sources["checkpoint"] = _source(checkpoint)
         name = f"sam_{model.config.name}"
     if model_type and model.config.name != model_type:

@@ -5,6 +5,7 @@
         --model-type vit_b --out models/spt_vit_b
     python export/to_onnx.py --authors-spt spt_vit_b.pth --checkpoint sam_vit_b_01ec64.pth
     python export/to_onnx.py --weights runs/x/model.safetensors     # full-mode weights
+    python export/to_onnx.py --checkpoint mobile_sam.pt --out models/mobile_sam   # MobileSAM
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import List, Optional
 from samspt.runtime.cli import add_verbose_flag, error_exit, StagePrinter
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
+from samspt.training.config import MODEL_CONFIGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--weights", type=Path, help="full-mode weights (.safetensors), "
                         "standalone")
     source.add_argument("--model-type", default=None,
-                        help="vit_b, vit_l, vit_h, small, tiny (default: from the weights, or "
-                             "vit_b with --checkpoint alone)")
+                        help=f"{', '.join(MODEL_CONFIGS)} (default: from the weights or "
+                             "the checkpoint)")
     parser.add_argument("--out", type=Path, default=None, help="model folder (default: "
                         "models/<name>/); replaced only when the export succeeds")
     parser.add_argument("--name", default=None, help="model name in the manifest")

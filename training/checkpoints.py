@@ -92,17 +92,48 @@ def _as_state_dict(data: object, path: Path) -> StateDict:
 
 # ---------------------------------------------------------------------------- SAM weights
 def infer_model_type(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
-    """The named configuration whose encoder width and depth match a SAM state dict, if any."""
+    """The named configuration whose encoder matches a SAM-family state dict (SAM's ViT: width,
+    depth and patch; MobileSAM's TinyViT: stage widths and depths), if any."""
     proj = state_dict.get("image_encoder.patch_embed.proj.weight")
-    if proj is None:
+    if proj is not None:
+        blocks = {int(k.split(".")[2]) for k in state_dict
+                  if k.startswith("image_encoder.blocks.")}
+        depth = max(blocks) + 1 if blocks else 0
+        for name, config in MODEL_CONFIGS.items():
+            if config.encoder == "vit" and proj.shape[-1] == config.patch_size and \
+                    (config.encoder_embed_dim, config.encoder_depth) == (proj.shape[0], depth):
+                return name
         return None
-    blocks = {int(k.split(".")[2]) for k in state_dict if k.startswith("image_encoder.blocks.")}
-    depth = max(blocks) + 1 if blocks else 0
-    for name, config in MODEL_CONFIGS.items():
-        if (config.encoder_embed_dim, config.encoder_depth) == (proj.shape[0], depth) and \
-                proj.shape[-1] == config.patch_size:
-            return name
-    return None
+    stages = _tinyvit_stages(state_dict)
+    if stages is None:
+        return None
+    return next((name for name, config in MODEL_CONFIGS.items() if config.encoder == "tinyvit"
+                 and (config.encoder_stage_dims, config.encoder_stage_depths) == stages), None)
+
+
+def _tinyvit_stages(state: Mapping[str, torch.Tensor]
+                    ) -> Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+    """(stage widths, stage depths) of a TinyViT image encoder's tensors, or None."""
+    stem = state.get("image_encoder.patch_embed.seq.2.c.weight")
+    if stem is None:
+        return None
+    blocks: Dict[int, set] = {}
+    for key in state:
+        parts = key.split(".")
+        if key.startswith("image_encoder.layers.") and len(parts) > 4 and parts[3] == "blocks":
+            blocks.setdefault(int(parts[2]), set()).add(int(parts[4]))
+    dims = [int(stem.shape[0])]
+    for stage in sorted(blocks)[1:]:
+        norm = state.get(f"image_encoder.layers.{stage}.blocks.0.attn.norm.weight")
+        if norm is None:
+            return None
+        dims.append(int(norm.shape[0]))
+    return tuple(dims), tuple(len(blocks[i]) for i in sorted(blocks))
+
+
+def _is_sam_family(state: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("image_encoder.") for k in state) and \
+        any(k.startswith(SAM_DECODER_PREFIX) for k in state)
 
 
 def sam_to_spt_keys(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
@@ -124,20 +155,21 @@ def _describe(keys: Iterable[str], limit: int = 6) -> str:
     return f"{shown}{f' and {len(keys) - limit} more' if len(keys) > limit else ''}"
 
 
-def load_sam_weights(model: SptSam, checkpoint: Union[PathLike, Mapping[str, torch.Tensor]]) -> None:
-    """Load an official SAM checkpoint into ``model``'s base weights, with a strict key check.
+def load_sam_weights(model: SptSam, checkpoint: Union[PathLike, Mapping[str, torch.Tensor]],
+                     source: Optional[object] = None) -> None:
+    """Load an official SAM-family checkpoint (SAM, MobileSAM) into ``model``'s base weights,
+    with a strict key check. ``source``: the name errors give a state dict passed in.
 
     LoRA tensors and relation scales keep their initial values (untrained SPT = SAM).
     """
-    source = checkpoint if isinstance(checkpoint, (str, Path)) else "state dict"
+    source = checkpoint if isinstance(checkpoint, (str, Path)) else (source or "state dict")
     state = read_state_dict(checkpoint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)
     found = infer_model_type(state)
     if found is not None and found != model.config.name:
         raise ModelTypeMismatchError(
             f"{source} is a {found} checkpoint, but the model is {model.config.name}; pass "
             f"--model-type {found} or the {model.config.name} checkpoint")
-    if "image_encoder.patch_embed.proj.weight" not in state or \
-            not any(k.startswith(SAM_DECODER_PREFIX) for k in state):
+    if not _is_sam_family(state):
         raise CheckpointError(f"{source} is not a SAM checkpoint (no image_encoder.* and "
                               "mask_decoder.* weights); for SPT weights use --spt")
     mapped = sam_to_spt_keys(state)
@@ -165,13 +197,18 @@ def _check_shapes(expected: Mapping[str, torch.Tensor], given: Mapping[str, torc
                               f"{'; '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''}")
 
 
-def build_model(model_type: Union[str, ModelConfig], sam_checkpoint: Optional[PathLike] = None,
+def build_model(model_type: Union[str, ModelConfig, None],
+                sam_checkpoint: Optional[PathLike] = None,
                 lora: Optional[LoraConfig] = LoraConfig()) -> SptSam:
-    """An SPT model of ``model_type``, with SAM's weights if a checkpoint is given."""
+    """An SPT model of ``model_type``, with SAM's weights if a checkpoint is given. ``model_type``
+    None: the checkpoint's own (inferred from its tensors; vit_b if it matches none)."""
+    state = read_state_dict(sam_checkpoint) if sam_checkpoint is not None else None
+    if model_type is None:
+        model_type = (state is not None and infer_model_type(state)) or "vit_b"
     config = get_config(model_type) if isinstance(model_type, str) else model_type
     model = SptSam(config, lora)
-    if sam_checkpoint is not None:
-        load_sam_weights(model, sam_checkpoint)
+    if state is not None:
+        load_sam_weights(model, state, source=sam_checkpoint)
     return model.eval()
 
 

@@ -16,7 +16,10 @@ from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
 from samspt.runtime.views import ViewSettings
 
 
-ENCODER_FAMILIES = ("vit", "conv")
+ENCODER_FAMILIES = ("vit", "conv", "tinyvit")
+# MobileSAM's TinyViT (training/tinyvit_encoder.py) reaches stride 16 only with a last stage of
+# one of these widths: its patch merging keeps stride 1 into them, stride 2 elsewhere.
+TINYVIT_LAST_STAGE_DIMS = (320, 448, 576)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class ModelConfig:
     # (a timm CNN trunk named by encoder_arch, cut at stride patch_size; see conv_encoder.py).
     encoder: str = "vit"
     encoder_arch: Optional[str] = None
+    # Staged encoders ("tinyvit": MobileSAM's TinyViT): per stage its width, depth, attention
+    # heads and window side (the first stage is convolutional: its heads and window unused).
+    encoder_stage_dims: Tuple[int, ...] = ()
+    encoder_stage_depths: Tuple[int, ...] = ()
+    encoder_stage_heads: Tuple[int, ...] = ()
+    encoder_stage_windows: Tuple[int, ...] = ()
     # High-resolution features (SAM 2's mask decoder): the conv trunk's features at strides
     # patch_size/2 and patch_size/4 are added to the decoders' two upscaling stages, so mask
     # edges come from pixels rather than from 1/patch_size tokens. They travel inside the one
@@ -110,6 +119,8 @@ class ModelConfig:
         if self.encoder == "conv" and not self.encoder_arch:
             raise ConfigError(f"{self.name}: the conv encoder needs encoder_arch (a timm "
                               "architecture name, e.g. 'resnet18')")
+        if self.encoder == "tinyvit":
+            self._check_stages()
         if self.high_res_features and (self.encoder != "conv" or self.patch_size % 4
                                        or self.prompt_embed_dim % 8):
             raise ConfigError(f"{self.name}: high_res_features needs the conv encoder, a "
@@ -132,6 +143,22 @@ class ModelConfig:
         if bad:
             raise ConfigError(f"{self.name}: global attention indexes {bad} outside 0.."
                               f"{self.encoder_depth - 1}")
+
+    def _check_stages(self) -> None:
+        stages = (self.encoder_stage_dims, self.encoder_stage_depths, self.encoder_stage_heads,
+                  self.encoder_stage_windows)
+        if len(set(map(len, stages))) != 1 or len(self.encoder_stage_dims) != 4:
+            raise ConfigError(f"{self.name}: the tinyvit encoder needs four stages: "
+                              "encoder_stage_dims, _depths, _heads and _windows of 4 values each")
+        if self.encoder_stage_dims[-1] not in TINYVIT_LAST_STAGE_DIMS or self.patch_size != 16:
+            raise ConfigError(f"{self.name}: MobileSAM's TinyViT reaches stride 16 (patch_size "
+                              f"16) only with a last stage of {TINYVIT_LAST_STAGE_DIMS} channels, "
+                              f"got {self.encoder_stage_dims[-1]} and patch_size {self.patch_size}")
+        bad = [(d, h) for d, h in zip(self.encoder_stage_dims[1:], self.encoder_stage_heads[1:])
+               if h < 1 or d % h]
+        if bad:
+            raise ConfigError(f"{self.name}: each attention stage's heads must divide its width, "
+                              f"got (width, heads) {bad}")
 
     @property
     def view_settings(self) -> Optional[ViewSettings]:
@@ -174,7 +201,9 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model configuration keys {unknown}; known: {sorted(known)}")
         values = dict(data)
-        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std",
+                    "encoder_stage_dims", "encoder_stage_depths", "encoder_stage_heads",
+                    "encoder_stage_windows"):
             if key in values:
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
         try:
@@ -231,6 +260,19 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         encoder_arch="resnet10t", box_clip_margin=0.0, view_context=2.0, view_min_side=16,
         scan_side=48, scan_overlap=0.25, high_res_features=True,
     ),
+    # MobileSAM (TinyViT-5M encoder, SAM's prompt encoder and mask decoder): mobile_sam.pt.
+    "mobile_sam_vit_t": ModelConfig(
+        "mobile_sam_vit_t", encoder_embed_dim=320, encoder_depth=12, encoder_num_heads=10,
+        encoder_global_attn_indexes=(), encoder="tinyvit",
+        encoder_stage_dims=(64, 128, 160, 320), encoder_stage_depths=(2, 2, 6, 2),
+        encoder_stage_heads=(2, 4, 5, 10), encoder_stage_windows=(7, 7, 14, 7)),
+    # MobileSAM's architecture for unit tests (4x4 tokens at 64 px).
+    "mobile_sam_tiny": ModelConfig(
+        "mobile_sam_tiny", encoder_embed_dim=320, encoder_depth=4, encoder_num_heads=4,
+        encoder_global_attn_indexes=(), image_size=64, prompt_embed_dim=32,
+        decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32, encoder="tinyvit",
+        encoder_stage_dims=(8, 16, 24, 320), encoder_stage_depths=(1, 1, 1, 1),
+        encoder_stage_heads=(1, 2, 3, 4), encoder_stage_windows=(2, 2, 2, 2)),
     # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
     "tiny": ModelConfig(
         "tiny", encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
@@ -238,7 +280,7 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         prompt_embed_dim=32, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,
     ),
 }
-SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "mobile_sam_vit_t")
 
 
 def get_config(name: str) -> ModelConfig:

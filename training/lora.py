@@ -45,14 +45,20 @@ class LoRALinear(nn.Linear):
 
 
 class LoRAQKV(nn.Linear):
-    """A fused (3*dim, dim) qkv projection with LoRA on its q and v thirds."""
+    """A fused (3*dim, in) qkv projection with LoRA on its q and v rows, k untouched.
+
+    ``groups`` 1: SAM's layout, rows [q; k; v]. ``groups`` H: the rows come per head, [q_h; k_h;
+    v_h] for each of H heads (TinyViT's, MobileSAM's encoder), and q's (v's) LoRA update of
+    ``dim`` rows is spread over the heads' q (v) rows in order."""
 
     def __init__(self, in_features: int, out_features: int, lora: LoraConfig,
-                 bias: bool = True) -> None:
+                 bias: bool = True, groups: int = 1) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        if out_features % 3:
-            raise ValueError(f"fused qkv needs out_features divisible by 3, got {out_features}")
+        if groups < 1 or out_features % (3 * groups):
+            raise ValueError(f"fused qkv needs out_features divisible by 3 x {groups} groups, "
+                             f"got {out_features}")
         dim = out_features // 3
+        self.groups = groups
         self.rank = lora.rank
         self.scaling = lora.scaling
         self.lora_A_q = nn.Parameter(torch.empty(lora.rank, in_features))
@@ -63,24 +69,37 @@ class LoRAQKV(nn.Linear):
         _kaiming_(self.lora_A_v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = F.linear(x, self.weight, self.bias).chunk(3, dim=-1)
+        base = F.linear(x, self.weight, self.bias)
         dq = F.linear(F.linear(x, self.lora_A_q), self.lora_B_q) * self.scaling
         dv = F.linear(F.linear(x, self.lora_A_v), self.lora_B_v) * self.scaling
-        return torch.cat([q + dq, k, v + dv], dim=-1)
+        if self.groups == 1:
+            q, k, v = base.chunk(3, dim=-1)
+            return torch.cat([q + dq, k, v + dv], dim=-1)
+        return base + self._spread(dq, dv)
+
+    def _spread(self, dq: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+        """(..., dim) q and v updates -> (..., 3*dim) in the per-head row layout."""
+        heads = self.groups
+        dq, dv = dq.unflatten(-1, (heads, -1)), dv.unflatten(-1, (heads, -1))
+        return torch.stack([dq, torch.zeros_like(dq), dv], dim=-2).flatten(-3)
 
     def delta_weight(self) -> torch.Tensor:
         """The (3*dim, in) update: q and v rows from LoRA, k rows zero."""
         dq = self.lora_B_q @ self.lora_A_q
         dv = self.lora_B_v @ self.lora_A_v
-        return torch.cat([dq, torch.zeros_like(dq), dv], dim=0) * self.scaling
+        if self.groups == 1:
+            return torch.cat([dq, torch.zeros_like(dq), dv], dim=0) * self.scaling
+        return self._spread(dq.T, dv.T).T * self.scaling
 
 
 LORA_TYPES = (LoRALinear, LoRAQKV)
 
 
-def lora_from_linear(cls: type, linear: nn.Linear, lora: LoraConfig) -> nn.Linear:
-    """A LoRA layer of type ``cls`` that shares ``linear``'s weight and bias tensors."""
-    layer = cls(linear.in_features, linear.out_features, lora, bias=linear.bias is not None)
+def lora_from_linear(cls: type, linear: nn.Linear, lora: LoraConfig, **options) -> nn.Linear:
+    """A LoRA layer of type ``cls`` that shares ``linear``'s weight and bias tensors
+    (``options``: the layer type's own, e.g. LoRAQKV's ``groups``)."""
+    layer = cls(linear.in_features, linear.out_features, lora, bias=linear.bias is not None,
+                **options)
     layer.weight = linear.weight
     if linear.bias is not None:
         layer.bias = linear.bias

@@ -44,6 +44,12 @@ class SptOutput:
 
 
 def _image_encoder(config: ModelConfig) -> nn.Module:
+    if config.encoder == "tinyvit":
+        from samspt.training.tinyvit_encoder import TinyVitEncoder
+
+        return TinyVitEncoder(config.image_size, config.encoder_stage_dims,
+                              config.encoder_stage_depths, config.encoder_stage_heads,
+                              config.encoder_stage_windows, out_chans=config.prompt_embed_dim)
     if config.encoder == "conv":
         return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim,
                                 high_res=config.high_res_features,
@@ -106,6 +112,11 @@ class SptSam(nn.Module):
     def _inject_lora(self, lora: LoraConfig) -> None:
         for block in getattr(self.image_encoder, "blocks", ()):  # conv encoders have no attention
             block.attn.qkv = lora_from_linear(LoRAQKV, block.attn.qkv, lora)
+        if self.config.encoder == "tinyvit":     # fused qkv, rows per head
+            from samspt.training.tinyvit_encoder import attentions
+
+            for attention, heads in attentions(self.image_encoder):
+                attention.qkv = lora_from_linear(LoRAQKV, attention.qkv, lora, groups=heads)
         for decoder in (self.draft_decoder, self.refine_decoder):
             for attention in decoder.transformer.modules():
                 if isinstance(attention, DecoderAttention):

@@ -195,6 +195,10 @@ def _architecture(cfg: Dict[str, Any]) -> List[str]:
     if cfg.get("encoder") == "conv":
         encoder = (f"a conv encoder: `timm`'s {cfg.get('encoder_arch')} trunk cut at stride "
                    f"{cfg['patch_size']} and SAM's neck to {cfg['prompt_embed_dim']} channels")
+    elif cfg.get("encoder") == "tinyvit":
+        encoder = (f"MobileSAM's TinyViT encoder (stage widths "
+                   f"{', '.join(map(str, cfg['encoder_stage_dims']))}, depths "
+                   f"{', '.join(map(str, cfg['encoder_stage_depths']))})")
     else:
         encoder = (f"SAM's ViT encoder (width {cfg['encoder_embed_dim']}, depth "
                    f"{cfg['encoder_depth']}, {cfg['encoder_num_heads']} heads, patch "
