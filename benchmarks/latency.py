@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a model folder with a scan head for scan_vs_encoder_2k (a 2048 px "
                              "tile scanned / its encoder runs; default: the shipped example "
                              "model; none without a head)")
+    parser.add_argument("--families", default="all", metavar="NAME[,NAME...]",
+                        help="encoder families timed against ViT-B's at 1024 px for "
+                             "encoder_tinyvit_vs_vit_b (tinyvit: MobileSAM), all (default) or "
+                             "none; each exports ViT-B and the family's encoder (minutes on a "
+                             "CPU)")
     add_verbose_flag(parser)
     return parser
 
@@ -119,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from samspt.benchmarks.record import build_record, write_record
     from samspt.benchmarks.report import format_report
     from samspt.benchmarks.settings import Settings, parse_backends
+    from samspt.benchmarks.family_encoders import parse_families
     from samspt.benchmarks.suite import Progress, run_benchmark
 
     bar = _Bar() if progress_enabled() else None
@@ -131,7 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             device=args.device, relation_tokens=args.relation_tokens,
                             threads=args.threads, seed=args.seed,
                             train_steps=args.train_steps,
-                            scan_model=args.scan_model).resolved()
+                            scan_model=args.scan_model,
+                            families=parse_families(args.families)).resolved()
         print(f"samspt-bench: {settings.model} on {settings.device}, backends "
               f"{', '.join(settings.backends)}, prompts {settings.prompts}, {settings.reps} reps",
               file=sys.stderr, flush=True)

@@ -39,7 +39,8 @@ RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_
               "encoder_int8_vs_fp32", "encoder_batch8_vs_single", "postprocess_share_k64",
               "postprocess_share_k64_example", "encoder_peak_share",
               "encoder_int8_signed_vs_fp32", "encoder_int8_signed_vs_fp32_example",
-              "encoder_int8_vs_fp32_example")
+              "encoder_int8_vs_fp32_example", "encoder_tinyvit_vs_vit_b",
+              "encoder_gflop_tinyvit_vs_vit_b")
 # Keys computed from the stage timings (:func:`result_ratios`): None when the run lacks the
 # backend or 64 prompts.
 RESULT_KEYS = ("postprocess_share_k64", "postprocess_share_k64_example", "encoder_peak_share")

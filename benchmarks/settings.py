@@ -65,6 +65,8 @@ class Settings:
     train_steps: int = 12  # steps of the one command's recipe timed (train_rate.py); 0: none
     scan_model: Optional[str] = None  # a model folder with a scan head (scan_cost.py); None:
     #                                   the shipped example model
+    # encoder families timed against ViT-B at 1024 px (family_encoders.py); empty: none
+    families: List[str] = field(default_factory=lambda: ["tinyvit"])
 
     def resolved(self) -> "Settings":
         """A copy with the device and backends resolved and everything checked."""

@@ -78,7 +78,7 @@ def encoder_flops_of(pipeline: Any, config, model_dir: Path) -> Dict[str, Any]:
     family (:func:`encoder_flops`), from the exported graph's shapes otherwise (the conv family,
     the shipped example model)."""
     folder = getattr(pipeline, "model_dir", model_dir)
-    if folder == model_dir and config.encoder_embed_dim > 0:
+    if folder == model_dir and config.encoder == "vit":
         return {"flops": encoder_flops(config), "counted_from": "configuration (ViT)"}
     graph = folder / graph_entry(read_manifest(folder, verify_files=False), "encoder",
                                  "fp32")["file"]
@@ -181,6 +181,16 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
     scan_cost = measure_scan_cost(Path(settings.scan_model or EXAMPLE_MODEL_DIR),
                                   settings.threads, settings.reps, settings.warmup)
     progress.step()
+    from samspt.benchmarks.family_encoders import BASIS as FAMILY_BASIS, compare_families
+
+    progress.phase(f"encoder families against ViT-B at 1024 px: "
+                   f"{', '.join(settings.families) or 'none'}",
+                   (settings.reps + settings.warmup) * (len(settings.families) + 1)
+                   if settings.families else 0)
+    families = compare_families(settings.families, settings.reps, settings.warmup,
+                                settings.threads, settings.seed, tick=progress.step)
+    ratios["ratios"].update(families["ratios"])
+    ratios["details"]["basis"].update(FAMILY_BASIS)
     results, backends = _results(samples, pipelines, memory, flops)
     order = {name: i for i, name in enumerate(settings.backends)}
     results.sort(key=lambda e: (order[e["backend"]], e["prompts"]))
@@ -190,9 +200,10 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
             "inputs": {"image": image_name, "image_hw": list(image.shape[:2]),
                        "prompt": "box", "boxes_seed": settings.seed},
             "model": {"name": config.name, "image_size": config.image_size,
-                      "tokens": config.num_tokens, "encoder": (encoder_figures(config) if config.encoder_embed_dim > 0 else
+                      "tokens": config.num_tokens, "encoder": (encoder_figures(config) if config.encoder == "vit" else
                                   {"gflop": run_flops["flops"] / 1e9,
                                    "counting": run_flops["counted_from"]})},
             "backends": backends, "skipped": skipped, "results": results,
             "ratios": ratios["ratios"], "ratio_details": ratios["details"],
-            "relation": relation, "ort_choices": choices, **training, **scan_cost}
+            "relation": relation, "ort_choices": choices, **training, **scan_cost,
+            "family_encoders": families["encoders"]}

@@ -204,6 +204,7 @@ RULES: Dict[str, Rule] = {
     "QuantizeLinear": _zero_point(2, "y_zero_point"),
     "DequantizeLinear": _zero_point(2, "x_zero_point"),
     "Slice": _constant_input(3, "axes"),
+    "Pad": _constant_input(3, "axes"),
     "Squeeze": _constant_input(1, "axes"),
     "Unsqueeze": _constant_input(1, "axes"),
     "CumSum": _constant_input(1, "axis"),

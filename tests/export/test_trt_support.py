@@ -140,6 +140,14 @@ def test_restrictions_that_apply_to_our_nodes_are_checked():
                                numpy_helper.from_array(np.array([1], np.int64), "one")])
     assert "'cut' (Slice): axes must be an initializer" in _rejections(sliced, "10.3")
     assert "cut" not in _rejections(sliced, "10.15")
+    # Pad's axes (input 3) too, in 10.3's list; a Pad without axes passes (TinyViT's windows)
+    padded = _graph([helper.make_node("Shape", ["x"], ["s"], name="shape", start=0, end=1),
+                     helper.make_node("Pad", ["x", "pads", "", "s"], ["y"], name="pad")],
+                    [x], [y], [numpy_helper.from_array(np.zeros(2, np.int64), "pads")])
+    assert "'pad' (Pad): axes must be an initializer" in _rejections(padded, "10.3")
+    plain = _graph([helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")], [x], [y],
+                   [numpy_helper.from_array(np.zeros(8, np.int64), "pads")])
+    assert "pad" not in _rejections(plain, "10.3")
     # an op the list restricts without a rule here is reported, not passed
     drop = _graph([helper.make_node("Dropout", ["x"], ["y"], name="drop")], [x], [y])
     assert "'drop' (Dropout): unchecked restriction" in _rejections(drop, "10.15")

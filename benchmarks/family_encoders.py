@@ -1,0 +1,122 @@
+"""Encoder families side by side: each family's exported FP32 encoder against ViT-B's at the
+same input, on ONNX Runtime, in one run.
+
+* ``encoder_tinyvit_vs_vit_b``: MobileSAM's TinyViT encoder (``mobile_sam_vit_t``) / SAM's
+  ViT-B encoder, 1024 px, one view per call, calls interleaved (:func:`stats.interleaved`);
+  ``encoder_gflop_tinyvit_vs_vit_b``: their GFLOP per view, the same way.
+
+Each encoder is exported through the project's own export (LoRA merged, random weights: the
+arithmetic is the weights' shapes', not their values) and timed as the Inspector runs it
+(``OrtGraphs.encode``). GFLOP per view come from PyTorch's FLOP counter on the merged encoder
+(``torch.utils.flop_counter``: matrix products and convolutions, 1 multiply-add = 2 FLOPs),
+the same counting for every family.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from samspt.benchmarks import stats
+from samspt.benchmarks.models import spt_model
+from samspt.runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "vit_b"
+# family -> (ratio key, model type)
+FAMILIES: Dict[str, tuple] = {"tinyvit": ("encoder_tinyvit_vs_vit_b", "mobile_sam_vit_t")}
+
+
+BASIS = {
+    "encoder_tinyvit_vs_vit_b": "MobileSAM's TinyViT encoder / SAM's ViT-B encoder, exported "
+                                "FP32, 1024 px, one view per call, ONNX Runtime, interleaved",
+    "encoder_gflop_tinyvit_vs_vit_b": "their GFLOP per 1024 px view (PyTorch's FLOP counter: "
+                                      "matrix products and convolutions)",
+}
+
+
+def parse_families(text: str) -> list:
+    """``--families``: comma-separated names of :data:`FAMILIES`, ``all`` or ``none``."""
+    text = text.strip().lower()
+    if text == "none":
+        return []
+    if text == "all":
+        return list(FAMILIES)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown or not names:
+        raise ConfigError(f"--families takes {', '.join(FAMILIES)}, all or none; got {text!r}")
+    return names
+
+
+def encoder_gflop(model: torch.nn.Module, size: int) -> float:
+    """GFLOP of one ``size`` px view through ``model``'s image encoder (PyTorch's counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.image_encoder(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def _exported_encoder(model_type: str, out_dir: Path, seed: int):
+    """(input side, GFLOP per view) of ``model_type``, exported (FP32) into ``out_dir``."""
+    from samspt.export.onnx_export import export_model
+
+    model = spt_model(model_type, seed)
+    gflop = encoder_gflop(model.merged().eval(), model.config.image_size)
+    log.info("exporting %s (FP32, unverified) for the family comparison", model_type)
+    export_model(model, out_dir, f"bench_{model_type}", precision="fp32", verify=False,
+                 stage=lambda text: log.debug("export: %s", text))
+    return model.config.image_size, gflop
+
+
+def compare_families(families: Sequence[str], reps: int, warmup: int, threads: int = 0,
+                     seed: int = 0, tick: Optional[Callable[[], None]] = None
+                     ) -> Dict[str, Any]:
+    """``{"ratios": {key: time ratio}, "encoders": {model type: {median_ms, gflop,
+    image_size}}}`` for ``families`` (names of :data:`FAMILIES`) against ViT-B."""
+    from samspt.runtime.ort_backend import OrtGraphs
+
+    empty = {key: None for key in BASIS}
+    if not families:
+        return {"ratios": empty, "encoders": {}}
+    types = [REFERENCE] + [FAMILIES[name][1] for name in families]
+    figures: Dict[str, Dict[str, Any]] = {}
+    calls: Dict[str, Callable[[], object]] = {}
+    graphs = []
+    with tempfile.TemporaryDirectory(prefix="samspt-families-") as tmp:
+        try:
+            for model_type in types:
+                folder = Path(tmp) / model_type
+                size, gflop = _exported_encoder(model_type, folder, seed)
+                figures[model_type] = {"image_size": size, "gflop": gflop}
+                pair = OrtGraphs(folder / "encoder.fp32.onnx", folder / "decoder.fp32.onnx",
+                                 threads=threads)
+                graphs.append(pair)
+                view = np.random.default_rng(seed).standard_normal(
+                    (1, 3, size, size)).astype(np.float32)
+                calls[model_type] = (lambda p=pair, v=view: p.encode(v))
+            samples = stats.interleaved(calls, reps, warmup, tick=tick)
+        finally:
+            for pair in graphs:
+                pair.close()
+    for model_type, ms in samples.items():
+        figures[model_type]["median_ms"] = stats.percentile(ms, 50)
+    reference = figures[REFERENCE]
+    ratios = dict(empty)
+    for name in families:
+        key, model_type = FAMILIES[name]
+        if figures[model_type]["image_size"] != reference["image_size"]:
+            raise ConfigError(f"{model_type} runs at {figures[model_type]['image_size']} px, "
+                              f"ViT-B at {reference['image_size']}: not the same input")
+        ratios[key] = stats.ratio(figures[model_type]["median_ms"], reference["median_ms"])
+        ratios[key.replace("encoder_", "encoder_gflop_", 1)] = \
+            figures[model_type]["gflop"] / reference["gflop"]
+    return {"ratios": ratios, "encoders": figures}

@@ -1,0 +1,34 @@
+"""The encoder-family comparison: its FLOP counting, its ratios and its argument."""
+
+from __future__ import annotations
+
+import pytest
+
+from samspt.benchmarks.family_encoders import FAMILIES, encoder_gflop, parse_families
+from samspt.benchmarks.flops import encoder_flops
+from samspt.benchmarks.models import merged_model
+from samspt.runtime.errors import ConfigError
+from samspt.training.config import get_config
+
+
+def test_the_flop_counter_agrees_with_the_vit_arithmetic_the_benchmarks_use():
+    """PyTorch's counter on SAM's ViT encoder (tiny configuration) lands within 10 % of the
+    configuration's own count (which adds what the counter leaves out: nothing but products)."""
+    counted = encoder_gflop(merged_model("tiny"), 64) * 1e9
+    assert counted == pytest.approx(encoder_flops(get_config("tiny")), rel=0.1)
+
+
+def test_mobile_sams_encoder_is_a_small_fraction_of_vit_bs_arithmetic():
+    """At 1024 px TinyViT does about 78 GFLOP (39 G multiply-adds) per view, against ViT-B's
+    ~980 by the configuration's count: the advantage the exported graph must keep."""
+    tinyvit = encoder_gflop(merged_model("mobile_sam_vit_t"), 1024)
+    assert 60 < tinyvit < 100
+    assert tinyvit < 0.1 * encoder_flops(get_config("vit_b")) / 1e9
+
+
+def test_families_are_named_and_checked():
+    assert parse_families("all") == list(FAMILIES)
+    assert parse_families("none") == []
+    assert parse_families("tinyvit") == ["tinyvit"]
+    with pytest.raises(ConfigError, match="--families"):
+        parse_families("hiera_x")
