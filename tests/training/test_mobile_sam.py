@@ -15,7 +15,7 @@ from samspt.runtime.errors import CheckpointError, ConfigError, ModelTypeMismatc
 from samspt.training.checkpoints import build_model, infer_model_type, load_sam_weights
 from samspt.training.config import LoraConfig, get_config
 from samspt.training.lora import LoRAQKV
-from samspt.training.model import SptSam
+from samspt.training.model import SptSam, is_spt_parameter
 
 from ..conftest import randomize_spt_
 
@@ -170,3 +170,35 @@ def test_samspt_export_writes_a_verified_full_size_mobile_sam_folder(mobile_sam_
     with Inspector(out) as inspector:
         answer = inspector.inspect(image, boxes=boxes[:1])
     assert answer.masks.shape == (1, *image.shape[:2])
+
+
+def test_the_one_command_trains_spt_on_a_mobile_sam_checkpoint(tmp_path):
+    """`samspt-train --init` with a MobileSAM-layout checkpoint plans SPT on it, and a training
+    step moves only SPT's tensors (LoRA on TinyViT's and the decoders' q and v, relation scales)."""
+    from samspt.training.auto_run import classify_init, plan_run
+    from samspt.training.trainer import build_training_model
+
+    from .test_one_command import make_dataset
+
+    checkpoint = tmp_path / "mobile_sam_tiny.pt"
+    official_layout = {k.replace("draft_decoder.", "mask_decoder."): v
+                       for k, v in SptSam(get_config("mobile_sam_tiny"), lora=None)
+                       .state_dict().items()
+                       if not k.startswith("refine_decoder.") and not is_spt_parameter(k)}
+    torch.save(official_layout, checkpoint)
+    found = classify_init(checkpoint)
+    assert (found.kind, found.model_type) == ("sam", "mobile_sam_tiny")
+    plan = plan_run(make_dataset(tmp_path / "data"), tmp_path / "run", 5.0, checkpoint)
+    assert (plan.config.model.mode, plan.config.model.type) == ("spt", "mobile_sam_tiny")
+    model = build_training_model(plan.config)
+    model.set_train_mode(plan.config.model.mode)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any(name.startswith("image_encoder.layers.") and "lora_A_q" in name
+               for name in trained)
+    assert all("lora_" in name or "relation_scales" in name for name in trained)
+    out = model(torch.randn(1, 3, 64, 64), torch.tensor([[[4.0, 4.0], [40.0, 40.0]]]),
+                torch.tensor([[2.0, 3.0]]))
+    (out.logits.mean() + out.draft_logits.mean()).backward()
+    grads = [p.grad for name, p in model.named_parameters()
+             if p.requires_grad and "image_encoder" in name and "lora_A" in name]
+    assert grads and all(g is not None for g in grads)
