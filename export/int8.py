@@ -190,13 +190,13 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
     if calibration not in CALIBRATIONS:
         raise Int8Error(f"unknown calibration {calibration!r}: use one of "
                         f"{', '.join(CALIBRATIONS)}")
-    method, calib_options = CALIBRATIONS[calibration]
     signed = activations == "int8"
     model = onnx.load(str(fp32_path))
     for_parity = list(keep_float)
     keep_float = float_nodes(model) + for_parity
     quantizable = [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES]
-    try:
+
+    def run(method: str, calib_options: Dict[str, Any]) -> None:
         with _quantiser_quiet():
             quantize_static(
                 str(fp32_path), str(out_path), _Reader(feeds),
@@ -211,6 +211,21 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
                                "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
                                **calib_options},
                 calibration_providers=["CPUExecutionProvider"])
+
+    method, calib_options = CALIBRATIONS[calibration]
+    fallback = None
+    try:
+        try:
+            run(method, calib_options)
+        except ValueError as exc:
+            # onnxruntime's histogram calibration cannot bin a tensor whose values span almost
+            # nothing (a dead channel of untrained weights): its ranges come from MinMax then.
+            if method == "MinMax" or "bins" not in str(exc):
+                raise
+            fallback = f"{method} calibration failed ({exc}); MinMax ranges instead"
+            log.warning("%s: %s", fp32_path.name, fallback)
+            method, calib_options = CALIBRATIONS["minmax"]
+            run(method, calib_options)
     except Exception as exc:  # noqa: BLE001 - the quantiser raises plain exceptions
         raise Int8Error(f"quantising {fp32_path.name} failed: {exc}") from None
     written = onnx.load(str(out_path), load_external_data=False)
@@ -223,7 +238,8 @@ def quantize_graph(fp32_path: Path, out_path: Path, feeds: List[Dict[str, np.nda
             "activations": "int8, symmetric" if signed else "uint8, asymmetric",
             "calibration": {"method": method, "inputs": len(feeds),
                             **({"percentile": CALIBRATION_PERCENTILE}
-                               if calibration == "percentile" else {})},
+                               if method == "Percentile" else {}),
+                            **({"fallback": fallback} if fallback else {})},
             "quantized_nodes": len(quantized),
             "float_nodes": len(quantizable) - len(quantized),
             "kept_float_for_parity": for_parity}

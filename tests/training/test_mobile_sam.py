@@ -110,12 +110,26 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
     from samspt.training.predict import predict
 
     torch.manual_seed(0)
-    model = randomize_spt_(SptSam(get_config("mobile_sam_tiny")).train(), scale=0.2).eval()
+    model = randomize_spt_(SptSam(get_config("mobile_sam_tiny")).train(), scale=0.2)
+    with torch.no_grad():   # TinyViT zero-initialises its residual branches' norms: wake them
+        for norm in model.image_encoder.modules():
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                norm.weight.uniform_(0.5, 1.5)
+    model.eval()
     images = bundled_verify_images()[:2]
-    result = export_model(model, tmp_path / "m", "m", verify_images=images)
+    result = export_model(model, tmp_path / "m", "m", verify_images=images, precision="all")
     verification = result.manifest["verification"]
     assert verification["fp32"]["mean_iou"] >= 0.999
     assert verification["fp16"]["mean_iou"] >= 0.99
+    gates = verification["gates"]["int8"]
+    assert verification["int8"]["mean_iou"] >= gates["mean_iou"]
+    assert verification["int8"]["min_iou"] >= gates["min_iou"]
+    encoder_int8 = result.manifest["graphs"]["encoder"]["int8"]
+    assert encoder_int8["quantization"]["quantized_nodes"] > 0
+    # its CPU variant: percentile ranges where onnxruntime can bin every tensor, MinMax (said
+    # in the manifest) where a tensor spans almost nothing
+    variant = encoder_int8["variants"]["cpu"]["quantization"]["calibration"]
+    assert variant["method"] == "Percentile" or "MinMax ranges instead" in variant["fallback"]
     # LoRA merged: the encoder graph is the vanilla encoder's (the same op histogram)
     vanilla = tmp_path / "vanilla.onnx"
     plain = SptSam(get_config("mobile_sam_tiny"), lora=None).eval()
@@ -127,10 +141,13 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
         return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
     assert histogram(tmp_path / "m" / "encoder.fp32.onnx") == histogram(vanilla)
-    # every node passes the ONNX-TensorRT parser's lists (10.3 and the newest kept 10.x)
+    # every node of the graphs TensorRT is given passes the ONNX-TensorRT parser's lists (10.3
+    # and the newest kept 10.x; the INT8 CPU variant is ONNX Runtime's only)
     from samspt.export.trt_support import check_files
+    from samspt.runtime.manifest import tensorrt_graph_files
 
-    report = check_files(sorted((tmp_path / "m").glob("*.onnx")))
+    report = check_files([tmp_path / "m" / name
+                          for name in tensorrt_graph_files(result.manifest["graphs"])])
     assert report and not any(report.values()), report
     # a batch of views encodes as each view alone (MobileSAM's own merge traced batch 1)
     import onnxruntime as ort
