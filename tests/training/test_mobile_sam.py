@@ -183,6 +183,11 @@ def test_samspt_export_writes_a_verified_full_size_mobile_sam_folder(mobile_sam_
     manifest = read_manifest(out)
     assert manifest["model"]["name"] == "mobile_sam_vit_t"
     assert manifest["verification"]["fp16"]["mean_iou"] >= 0.99
+    from samspt.export.trt_support import check_files    # TinyViT's window padding included
+    from samspt.runtime.manifest import tensorrt_graph_files
+
+    report = check_files([out / name for name in tensorrt_graph_files(manifest["graphs"])])
+    assert not any(report.values()), report
     _, image, boxes = bundled_verify_images()[0]
     with Inspector(out) as inspector:
         answer = inspector.inspect(image, boxes=boxes[:1])
