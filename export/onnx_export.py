@@ -27,11 +27,11 @@ import samspt
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError, SamsptError
 from samspt.runtime.files import atomic_dir, atomic_write_text
-from samspt.runtime.manifest import (CPU_VARIANT, MANIFEST, PRECISIONS, SCHEMA_VERSION,
-                                     VARIANTS, file_entry, graph_file_name,
-                                     tensorrt_graph_files)
+from samspt.runtime.manifest import (MANIFEST, PRECISIONS, SCHEMA_VERSION, file_entry,
+                                     graph_file_name, tensorrt_graph_files)
 from samspt.runtime.postprocess import MASK_THRESHOLD
 from samspt.export.fp16 import layer_norm_2d_scopes, store_weights_fp16, to_fp16
+from samspt.export.graph_files import graph_record, save_graph
 from samspt.export.graphs import (DECODER_DYNAMIC_AXES, ENCODER_DYNAMIC_AXES, DecoderGraph,
                                   example_inputs)
 from samspt.training.model import SptSam
@@ -70,27 +70,6 @@ def _tool_versions() -> Dict[str, str]:
     return versions
 
 
-def _io_spec(values) -> List[Dict[str, Any]]:
-    out = []
-    for value in values:
-        kind = value.type.tensor_type
-        shape = [d.dim_param if d.dim_param else d.dim_value for d in kind.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type).name
-        out.append({"name": value.name, "shape": shape, "dtype": dtype})
-    return out
-
-
-def _save(proto: onnx.ModelProto, path: Path, external: bool) -> List[str]:
-    """Save ``proto``; with ``external`` its weights go to ``<file>.data``. Returns file names."""
-    if external:
-        onnx.save_model(proto, str(path), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=path.name + ".data",
-                        size_threshold=1024)
-        return [path.name, path.name + ".data"]
-    onnx.save_model(proto, str(path))
-    return [path.name]
-
-
 def _trace(module: torch.nn.Module, args: Tuple, path: Path, inputs: Sequence[str],
            outputs: Sequence[str], opset: int, dynamic_axes: Optional[Dict] = None) -> None:
     with warnings.catch_warnings(), torch.no_grad():
@@ -113,178 +92,6 @@ def parse_precisions(text: str) -> List[str]:
         raise ConfigError(f"precision must be {', '.join(PRECISIONS)}, both (fp32,fp16), all "
                           f"(fp32,fp16,int8) or a comma-separated list, got {text!r}")
     return [p for p in PRECISIONS if p in parts]
-
-
-def _graph_record(proto: onnx.ModelProto, file: str, names: List[str], opset: int,
-                  storage: str) -> Dict[str, Any]:
-    return {"file": file, "opset": opset, "weights_storage": storage,
-            "external_data": names[1:], "inputs": _io_spec(proto.graph.input),
-            "outputs": _io_spec(proto.graph.output)}
-
-
-def _export_int8(model: SptSam, tmp: Path, graphs: Dict[str, Dict[str, Any]],
-                 fp32_protos: Dict[str, onnx.ModelProto], opset: int,
-                 calib_images: Optional[Sequence], prepared, stage: Stage,
-                 external: bool) -> List[str]:
-    """Write the INT8 graphs (see :mod:`samspt.export.int8`) and their GRAPH records; returns
-    the files written. The decoder stays float where its INT8 version misses the INT8 gate
-    alone (on PyTorch's embeddings), or cannot be checked (no verification); the record says
-    so under ``quantization``. Each INT8 graph written gets its CPU variant (unsigned
-    activations, same calibration) under ``variants``, kept where its parity holds
-    (:func:`samspt.export.verify.keep_passing_variants`)."""
-    from samspt.export.int8 import (calibration_for, calibration_views, decoder_feeds,
-                                    encoder_feeds, quantize_graph)
-    from samspt.export.verify import GATES, graph_parity, keep_passing_variants, passes
-    from samspt.runtime.samples import bundled_verify_images
-
-    config = model.config
-    work = tmp / ".int8.work"
-    work.mkdir()
-    files: List[str] = []
-    sources = {}
-    for kind, proto in fp32_protos.items():
-        sources[kind] = work / f"{kind}.fp32.onnx"
-        _save(proto, sources[kind], external and kind == "encoder")
-    views = calibration_views(calib_images if calib_images is not None
-                              else bundled_verify_images(), config.image_size,
-                              config.view_settings)
-    stage(f"calibrating INT8 on {len(views)} views of real images")
-    enc_feeds = encoder_feeds(views, config.pixel_mean, config.pixel_std)
-    dec_feeds = decoder_feeds(views, enc_feeds, sources["encoder"])
-    feeds = {"encoder": enc_feeds, "decoder": dec_feeds}
-
-    # Nodes kept float for parity, per (graph, variant): each form searches its own.
-    kept: Dict[Tuple[str, Optional[str]], List[str]] = {}
-
-    def quantize(kind: str, variant: Optional[str] = None):
-        path = tmp / graph_file_name(kind, "int8", variant)
-        info = quantize_graph(sources[kind], path, feeds[kind], external and kind == "encoder",
-                              activations="uint8" if variant == CPU_VARIANT else "int8",
-                              keep_float=kept.get((kind, variant), []),
-                              calibration=calibration_for(kind, variant))
-        try:
-            onnx.checker.check_model(str(path))
-        except onnx.checker.ValidationError as exc:
-            raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
-        names = [path.name] + ([path.name + ".data"] if (tmp / (path.name + ".data")).exists()
-                               else [])
-        return path, names, info
-
-    records = {}
-    for kind in ("encoder", "decoder"):
-        stage(f"quantising the {kind} graph to INT8 (static QDQ)")
-        records[kind] = quantize(kind)
-    if prepared is not None:
-        records["encoder"] = _encoder_within_gate(records["encoder"], quantize, kept, sources,
-                                                  feeds["encoder"], work, prepared, stage, None)
-
-    decoder_path, decoder_names, decoder_info = records["decoder"]
-    if prepared is None:
-        reason = "not verified (--no-verify): the INT8 decoder's parity could not be checked"
-        keep_float = True
-    else:
-        stage("checking the INT8 decoder alone against PyTorch")
-        figures = graph_parity(prepared, sources["encoder"], decoder_path)
-        keep_float = not passes(figures, "int8", "decoder_")
-        reason = (f"the INT8 decoder alone reached mean mask IoU "
-                  f"{figures['decoder_mean_iou']:.4f}, minimum {figures['decoder_min_iou']:.4f} "
-                  f"(gate {GATES['int8']}): kept float")
-    for kind in ("encoder", "decoder"):
-        path, names, info = records[kind]
-        if kind == "decoder" and keep_float:
-            log.warning("decoder INT8: %s", reason)
-            for name in names:
-                (tmp / name).unlink()
-            info = {"quantized": False, "reason": reason}
-            if "fp32" in graphs["decoder"]:
-                record = dict(graphs["decoder"]["fp32"])
-            else:  # the float decoder the INT8 model uses, written for it alone
-                path = tmp / graph_file_name("decoder", "fp32")
-                names = _save(fp32_protos["decoder"], path, False)
-                record = _graph_record(fp32_protos["decoder"], path.name, names, opset,
-                                       "float32")
-            graphs["decoder"]["int8"] = dict(record, quantization=info)
-            files += names if "fp32" not in graphs["decoder"] else []
-            continue
-        proto = onnx.load(str(path), load_external_data=False)
-        graphs[kind]["int8"] = dict(_graph_record(proto, path.name, names, opset, "int8"),
-                                    quantization=info)
-        files += names
-        stage(f"quantising the {kind} graph's CPU variant (unsigned activations)")
-        path, names, info = quantize(kind, CPU_VARIANT)
-        if kind == "encoder" and prepared is not None:
-            path, names, info = _encoder_within_gate((path, names, info), quantize, kept,
-                                                     sources, feeds["encoder"], work, prepared,
-                                                     stage, CPU_VARIANT)
-        graphs[kind]["int8"]["variants"] = {CPU_VARIANT: {
-            "file": path.name, "external_data": names[1:], "activations": "uint8",
-            "execution_provider": VARIANTS[CPU_VARIANT], "tensorrt": False,
-            "quantization": info}}
-        files += names
-    if prepared is not None:
-        stage("checking the INT8 CPU variants against PyTorch")
-        removed = keep_passing_variants(prepared, tmp, graphs)
-        files = [name for name in files if name not in removed]
-    shutil.rmtree(work)
-    return files
-
-
-def _encoder_within_gate(record, quantize, kept: Dict[Tuple[str, Optional[str]], List[str]],
-                         sources, feeds, work: Path, prepared, stage: Stage,
-                         variant: Optional[str]):
-    """The INT8 encoder ``record`` (path, names, info) of ``variant`` (None: the signed graph),
-    or, where it misses the INT8 gate with the FP32 decoder, one that keeps float the fewest of
-    its most sensitive nodes that passes (:mod:`samspt.export.int8_fallback`), ranked for its
-    own activation type; ``kept[("encoder", variant)]`` is set to them."""
-    from functools import partial
-
-    from samspt.export.int8 import calibration_for, quantizable_nodes, quantize_graph
-    from samspt.export.int8_fallback import node_sensitivity, smallest_passing
-    from samspt.export.verify import graph_parity, passes
-
-    what = "INT8 encoder" + (f" ({variant} variant)" if variant else "")
-    stage(f"checking the {what} against PyTorch (FP32 decoder)")
-    figures = graph_parity(prepared, record[0], sources["decoder"])
-    if passes(figures, "int8"):
-        return record
-    candidates = quantizable_nodes(onnx.load(str(sources["encoder"]), load_external_data=False))
-    stage(f"{what} misses the gate (mean mask IoU {figures['mean_iou']:.4f}, minimum "
-          f"{figures['min_iou']:.4f}): measuring each of its {len(candidates)} INT8 nodes")
-    probe = partial(quantize_graph, activations="uint8" if variant == CPU_VARIANT else "int8",
-                    calibration=calibration_for("encoder", variant))
-    sensitivity = node_sensitivity(sources["encoder"], feeds, candidates, work, probe,
-                                   partial(_mask_shortfall, prepared, sources["decoder"]))
-    ranked = sorted(candidates, key=lambda name: -sensitivity[name])
-    figures_at: Dict[int, Dict[str, Any]] = {}
-    key = ("encoder", variant)
-
-    def try_float(k: int) -> bool:
-        kept[key] = ranked[:k]
-        stage(f"{what} with its {k} most sensitive of {len(ranked)} nodes float")
-        figures_at[k] = graph_parity(prepared, quantize("encoder", variant)[0],
-                                     sources["decoder"])
-        return passes(figures_at[k], "int8")
-
-    count, _ = smallest_passing(len(ranked), try_float)
-    kept[key] = ranked[:count]
-    record = quantize("encoder", variant)  # the file on disk is the last one tried: this one
-    figures = figures_at.get(count) or graph_parity(prepared, record[0], sources["decoder"])
-    log.warning("%s: %d of %d nodes kept float to hold the gate (mean mask IoU %.4f, "
-                "minimum %.4f): %s", what, count, len(ranked), figures["mean_iou"],
-                figures["min_iou"], ", ".join(ranked[:count]))
-    record[2]["parity_fallback"] = {
-        "sensitivity": {n: round(sensitivity[n], 4) for n in ranked},
-        "mean_iou": figures["mean_iou"], "min_iou": figures["min_iou"]}
-    return record
-
-
-def _mask_shortfall(prepared, decoder: Path, encoder: Path) -> float:
-    """How far the masks through ``encoder`` (with the FP32 ``decoder``) fall from PyTorch's:
-    (1 - mean mask IoU) + (1 - minimum), what the parity gate checks."""
-    from samspt.export.verify import graph_parity
-
-    figures = graph_parity(prepared, encoder, decoder)
-    return (1.0 - figures["mean_iou"]) + (1.0 - figures["min_iou"])
 
 
 def with_scan_min_score(config, score: float):
@@ -367,13 +174,13 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
                 elif compact:
                     proto = store_weights_fp16(proto)
                 path = tmp / graph_file_name(kind, prec)
-                names = _save(proto, path, external and kind == "encoder")
+                names = save_graph(proto, path, external and kind == "encoder")
                 try:
                     onnx.checker.check_model(str(path))
                 except onnx.checker.ValidationError as exc:
                     raise ExportError(f"{path.name} fails onnx.checker: {exc}") from None
                 files += names
-                graphs[kind][prec] = _graph_record(proto, path.name, names, opset,
+                graphs[kind][prec] = graph_record(proto, path.name, names, opset,
                                                    "float16" if compact or prec == "fp16"
                                                    else "float32")
         scan_head = None
@@ -390,7 +197,9 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
 
             prepared = prepare_reference(model, verify_images)
         if "int8" in precisions:
-            files += _export_int8(model, tmp, graphs, fp32_protos, opset, calib_images,
+            from samspt.export.int8_export import export_int8
+
+            files += export_int8(model, tmp, graphs, fp32_protos, opset, calib_images,
                                   prepared, stage, external)
         fp32_protos.clear()
 
