@@ -162,7 +162,11 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
     _, image, boxes = images[0]
     with Inspector(tmp_path / "m") as inspector:
         answer = inspector.inspect(image, boxes=boxes[:1])
+        pointed = inspector.inspect(image, points=np.array([[[100.0, 120.0]]]),
+                                    point_labels=np.array([[1]]))
+        scanned = inspector.inspect(image)                  # prompt-free: the whole image
     expected = predict(model, image, boxes=boxes[:1])
+    assert pointed.masks.shape == scanned.masks.shape == (1, *image.shape[:2])
     assert answer.masks.shape[1:] == image.shape[:2]
     assert (answer.masks[0] == expected.masks[0]).mean() > 0.995
 
