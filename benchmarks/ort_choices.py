@@ -115,7 +115,8 @@ def encoder_choices(folder: Path, label: str, reps: int, warmup: int, threads: i
             sessions[f"fp32_{level}"] = _session(fp32, level, threads)
         sessions["fp32_threads1"] = _session(fp32, "all", 1)
         sessions["fp32_sleep"] = _session(fp32, "all", threads, spin=False)
-        if int(manifest["model"].get("encoder_embed_dim", 0)) > 0:
+        if manifest["model"].get("encoder", "vit") == "vit" and \
+                int(manifest["model"].get("encoder_embed_dim", 0)) > 0:   # SAM's ViT only
             fused = Path(tmp) / "encoder.fused.onnx"
             try:
                 notes["transformers_fusions"] = _transformer_fusions(fp32, fused, manifest)

@@ -32,3 +32,22 @@ def test_families_are_named_and_checked():
     assert parse_families("tinyvit") == ["tinyvit"]
     with pytest.raises(ConfigError, match="--families"):
         parse_families("hiera_x")
+
+
+def test_samspt_bench_runs_on_the_mobile_sam_family(tmp_path):
+    """`samspt-bench --model mobile_sam_tiny`: every stage timed, the encoder's FLOPs counted by
+    PyTorch's counter where the TinyViT graph's shapes do not resolve."""
+    import json
+
+    from samspt.benchmarks.latency import main
+
+    out = tmp_path / "record.json"
+    assert main(["--model", "mobile_sam_tiny", "--reps", "1", "--warmup", "0", "--prompts", "1",
+                 "--train-steps", "0", "--families", "none", "--device", "cpu",
+                 "--backends", "ort,torch", "--threads", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["model"]["name"] == "mobile_sam_tiny"
+    for name in ("ort", "torch"):
+        backend = record["backends"][name]
+        assert backend["encoder_gflop"] > 0
+        assert backend["encoder_flops_counted_from"] == "PyTorch's FLOP counter on the merged encoder"
