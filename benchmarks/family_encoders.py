@@ -24,14 +24,12 @@ import torch
 
 from samspt.benchmarks import stats
 from samspt.benchmarks.models import spt_model
+from samspt.benchmarks.settings import FAMILIES
 from samspt.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 REFERENCE = "vit_b"
-# family -> (ratio key, model type)
-FAMILIES: Dict[str, tuple] = {"tinyvit": ("encoder_tinyvit_vs_vit_b", "mobile_sam_vit_t")}
-
 
 BASIS = {
     "encoder_tinyvit_vs_vit_b": "MobileSAM's TinyViT encoder / SAM's ViT-B encoder, exported "

@@ -17,6 +17,9 @@ DEFAULT_MODEL = "small"
 DEFAULT_PROMPTS = (1, 4, 16, 64)
 DEVICES = ("auto", "cpu", "cuda")
 # The relation comparison runs at vit_b's size whatever the model: 64x64 tokens, 256 channels.
+# Encoder families timed against ViT-B at 1024 px (family_encoders.py):
+# family -> (ratio key, model type).
+FAMILIES: Dict[str, tuple] = {"tinyvit": ("encoder_tinyvit_vs_vit_b", "mobile_sam_vit_t")}
 VIT_B_TOKENS = 64 * 64
 VIT_B_CHANNELS = 256
 
@@ -66,7 +69,7 @@ class Settings:
     scan_model: Optional[str] = None  # a model folder with a scan head (scan_cost.py); None:
     #                                   the shipped example model
     # encoder families timed against ViT-B at 1024 px (family_encoders.py); empty: none
-    families: List[str] = field(default_factory=lambda: ["tinyvit"])
+    families: List[str] = field(default_factory=lambda: list(FAMILIES))
 
     def resolved(self) -> "Settings":
         """A copy with the device and backends resolved and everything checked."""

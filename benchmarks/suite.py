@@ -211,7 +211,8 @@ def run_benchmark(settings: Settings, progress: Progress = Progress()) -> Dict[s
             "inputs": {"image": image_name, "image_hw": list(image.shape[:2]),
                        "prompt": "box", "boxes_seed": settings.seed},
             "model": {"name": config.name, "image_size": config.image_size,
-                      "tokens": config.num_tokens, "encoder": (encoder_figures(config) if config.encoder == "vit" else
+                      "tokens": config.num_tokens,
+                      "encoder": (encoder_figures(config) if config.encoder == "vit" else
                                   {"gflop": run_flops["flops"] / 1e9,
                                    "counting": run_flops["counted_from"]})},
             "backends": backends, "skipped": skipped, "results": results,

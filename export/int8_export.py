@@ -18,13 +18,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import onnx
 
 from samspt.export.graph_files import graph_record, save_graph
-from samspt.export.onnx_export import ExportError
+from samspt.export.onnx_export import ExportError, Stage
 from samspt.runtime.manifest import CPU_VARIANT, VARIANTS, graph_file_name
 from samspt.training.model import SptSam
 
 log = logging.getLogger(__name__)
-
-Stage = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,10 @@ class Inspector:
     manifest's ``views.scan_min_score``, the operating point chosen at export; none there: every
     view counts). ``prompt_min_score``: the prompts' gate (a prompt the model scores below it
     is answered empty; default: the manifest's ``views.prompt_min_score``, chosen at export;
-    none there: every prompt gets its mask). ``flips``: test-time flips, each prompt's mask voted over 1,
-    2 or 4 runs on the image and its mirror images (:mod:`samspt.runtime.flips`; default: the
-    manifest's ``views.flips``, chosen at training's finish; 1 where it has none). ``spin``: let ONNX Runtime's threads spin-wait
-    between ops instead of sleeping (default False: faster wherever the cores are shared, see
+    none there: every prompt gets its mask). ``flips``: test-time flips, each prompt's mask
+    voted over 1, 2 or 4 runs on the image and its mirror images (:mod:`samspt.runtime.flips`;
+    default: the manifest's ``views.flips``, chosen at training's finish; 1 where it has none).
+    ``spin``: let ONNX Runtime's threads spin-wait between ops instead of sleeping (default False: faster wherever the cores are shared, see
     :class:`samspt.runtime.ort_backend.OrtGraphs`). ``encode``: a function that encodes a
     batch of views (``Vx3xSxS float32 -> VxC'xhxw``) in place of the backend's own, for
     inspections (warm-up uses the backend's); it may call :attr:`graphs` ``.encode`` itself, as

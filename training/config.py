@@ -280,7 +280,6 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         prompt_embed_dim=32, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,
     ),
 }
-SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "mobile_sam_vit_t")
 
 
 def get_config(name: str) -> ModelConfig:

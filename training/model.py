@@ -101,7 +101,7 @@ class SptSam(nn.Module):
         self.box_high_res = (nn.ParameterList(
             [nn.Parameter(torch.zeros(2, config.prompt_embed_dim // 4)),
              nn.Parameter(torch.zeros(2, config.prompt_embed_dim // 8))])
-            if config.box_high_res and config.high_res_features else None)
+            if config.box_high_res else None)   # ModelConfig checks the high-res features
         self.box_clip = (None if config.box_clip_margin is None
                          else BoxClip(config.image_size, config.box_clip_margin))
         self.relation = RelationBuilder()
@@ -193,7 +193,8 @@ class SptSam(nn.Module):
         """A pass's high-res features plus its box vectors inside each prompt's box."""
         if high_res is None or inside is None:
             return high_res
-        return tuple(feat + mark.to(feat.dtype) * vectors[index].to(feat.dtype)[None, :, None, None]
+        return tuple(feat + mark.to(feat.dtype)
+                     * vectors[index].to(feat.dtype)[None, :, None, None]
                      for feat, mark, vectors in zip(high_res, inside, self.box_high_res))
 
     def _with_box(self, dense: torch.Tensor, inside: Optional[torch.Tensor],

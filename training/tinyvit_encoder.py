@@ -2,7 +2,7 @@
 distribution's ``mobile_sam`` package), so ``mobile_sam.pt``'s ``image_encoder.*`` keys load as
 they are.
 
-Two things differ from ``mobile_sam.modeling.TinyViT``, both needed for sizes other than
+Three things differ from ``mobile_sam.modeling.TinyViT``, both needed for sizes other than
 MobileSAM's 1024 px and neither changing what the 1024 px model computes:
 
 * ``forward_features`` reshapes the last stage's tokens to the grid the input size gives

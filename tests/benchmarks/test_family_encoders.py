@@ -50,4 +50,5 @@ def test_samspt_bench_runs_on_the_mobile_sam_family(tmp_path):
     for name in ("ort", "torch"):
         backend = record["backends"][name]
         assert backend["encoder_gflop"] > 0
-        assert backend["encoder_flops_counted_from"] == "PyTorch's FLOP counter on the merged encoder"
+        assert backend["encoder_flops_counted_from"] == \
+            "PyTorch's FLOP counter on the merged encoder"
