@@ -4,6 +4,8 @@ same input, on ONNX Runtime, in one run.
 * ``encoder_tinyvit_vs_vit_b``: MobileSAM's TinyViT encoder (``mobile_sam_vit_t``) / SAM's
   ViT-B encoder, 1024 px, one view per call, calls interleaved (:func:`stats.interleaved`);
   ``encoder_gflop_tinyvit_vs_vit_b``: their GFLOP per view, the same way.
+* ``encoder_hiera_t_vs_vit_b``, ``encoder_gflop_hiera_t_vs_vit_b``: SAM 2.1's Hiera-T image
+  path (``sam2.1_hiera_t``: trunk, FPN neck and the high-res projections), the same way.
 
 Each encoder is exported through the project's own export (LoRA merged, random weights: the
 arithmetic is the weights' shapes', not their values) and timed as the Inspector runs it
@@ -35,6 +37,11 @@ BASIS = {
     "encoder_tinyvit_vs_vit_b": "MobileSAM's TinyViT encoder / SAM's ViT-B encoder, exported "
                                 "FP32, 1024 px, one view per call, ONNX Runtime, interleaved",
     "encoder_gflop_tinyvit_vs_vit_b": "their GFLOP per 1024 px view (PyTorch's FLOP counter: "
+                                      "matrix products and convolutions)",
+    "encoder_hiera_t_vs_vit_b": "SAM 2.1's Hiera-T image path (trunk, FPN neck, high-res "
+                                "projections) / SAM's ViT-B encoder, exported FP32, 1024 px, one "
+                                "view per call, ONNX Runtime, interleaved",
+    "encoder_gflop_hiera_t_vs_vit_b": "their GFLOP per 1024 px view (PyTorch's FLOP counter: "
                                       "matrix products and convolutions)",
 }
 

@@ -87,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "tile scanned / its encoder runs; default: the shipped example "
                              "model; none without a head)")
     parser.add_argument("--families", default="all", metavar="NAME[,NAME...]",
-                        help="encoder families timed against ViT-B's at 1024 px for "
-                             "encoder_tinyvit_vs_vit_b (tinyvit: MobileSAM), all (default) or "
-                             "none; each exports ViT-B and the family's encoder (minutes on a "
-                             "CPU)")
+                        help="encoder families timed against ViT-B's at 1024 px: tinyvit "
+                             "(MobileSAM: encoder_tinyvit_vs_vit_b), hiera (SAM 2.1 Hiera-T: "
+                             "encoder_hiera_t_vs_vit_b), all (default) or none; each exports "
+                             "ViT-B and the family's encoder (minutes on a CPU)")
     add_verbose_flag(parser)
     return parser
 

@@ -40,7 +40,8 @@ RATIO_KEYS = ("encoder_ort_vs_torch", "spt_vs_vanilla_encoder", "spt_vs_vanilla_
               "postprocess_share_k64_example", "encoder_peak_share",
               "encoder_int8_signed_vs_fp32", "encoder_int8_signed_vs_fp32_example",
               "encoder_int8_vs_fp32_example", "encoder_tinyvit_vs_vit_b",
-              "encoder_gflop_tinyvit_vs_vit_b")
+              "encoder_gflop_tinyvit_vs_vit_b", "encoder_hiera_t_vs_vit_b",
+              "encoder_gflop_hiera_t_vs_vit_b")
 # Keys computed from the stage timings (:func:`result_ratios`): None when the run lacks the
 # backend or 64 prompts.
 RESULT_KEYS = ("postprocess_share_k64", "postprocess_share_k64_example", "encoder_peak_share")
@@ -72,7 +73,10 @@ def _sync_after(fn: Callable[[], Any], device: str) -> Callable[[], None]:
 
 
 def _vanilla_decode(sam: torch.nn.Module, embedding: torch.Tensor, box: torch.Tensor) -> Any:
+    """SAM's decoder on the embedding's first C channels (a model with high-res features packs
+    them after the embedding; SAM's own decoder has no high-res skips to take them)."""
     sparse, dense = sam.prompt_encoder(points=None, boxes=box, masks=None)
+    embedding = embedding[:, :sparse.shape[-1]]
     return sam.mask_decoder(image_embeddings=embedding,
                             image_pe=sam.prompt_encoder.get_dense_pe(),
                             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,

@@ -19,7 +19,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # The relation comparison runs at vit_b's size whatever the model: 64x64 tokens, 256 channels.
 # Encoder families timed against ViT-B at 1024 px (family_encoders.py):
 # family -> (ratio key, model type).
-FAMILIES: Dict[str, tuple] = {"tinyvit": ("encoder_tinyvit_vs_vit_b", "mobile_sam_vit_t")}
+FAMILIES: Dict[str, tuple] = {"tinyvit": ("encoder_tinyvit_vs_vit_b", "mobile_sam_vit_t"),
+                              "hiera": ("encoder_hiera_t_vs_vit_b", "sam2.1_hiera_t")}
 VIT_B_TOKENS = 64 * 64
 VIT_B_CHANNELS = 256
 

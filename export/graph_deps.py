@@ -23,3 +23,16 @@ def computed_from(graph: onnx.GraphProto, inputs: Iterable[str]) -> Set[str]:
                 any(name in derived for name in names):
             derived.update(node.output)
     return derived - seeds
+
+
+def weights_only(graph: onnx.GraphProto) -> Set[str]:
+    """Output names of the nodes computed from initializers and constants alone (no graph
+    input upstream): values fixed at export, which the runtimes fold."""
+    fixed = {i.name for i in graph.initializer}
+    made: Set[str] = set()
+    for node in graph.node:
+        names = [name for name in node.input if name]
+        if node.op_type == "Constant" or all(name in fixed for name in names):
+            fixed.update(node.output)
+            made.update(node.output)
+    return made

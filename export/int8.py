@@ -54,7 +54,7 @@ from samspt.runtime.errors import SamsptError
 from samspt.runtime.samples import VerifyImage
 from samspt.runtime.views import View, ViewSettings, plan_views
 from samspt.export.fp16 import FP32_INPUTS, FP32_SCOPES
-from samspt.export.graph_deps import computed_from
+from samspt.export.graph_deps import computed_from, weights_only
 from samspt.runtime.preprocess import view_input
 
 log = logging.getLogger(__name__)
@@ -142,18 +142,22 @@ def decoder_feeds(views, encoder_feeds_: List[Dict[str, np.ndarray]],
 def float_nodes(model: onnx.ModelProto) -> List[str]:
     """Names of the nodes of :data:`INT8_OP_TYPES` that stay float: products of two
     activations (attention scores, attention times values, the relation), nodes in
-    :data:`FLOAT_SCOPES` and nodes computed from the prompts alone."""
+    :data:`FLOAT_SCOPES`, nodes computed from the prompts alone and nodes computed from weights
+    alone (SAM 2.1's resized position embedding: a constant the runtimes fold, which ONNX
+    Runtime's CPU kernels cannot run quantised per channel)."""
     graph = model.graph
     constants = {i.name for i in graph.initializer}
     constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
     prompt_only = computed_from(graph, FP32_INPUTS)
+    fixed = weights_only(graph)
     keep = []
     for node in graph.node:
         if node.op_type not in INT8_OP_TYPES:
             continue
         weighted = len(node.input) > 1 and node.input[1] in constants
         if not weighted or any(scope in node.name for scope in FLOAT_SCOPES) or \
-                any(name in prompt_only for name in node.output):
+                any(name in prompt_only for name in node.output) or \
+                all(name in fixed for name in node.output):
             keep.append(node.name)
     return keep
 

@@ -6,6 +6,7 @@
     python export/to_onnx.py --authors-spt spt_vit_b.pth --checkpoint sam_vit_b_01ec64.pth
     python export/to_onnx.py --weights runs/x/model.safetensors     # full-mode weights
     python export/to_onnx.py --checkpoint mobile_sam.pt --out models/mobile_sam   # MobileSAM
+    python export/to_onnx.py --checkpoint sam2.1_hiera_tiny.pt --out models/h_t   # SAM 2.1
 """
 
 from __future__ import annotations

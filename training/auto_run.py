@@ -65,8 +65,9 @@ def _wrong_kind(path: Path, found: str) -> CheckpointError:
 def classify_init(path: Path) -> InitCheckpoint:
     """The kind of checkpoint ``path`` is, or a CheckpointError saying it is of the wrong
     kind (or missing) and what ``--init`` takes."""
-    from samspt.training.checkpoints import (SAM_DECODER_PREFIX, SPT_FORMAT, infer_model_type,
-                                             read_spt_weights, read_state_dict)
+    from samspt.training.checkpoints import (SAM_DECODER_PREFIX, SPT_FORMAT, in_sam_layout,
+                                             infer_model_type, read_spt_weights,
+                                             read_state_dict)
     from samspt.training.config import get_config
 
     path = Path(path).expanduser()
@@ -93,7 +94,7 @@ def classify_init(path: Path) -> InitCheckpoint:
                               info.config.patch_size)
     if path.suffix not in (".pth", ".pt"):
         raise _wrong_kind(path, f"a {path.suffix or 'suffix-less'} file")
-    state = read_state_dict(path)
+    state = in_sam_layout(read_state_dict(path))
     if any(".lora_A" in k or ".lora_B" in k for k in state):
         raise CheckpointError(f"--init {path} looks like the SPT authors' release (LoRA tensors "
                               f"in loralib's layout); convert it first: samspt-convert-spt {path} "

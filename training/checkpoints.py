@@ -24,6 +24,7 @@ from samspt.runtime.errors import CheckpointError, CheckpointNotFoundError, Mode
 from samspt.runtime.files import atomic_path
 from samspt.training.config import MODEL_CONFIGS, LoraConfig, ModelConfig, get_config
 from samspt.training.model import TRAIN_MODES, SptSam, is_spt_parameter
+from samspt.training.sam2_checkpoint import hiera_shape, is_sam2_layout, sam2_to_sam_keys
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,12 @@ def _as_state_dict(data: object, path: Path) -> StateDict:
 # ---------------------------------------------------------------------------- SAM weights
 def infer_model_type(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     """The named configuration whose encoder matches a SAM-family state dict (SAM's ViT: width,
-    depth and patch; MobileSAM's TinyViT: stage widths and depths), if any."""
+    depth and patch; MobileSAM's TinyViT: stage widths and depths; SAM 2.1's Hiera: first
+    width and stage depths), if any."""
+    hiera = hiera_shape(state_dict)
+    if hiera is not None:
+        return next((name for name, config in MODEL_CONFIGS.items() if config.encoder == "hiera"
+                     and (config.encoder_embed_dim, config.encoder_stage_depths) == hiera), None)
     proj = state_dict.get("image_encoder.patch_embed.proj.weight")
     if proj is not None:
         blocks = {int(k.split(".")[2]) for k in state_dict
@@ -131,6 +137,12 @@ def _tinyvit_stages(state: Mapping[str, torch.Tensor]
     return tuple(dims), tuple(len(blocks[i]) for i in sorted(blocks))
 
 
+def in_sam_layout(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """A SAM-family state dict under SAM's names: SAM 2's (``sam_mask_decoder.*``, ...) mapped
+    (:mod:`samspt.training.sam2_checkpoint`), the others as they are."""
+    return sam2_to_sam_keys(state) if is_sam2_layout(state) else dict(state)
+
+
 def _is_sam_family(state: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith("image_encoder.") for k in state) and \
         any(k.startswith(SAM_DECODER_PREFIX) for k in state)
@@ -157,13 +169,15 @@ def _describe(keys: Iterable[str], limit: int = 6) -> str:
 
 def load_sam_weights(model: SptSam, checkpoint: Union[PathLike, Mapping[str, torch.Tensor]],
                      source: Optional[object] = None) -> None:
-    """Load an official SAM-family checkpoint (SAM, MobileSAM) into ``model``'s base weights,
-    with a strict key check. ``source``: the name errors give a state dict passed in.
+    """Load an official SAM-family checkpoint (SAM, MobileSAM, SAM 2.1's image path) into
+    ``model``'s base weights, with a strict key check. ``source``: the name errors give a state
+    dict passed in.
 
     LoRA tensors and relation scales keep their initial values (untrained SPT = SAM).
     """
     source = checkpoint if isinstance(checkpoint, (str, Path)) else (source or "state dict")
     state = read_state_dict(checkpoint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)
+    state = in_sam_layout(state)
     found = infer_model_type(state)
     if found is not None and found != model.config.name:
         raise ModelTypeMismatchError(

@@ -16,7 +16,7 @@ from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
 from samspt.runtime.views import ViewSettings
 
 
-ENCODER_FAMILIES = ("vit", "conv", "tinyvit")
+ENCODER_FAMILIES = ("vit", "conv", "tinyvit", "hiera")
 # MobileSAM's TinyViT (training/tinyvit_encoder.py) reaches stride 16 only with a last stage of
 # one of these widths: its patch merging keeps stride 1 into them, stride 2 elsewhere.
 TINYVIT_LAST_STAGE_DIMS = (320, 448, 576)
@@ -62,6 +62,17 @@ class ModelConfig:
     encoder_stage_depths: Tuple[int, ...] = ()
     encoder_stage_heads: Tuple[int, ...] = ()
     encoder_stage_windows: Tuple[int, ...] = ()
+    # SAM 2.1's Hiera ("hiera", training/hiera_encoder.py): encoder_embed_dim and
+    # encoder_num_heads are its first stage's (doubled at each stage), encoder_stage_depths its
+    # blocks per stage (encoder_depth their sum), encoder_stage_windows its window sides,
+    # encoder_global_attn_indexes its global-attention blocks, and this the side of its
+    # background position embedding.
+    encoder_pos_embed_side: int = 0
+    # SAM 2's mask decoder heads: an object-score token and MLP whose negative score sets the
+    # mask to SAM 2's "no object" logit (in eval mode, as SAM 2 does), and the IoU prediction
+    # through a sigmoid.
+    decoder_object_score: bool = False
+    decoder_score_sigmoid: bool = False
     # High-resolution features (SAM 2's mask decoder): the conv trunk's features at strides
     # patch_size/2 and patch_size/4 are added to the decoders' two upscaling stages, so mask
     # edges come from pixels rather than from 1/patch_size tokens. They travel inside the one
@@ -121,10 +132,12 @@ class ModelConfig:
                               "architecture name, e.g. 'resnet18')")
         if self.encoder == "tinyvit":
             self._check_stages()
-        if self.high_res_features and (self.encoder != "conv" or self.patch_size % 4
-                                       or self.prompt_embed_dim % 8):
-            raise ConfigError(f"{self.name}: high_res_features needs the conv encoder, a "
-                              "patch_size divisible by 4 and a prompt_embed_dim divisible by 8")
+        if self.encoder == "hiera":
+            self._check_hiera()
+        if self.high_res_features and (self.encoder not in ("conv", "hiera")
+                                       or self.patch_size % 4 or self.prompt_embed_dim % 8):
+            raise ConfigError(f"{self.name}: high_res_features needs the conv or hiera encoder, "
+                              "a patch_size divisible by 4 and a prompt_embed_dim divisible by 8")
         if self.box_high_res and not self.high_res_features:
             raise ConfigError(f"{self.name}: box_high_res marks the box on the high-res "
                               "features: it needs high_res_features (and the conv encoder)")
@@ -159,6 +172,23 @@ class ModelConfig:
         if bad:
             raise ConfigError(f"{self.name}: each attention stage's heads must divide its width, "
                               f"got (width, heads) {bad}")
+
+    def _check_hiera(self) -> None:
+        stages, windows = self.encoder_stage_depths, self.encoder_stage_windows
+        if len(stages) != 4 or len(windows) != 4 or min(stages) < 1:
+            raise ConfigError(f"{self.name}: the hiera encoder needs four stages: "
+                              "encoder_stage_depths and encoder_stage_windows of 4 values each")
+        if sum(stages) != self.encoder_depth or self.patch_size != 16 or \
+                not self.high_res_features or self.encoder_pos_embed_side < 1:
+            raise ConfigError(f"{self.name}: SAM 2.1's Hiera has encoder_depth = the sum of its "
+                              f"stage depths ({sum(stages)}, got {self.encoder_depth}), "
+                              "patch_size 16, high_res_features on and an "
+                              "encoder_pos_embed_side >= 1")
+        pooling = {sum(stages[:i]) for i in (1, 2, 3)}   # each stage's first block pools
+        if pooling & set(self.encoder_global_attn_indexes):
+            raise ConfigError(f"{self.name}: Hiera's pooling blocks {sorted(pooling)} (the first "
+                              "of stages 2-4) cannot take global attention; got "
+                              f"{sorted(self.encoder_global_attn_indexes)}")
 
     @property
     def view_settings(self) -> Optional[ViewSettings]:
@@ -203,7 +233,7 @@ class ModelConfig:
         values = dict(data)
         for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std",
                     "encoder_stage_dims", "encoder_stage_depths", "encoder_stage_heads",
-                    "encoder_stage_windows"):
+                    "encoder_stage_windows"):  # JSON lists back to tuples
             if key in values:
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
         try:
@@ -273,6 +303,27 @@ MODEL_CONFIGS: Dict[str, ModelConfig] = {
         decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32, encoder="tinyvit",
         encoder_stage_dims=(8, 16, 24, 320), encoder_stage_depths=(1, 1, 1, 1),
         encoder_stage_heads=(1, 2, 3, 4), encoder_stage_windows=(2, 2, 2, 2)),
+    # SAM 2.1's image path (Hiera trunk, FPN neck, SAM 2's decoder heads): sam2.1_hiera_*.pt;
+    # each as the sam2 package's configs/sam2.1/<name>.yaml builds it (a test checks).
+    **{name: ModelConfig(
+        name, encoder_embed_dim=dim, encoder_depth=sum(stages), encoder_num_heads=heads,
+        encoder_global_attn_indexes=global_blocks, encoder="hiera", encoder_stage_depths=stages,
+        encoder_stage_windows=windows, encoder_pos_embed_side=pos, high_res_features=True,
+        decoder_object_score=True, decoder_score_sigmoid=True)
+       for name, dim, heads, stages, global_blocks, windows, pos in (
+           ("sam2.1_hiera_t", 96, 1, (1, 2, 7, 2), (5, 7, 9), (8, 4, 14, 7), 7),
+           ("sam2.1_hiera_s", 96, 1, (1, 2, 11, 2), (7, 10, 13), (8, 4, 14, 7), 7),
+           ("sam2.1_hiera_b+", 112, 2, (2, 3, 16, 3), (12, 16, 20), (8, 4, 14, 7), 14),
+           ("sam2.1_hiera_l", 144, 2, (2, 6, 36, 4), (23, 33, 43), (8, 4, 16, 8), 7))},
+    # SAM 2.1's architecture for unit tests (4x4 tokens at 64 px; the decoder's sizes are the
+    # ones SAM2Base fixes for every model: 8 heads, MLP 2048, IoU head 256).
+    "sam2_hiera_tiny": ModelConfig(
+        "sam2_hiera_tiny", encoder_embed_dim=8, encoder_depth=5, encoder_num_heads=1,
+        encoder_global_attn_indexes=(3,), image_size=64, prompt_embed_dim=32,
+        encoder="hiera",
+        encoder_stage_depths=(1, 1, 2, 1), encoder_stage_windows=(4, 2, 2, 1),
+        encoder_pos_embed_side=4, high_res_features=True, decoder_object_score=True,
+        decoder_score_sigmoid=True),
     # For unit tests: every part of the real architecture, in milliseconds (8x8 tokens).
     "tiny": ModelConfig(
         "tiny", encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,

@@ -2,7 +2,11 @@
 their keys, and the prompt embedding of the ``point_coords``/``point_labels`` contract.
 
 Single-mask output (SAM's multimask off) is the only mode: SPT's draft and refine passes each give
-one mask per prompt.
+one mask per prompt. SAM 2's decoder is the same network with two more heads
+(``object_score``): an object-score token and MLP whose negative score sets the mask to SAM 2's
+"no object" logit in eval mode, and a sigmoid on the IoU prediction (``score_sigmoid``). SAM 2's
+stability-based choice among its multimask outputs for single-point prompts is not reproduced:
+the first mask token answers, as SAM's single-mask output.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from typing import Optional, Tuple
 
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from samspt.runtime import tensors
 from samspt.training.high_res import HighRes
 from samspt.training.relation import ImageRelation
+
+# SAM 2's mask logit where its object score says no object is present (sam2_base.NO_OBJ_SCORE).
+NO_OBJECT_LOGIT = -1024.0
 
 
 def embed_points(prompt_encoder: PromptEncoder, point_coords: torch.Tensor,
@@ -66,10 +74,17 @@ class SptMaskDecoder(MaskDecoder):
     """SAM's mask decoder plus one zero-initialised relation scale (C-vector) per two-way block."""
 
     def __init__(self, transformer_dim: int, transformer: TwoWayTransformer,
-                 iou_head_hidden_dim: int, upscale_convs: bool = False) -> None:
+                 iou_head_hidden_dim: int, upscale_convs: bool = False,
+                 object_score: bool = False, score_sigmoid: bool = False) -> None:
         super().__init__(transformer_dim=transformer_dim, transformer=transformer,
                          num_multimask_outputs=3, iou_head_depth=3,
                          iou_head_hidden_dim=iou_head_hidden_dim)
+        # SAM 2's heads (names as in sam2's MaskDecoder, so its checkpoints load as they are).
+        if object_score:
+            self.obj_score_token = nn.Embedding(1, transformer_dim)
+            self.pred_obj_score_head = MLP(transformer_dim, transformer_dim, 1, 3)
+        self.object_score = object_score
+        self.iou_prediction_head.sigmoid_output = score_sigmoid
         self.relation_scales = nn.ParameterList(
             [nn.Parameter(torch.zeros(transformer_dim)) for _ in transformer.layers])
         # ModelConfig.upscale_convs: a residual 3x3 block after each upscaling stage.
@@ -94,7 +109,9 @@ class SptMaskDecoder(MaskDecoder):
         Image-only work broadcasts over the prompts instead of being copied B times.
         """
         batch = sparse_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        heads = [self.obj_score_token.weight] if self.object_score else []
+        first = len(heads)                         # the IoU token's index (SAM 2: 1)
+        output_tokens = torch.cat(heads + [self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat(
             [output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_embeddings], dim=1)
         src = image_embeddings + dense_embeddings
@@ -104,10 +121,16 @@ class SptMaskDecoder(MaskDecoder):
         upscaled = self._upscale(keys.transpose(1, 2).reshape(batch, channels, height, width),
                                  high_res)
         _, up_channels, up_height, up_width = upscaled.shape
-        hyper = self.output_hypernetworks_mlps[0](queries[:, 1, :])  # B x C/8, first mask token
+        # B x C/8, the first mask token's
+        hyper = self.output_hypernetworks_mlps[0](queries[:, first + 1, :])
         logits = hyper.unsqueeze(1) @ upscaled.reshape(batch, up_channels, up_height * up_width)
-        scores = self.iou_prediction_head(queries[:, 0, :])[:, 0:1]
-        return logits.reshape(batch, 1, up_height, up_width), scores
+        logits = logits.reshape(batch, 1, up_height, up_width)
+        scores = self.iou_prediction_head(queries[:, first, :])[:, 0:1]
+        if self.object_score and not self.training:
+            present = self.pred_obj_score_head(queries[:, 0, :]) > 0       # B x 1
+            logits = torch.where(present[:, :, None, None], logits,
+                                 torch.full_like(logits, NO_OBJECT_LOGIT))
+        return logits, scores
 
     def _upscale(self, src: torch.Tensor, high_res: Optional[HighRes]) -> torch.Tensor:
         if high_res is None and self.upscale_refine is None:

@@ -50,6 +50,13 @@ def _image_encoder(config: ModelConfig) -> nn.Module:
         return TinyVitEncoder(config.image_size, config.encoder_stage_dims,
                               config.encoder_stage_depths, config.encoder_stage_heads,
                               config.encoder_stage_windows, out_chans=config.prompt_embed_dim)
+    if config.encoder == "hiera":
+        from samspt.training.hiera_encoder import HieraEncoder
+
+        return HieraEncoder(config.image_size, config.encoder_embed_dim, config.encoder_num_heads,
+                            config.encoder_stage_depths, config.encoder_global_attn_indexes,
+                            config.encoder_stage_windows, config.encoder_pos_embed_side,
+                            out_chans=config.prompt_embed_dim)
     if config.encoder == "conv":
         return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim,
                                 high_res=config.high_res_features,
@@ -69,7 +76,9 @@ def _decoder(config: ModelConfig) -> SptMaskDecoder:
                                     mlp_dim=config.decoder_mlp_dim,
                                     num_heads=config.decoder_num_heads)
     return SptMaskDecoder(config.prompt_embed_dim, transformer, config.iou_head_hidden_dim,
-                          upscale_convs=config.upscale_convs)
+                          upscale_convs=config.upscale_convs,
+                          object_score=config.decoder_object_score,
+                          score_sigmoid=config.decoder_score_sigmoid)
 
 
 class SptSam(nn.Module):
@@ -117,6 +126,11 @@ class SptSam(nn.Module):
 
             for attention, heads in attentions(self.image_encoder):
                 attention.qkv = lora_from_linear(LoRAQKV, attention.qkv, lora, groups=heads)
+        if self.config.encoder == "hiera":       # fused qkv, rows [q; k; v] as SAM's ViT
+            from samspt.training import hiera_encoder
+
+            for attention in hiera_encoder.attentions(self.image_encoder):
+                attention.qkv = lora_from_linear(LoRAQKV, attention.qkv, lora)
         for decoder in (self.draft_decoder, self.refine_decoder):
             for attention in decoder.transformer.modules():
                 if isinstance(attention, DecoderAttention):

@@ -199,6 +199,10 @@ def _architecture(cfg: Dict[str, Any]) -> List[str]:
         encoder = (f"MobileSAM's TinyViT encoder (stage widths "
                    f"{', '.join(map(str, cfg['encoder_stage_dims']))}, depths "
                    f"{', '.join(map(str, cfg['encoder_stage_depths']))})")
+    elif cfg.get("encoder") == "hiera":
+        encoder = (f"SAM 2.1's Hiera image path (first stage width {cfg['encoder_embed_dim']}, "
+                   f"stage depths {', '.join(map(str, cfg['encoder_stage_depths']))}, FPN neck) "
+                   "with SAM 2's object-score and IoU heads")
     else:
         encoder = (f"SAM's ViT encoder (width {cfg['encoder_embed_dim']}, depth "
                    f"{cfg['encoder_depth']}, {cfg['encoder_num_heads']} heads, patch "

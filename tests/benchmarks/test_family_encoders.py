@@ -26,27 +26,36 @@ def test_mobile_sams_encoder_is_a_small_fraction_of_vit_bs_arithmetic():
     assert tinyvit < 0.1 * encoder_flops(get_config("vit_b")) / 1e9
 
 
+def test_sam2s_hiera_t_is_a_fraction_of_vit_bs_arithmetic():
+    """At 1024 px SAM 2.1's Hiera-T image path does about 207 GFLOP per view (trunk, FPN neck,
+    high-res projections), about a fifth of ViT-B's: the advantage the exported graph must
+    keep."""
+    hiera = encoder_gflop(merged_model("sam2.1_hiera_t"), 1024)
+    assert 150 < hiera < 0.25 * encoder_flops(get_config("vit_b")) / 1e9
+
+
 def test_families_are_named_and_checked():
     assert parse_families("all") == list(FAMILIES)
     assert parse_families("none") == []
-    assert parse_families("tinyvit") == ["tinyvit"]
+    assert parse_families("tinyvit,hiera") == ["tinyvit", "hiera"]
     with pytest.raises(ConfigError, match="--families"):
         parse_families("hiera_x")
 
 
-def test_samspt_bench_runs_on_the_mobile_sam_family(tmp_path):
-    """`samspt-bench --model mobile_sam_tiny`: every stage timed, the encoder's FLOPs counted by
-    PyTorch's counter where the TinyViT graph's shapes do not resolve."""
+@pytest.mark.parametrize("model_type", ["mobile_sam_tiny", "sam2_hiera_tiny"])
+def test_samspt_bench_runs_on_the_edge_families(tmp_path, model_type):
+    """`samspt-bench --model mobile_sam_tiny` (and SAM 2.1's tiny Hiera): every stage timed, the
+    encoder's FLOPs counted by PyTorch's counter where the graph's shapes do not resolve."""
     import json
 
     from samspt.benchmarks.latency import main
 
     out = tmp_path / "record.json"
-    assert main(["--model", "mobile_sam_tiny", "--reps", "1", "--warmup", "0", "--prompts", "1",
+    assert main(["--model", model_type, "--reps", "1", "--warmup", "0", "--prompts", "1",
                  "--train-steps", "0", "--families", "none", "--device", "cpu",
                  "--backends", "ort,torch", "--threads", "1", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
-    assert record["model"]["name"] == "mobile_sam_tiny"
+    assert record["model"]["name"] == model_type
     for name in ("ort", "torch"):
         backend = record["backends"][name]
         assert backend["encoder_gflop"] > 0
