@@ -42,10 +42,9 @@ from samspt.training.high_res import pack
 FPN_TOP_DOWN_LEVELS = (2, 3)
 FPN_INTERPOLATION = "nearest"
 SCALP = 1
-# The embedding's stride: Hiera's stride-4 patch embedding, then 2x pooling into stages 2 and 3
-# (the fourth stage, stride 32, is dropped by the scalp after feeding the FPN).
-HIERA_STRIDE = 16
-PATCH_STRIDE = 4     # Hiera's patch embedding: the first stage's token grid is S/4
+# Hiera's patch embedding: the first stage's token grid is S/4 (2x pooling into stages 2 and 3
+# gives the stride-16 embedding; the fourth stage, stride 32, is dropped by the scalp).
+PATCH_STRIDE = 4
 
 
 def bicubic_matrix(size: int, source: int) -> torch.Tensor:
