@@ -45,6 +45,10 @@ from samspt.training.data.records import DatasetError, Record
 
 log = logging.getLogger(__name__)
 
+# A context of 1.5 (the defect 1.33x larger in its view) against 2, the recipe otherwise alike,
+# 30 minutes on one core each, two seeds, the 64 held-out MTD defective images (final mIoU):
+# 0.679 and 0.653 against 0.662 and 0.687 (validation 0.749 / 0.756 against 0.745 / 0.763):
+# no effect beyond the seeds' own spread.
 CONTEXT = 2.0
 SIZES = (128, 256)
 # On a CPU only 128 px: the recipe's model trains 11.5 views a second at 128 px and 1.8 at
