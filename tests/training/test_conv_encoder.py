@@ -41,7 +41,7 @@ def test_bad_conv_configurations_are_refused():
         ConvImageEncoder("resnet10t", 3, 32)
     with pytest.raises(ConfigError, match="no architecture"):
         ConvImageEncoder("not_a_timm_model", 8, 32)
-    with pytest.raises(ConfigError, match="high_res_features needs the conv encoder"):
+    with pytest.raises(ConfigError, match="high_res_features needs the conv or hiera encoder"):
         dataclasses.replace(get_config("tiny"), high_res_features=True)
     with pytest.raises(ConfigError, match="strides 1, 2, 4"):
         ConvImageEncoder("resnet10t", 4, 32, high_res=True)

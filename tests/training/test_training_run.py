@@ -177,7 +177,9 @@ def test_gradient_accumulation_of_two_single_batches_equals_one_batch_of_two(tmp
         runs.append(read_spt_weights(config.run_dir / "model.safetensors")[0])
     one, two, faster = runs
     for key, value in one.items():
-        torch.testing.assert_close(two[key], value, atol=2e-5, rtol=1e-4)
+        # float32 sums in another order (one batch of two against two of one) move a weight by
+        # up to ~2.5e-5 after the optimiser divides by the gradients' second moments
+        torch.testing.assert_close(two[key], value, atol=5e-5, rtol=1e-4)
     # The steps did move the weights (another learning rate lands elsewhere).
     assert any(not torch.allclose(faster[key], value) for key, value in one.items())
 
