@@ -202,10 +202,7 @@ def test_samspt_export_writes_a_verified_full_size_mobile_sam_folder(mobile_sam_
 def test_the_one_command_trains_spt_on_a_mobile_sam_checkpoint(tmp_path):
     """`samspt-train --init` with a MobileSAM-layout checkpoint plans SPT on it, and a training
     step moves only SPT's tensors (LoRA on TinyViT's and the decoders' q and v, relation scales)."""
-    from samspt.training.auto_run import classify_init, plan_run
-    from samspt.training.trainer import build_training_model
-
-    from .test_one_command import make_dataset
+    from .spt_init import assert_one_command_trains_spt
 
     checkpoint = tmp_path / "mobile_sam_tiny.pt"
     official_layout = {k.replace("draft_decoder.", "mask_decoder."): v
@@ -213,19 +210,5 @@ def test_the_one_command_trains_spt_on_a_mobile_sam_checkpoint(tmp_path):
                        .state_dict().items()
                        if not k.startswith("refine_decoder.") and not is_spt_parameter(k)}
     torch.save(official_layout, checkpoint)
-    found = classify_init(checkpoint)
-    assert (found.kind, found.model_type) == ("sam", "mobile_sam_tiny")
-    plan = plan_run(make_dataset(tmp_path / "data"), tmp_path / "run", 5.0, checkpoint)
-    assert (plan.config.model.mode, plan.config.model.type) == ("spt", "mobile_sam_tiny")
-    model = build_training_model(plan.config)
-    model.set_train_mode(plan.config.model.mode)
-    trained = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert any(name.startswith("image_encoder.layers.") and "lora_A_q" in name
-               for name in trained)
-    assert all("lora_" in name or "relation_scales" in name for name in trained)
-    out = model(torch.randn(1, 3, 64, 64), torch.tensor([[[4.0, 4.0], [40.0, 40.0]]]),
-                torch.tensor([[2.0, 3.0]]))
-    (out.logits.mean() + out.draft_logits.mean()).backward()
-    grads = [p.grad for name, p in model.named_parameters()
-             if p.requires_grad and "image_encoder" in name and "lora_A" in name]
-    assert grads and all(g is not None for g in grads)
+    assert_one_command_trains_spt(checkpoint, "mobile_sam_tiny", "image_encoder.layers.",
+                                  tmp_path)

@@ -267,25 +267,8 @@ def test_samspt_export_writes_a_verified_full_size_sam2_folder(tmp_path):
 def test_the_one_command_trains_spt_on_a_sam2_checkpoint(sam2_checkpoint, tmp_path):
     """`samspt-train --init sam2.1_hiera_*.pt` plans SPT on it, and a training step moves only
     SPT's tensors (LoRA on Hiera's and the decoders' q and v, relation scales)."""
-    from samspt.training.auto_run import classify_init, plan_run
-    from samspt.training.trainer import build_training_model
-
-    from .test_one_command import make_dataset
+    from .spt_init import assert_one_command_trains_spt
 
     path, _ = sam2_checkpoint
-    found = classify_init(path)
-    assert (found.kind, found.model_type) == ("sam", "sam2_hiera_tiny")
-    plan = plan_run(make_dataset(tmp_path / "data"), tmp_path / "run", 5.0, path)
-    assert (plan.config.model.mode, plan.config.model.type) == ("spt", "sam2_hiera_tiny")
-    model = build_training_model(plan.config)
-    model.set_train_mode(plan.config.model.mode)
-    trained = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert any(name.startswith("image_encoder.trunk.blocks.") and "lora_A_q" in name
-               for name in trained)
-    assert all("lora_" in name or "relation_scales" in name for name in trained)
-    out = model(torch.randn(1, 3, 64, 64), torch.tensor([[[4.0, 4.0], [40.0, 40.0]]]),
-                torch.tensor([[2.0, 3.0]]))
-    (out.logits.mean() + out.draft_logits.mean()).backward()
-    grads = [p.grad for name, p in model.named_parameters()
-             if p.requires_grad and "image_encoder" in name and "lora_A" in name]
-    assert grads and all(g is not None for g in grads)
+    assert_one_command_trains_spt(path, "sam2_hiera_tiny", "image_encoder.trunk.blocks.",
+                                  tmp_path)
