@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Optional
 
 from samspt.benchmarks import stats
 from samspt.runtime import tensors
-from samspt.runtime.manifest import CPU_VARIANT, graph_entry, read_manifest, view_settings
+from samspt.runtime.manifest import CPU_VARIANT, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,11 @@ def _session(path: Path, level: str = "all", threads: int = 0, spin: bool = True
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _transformer_fusions(path: Path, out: Path, manifest: Dict[str, Any]) -> Dict[str, Any]:
+def _transformer_fusions(path: Path, out: Path, manifest: Manifest) -> Dict[str, Any]:
     """The ViT encoder rewritten by ``onnxruntime.transformers.optimizer`` (model type vit)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = manifest["model"]
+    model = manifest.model
     optimized = optimize_model(str(path), model_type="vit",
                                num_heads=int(model["encoder_num_heads"]),
                                hidden_size=int(model["encoder_embed_dim"]), opt_level=0)
@@ -91,16 +91,16 @@ def encoder_choices(folder: Path, label: str, reps: int, warmup: int, threads: i
     from samspt.runtime.samples import bundled_verify_images
 
     manifest = read_manifest(folder, verify_files=False)
-    fp32 = folder / graph_entry(manifest, "encoder", "fp32")["file"]
-    size = int(manifest["input"]["image_size"])
-    mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
+    fp32 = folder / manifest.graph("encoder", "fp32")["file"]
+    size = manifest.input.image_size
+    mean, std = manifest.input.pixel_mean, manifest.input.pixel_std
     views = calibration_views(bundled_verify_images()[:CALIBRATION_IMAGES], size,
-                              view_settings(manifest))
+                              manifest.views)
     feeds = encoder_feeds(views, mean, std)
     image = feeds[0][tensors.IMAGE]
     sessions, notes = {}, {}
     with tempfile.TemporaryDirectory(prefix="samspt-ort-choices-") as tmp:
-        if graph_entry(manifest, "encoder", "fp32").get("weights_storage") == "float16":
+        if manifest.graph("encoder", "fp32").get("weights_storage") == "float16":
             # a compact graph (the shipped example): weights as float32 initializers again, so
             # the quantiser sees products with constant weights
             import onnx
@@ -115,8 +115,8 @@ def encoder_choices(folder: Path, label: str, reps: int, warmup: int, threads: i
             sessions[f"fp32_{level}"] = _session(fp32, level, threads)
         sessions["fp32_threads1"] = _session(fp32, "all", 1)
         sessions["fp32_sleep"] = _session(fp32, "all", threads, spin=False)
-        if manifest["model"].get("encoder", "vit") == "vit" and \
-                int(manifest["model"].get("encoder_embed_dim", 0)) > 0:   # SAM's ViT only
+        if manifest.model.get("encoder", "vit") == "vit" and \
+                int(manifest.model.get("encoder_embed_dim", 0)) > 0:   # SAM's ViT only
             fused = Path(tmp) / "encoder.fused.onnx"
             try:
                 notes["transformers_fusions"] = _transformer_fusions(fp32, fused, manifest)
@@ -180,7 +180,7 @@ def _export_example_int8(folder: Path):
     model, name, sources = load_export_model()
     log.info("example model: exporting FP32 + INT8 with the parity gate (about a minute)")
     result = export_model(model, folder, name, precision="fp32,int8", sources=sources)
-    entry = result.manifest["graphs"]["encoder"]["int8"]
+    entry = result.manifest.graph("encoder", "int8")
     graphs = {"export_int8": folder / entry["file"]}
     kept = {"export_int8": entry["quantization"].get("kept_float_for_parity", [])}
     variant = entry.get("variants", {}).get(CPU_VARIANT)
@@ -189,7 +189,7 @@ def _export_example_int8(folder: Path):
         kept["export_int8_cpu"] = variant["quantization"].get("kept_float_for_parity", [])
     return graphs, {"kept_float_for_parity": kept,
                     "parity": {k: {"mean_iou": v["mean_iou"], "min_iou": v["min_iou"]}
-                               for k, v in result.manifest["verification"].items()
+                               for k, v in (result.manifest.verification or {}).items()
                                if k.startswith("int8")}}
 
 

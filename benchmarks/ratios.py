@@ -27,7 +27,7 @@ from samspt.benchmarks import stats
 from samspt.benchmarks.backends import ort_providers
 from samspt.runtime.preprocess import preprocess_image
 from samspt.runtime.prompts import pack_prompts, scale_coords
-from samspt.runtime.manifest import graph_entry, read_manifest
+from samspt.runtime.manifest import read_manifest
 from samspt.runtime.ort_backend import OrtGraphs
 
 log = logging.getLogger(__name__)
@@ -99,16 +99,16 @@ def measure_ratios(merged: torch.nn.Module, sam: torch.nn.Module, model_dir: Pat
     coords = scale_coords(coords, image.shape[:2], resized)
     manifest = read_manifest(model_dir, verify_files=False)
     providers = ort_providers(device)
-    graphs = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "fp32")["file"],
-                       model_dir / graph_entry(manifest, "decoder", "fp32")["file"],
+    graphs = OrtGraphs(model_dir / manifest.graph("encoder", "fp32")["file"],
+                       model_dir / manifest.graph("decoder", "fp32")["file"],
                        providers=providers, threads=threads)
     ort_device = "cuda" if graphs.providers[0] == "CUDAExecutionProvider" else "cpu"
     embedding = graphs.encode(tensor)
     # what the Inspector runs at int8 on these providers (on the CPU: the CPU variant)
     int8 = OrtGraphs.for_precision(model_dir, manifest, "int8", providers=providers,
                                    threads=threads)
-    int8_signed = OrtGraphs(model_dir / graph_entry(manifest, "encoder", "int8")["file"],
-                            model_dir / graph_entry(manifest, "decoder", "int8")["file"],
+    int8_signed = OrtGraphs(model_dir / manifest.graph("encoder", "int8")["file"],
+                            model_dir / manifest.graph("decoder", "int8")["file"],
                             providers=providers, threads=threads)
     views8 = np.repeat(tensor, VIEWS, axis=0)
 

@@ -27,7 +27,7 @@ from samspt.benchmarks.ratios import BATCH, RESULT_BASIS, measure_ratios, result
 from samspt.benchmarks.relation_compare import compare_relation
 from samspt.benchmarks.settings import Settings
 from samspt.runtime.errors import ModelFolderError
-from samspt.runtime.manifest import graph_entry, read_manifest
+from samspt.runtime.manifest import read_manifest
 from samspt.training.config import get_config
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ def encoder_flops_of(pipeline: Any, config, model_dir: Path,
     folder = getattr(pipeline, "model_dir", model_dir)
     if folder == model_dir and config.encoder == "vit":
         return {"flops": encoder_flops(config), "counted_from": "configuration (ViT)"}
-    graph = folder / graph_entry(read_manifest(folder, verify_files=False), "encoder",
-                                 "fp32")["file"]
+    graph = folder / read_manifest(folder, verify_files=False).graph("encoder", "fp32")["file"]
     try:
         return {"flops": 2 * graph_macs(graph), "counted_from": f"graph {graph.name} "
                 "(Conv/ConvTranspose/MatMul/Gemm shapes)"}

@@ -26,9 +26,9 @@ import torch
 import samspt
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError, SamsptError
-from samspt.runtime.files import atomic_dir, atomic_write_text
-from samspt.runtime.manifest import (MANIFEST, PRECISIONS, SCHEMA_VERSION, file_entry,
-                                     graph_file_name, tensorrt_graph_files)
+from samspt.runtime.files import atomic_dir
+from samspt.runtime.manifest import (PRECISIONS, InputSpec, Manifest, file_entry,
+                                     graph_file_name, tensorrt_graph_files, write_manifest)
 from samspt.runtime.postprocess import MASK_THRESHOLD
 from samspt.export.fp16 import layer_norm_2d_scopes, store_weights_fp16, to_fp16
 from samspt.export.graph_files import graph_record, save_graph
@@ -51,7 +51,7 @@ class ExportError(SamsptError):
 @dataclass
 class ExportResult:
     out_dir: Path
-    manifest: Dict[str, Any]
+    manifest: Manifest
     files: Dict[str, int] = field(default_factory=dict)  # name -> bytes
 
 
@@ -216,31 +216,26 @@ def export_model(model: SptSam, out_dir: Path, name: str, precision: str = "both
         # TensorRT rejects inside a network) are for ONNX Runtime and never given to TensorRT.
         log_check(check_files([tmp / name for name in tensorrt_graph_files(graphs)]), log)
 
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "name": name,
-            "model": config.to_dict(),
-            "lora": {"rank": model.lora.rank if model.lora else None,
-                     "alpha": model.lora.alpha if model.lora else None, "merged": True},
-            "input": {"image_size": config.image_size, "pixel_mean": list(config.pixel_mean),
-                      "pixel_std": list(config.pixel_std), "preprocessing": "runtime",
-                      "layout": "Vx3xSxS float32: each view (samspt.runtime.views; the whole "
-                                "image: its longest side) resized to S (bilinear), normalised "
-                                "(x - mean) / std, zero-padded"},
-            "mask_threshold": MASK_THRESHOLD,
-            "low_res_size": config.embedding_size * tensors.LOW_RES_UPSCALE,
-            "views": config.view_settings.to_dict() if config.view_settings else None,
-            **({"scan_head": scan_head} if scan_head else {}),
-            "graphs": graphs,
-            "files": {f: file_entry(tmp / f) for f in files},
-            "verification": verification,
-            "tools": _tool_versions(),
-            "sources": sources or {},
-            "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        import json
-
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        manifest = Manifest(
+            name=name,
+            model=config.to_dict(),
+            lora={"rank": model.lora.rank if model.lora else None,
+                  "alpha": model.lora.alpha if model.lora else None, "merged": True},
+            input=InputSpec(config.image_size, tuple(config.pixel_mean), tuple(config.pixel_std),
+                            layout="Vx3xSxS float32: each view (samspt.runtime.views; the whole "
+                                   "image: its longest side) resized to S (bilinear), normalised "
+                                   "(x - mean) / std, zero-padded"),
+            mask_threshold=MASK_THRESHOLD,
+            low_res_size=config.embedding_size * tensors.LOW_RES_UPSCALE,
+            views=config.view_settings,
+            scan_head=scan_head,
+            graphs=graphs,
+            files={f: file_entry(tmp / f) for f in files},
+            verification=verification,
+            tools=_tool_versions(),
+            sources=sources or {},
+            created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        write_manifest(tmp, manifest)
         sizes = {f: (tmp / f).stat().st_size for f in files}
     stage(f"wrote {out_dir}")
     return ExportResult(Path(out_dir), manifest, sizes)

@@ -105,8 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _print_summary(result) -> None:
-    verification = result.manifest.get("verification") or {}
-    print(f"\nexported {result.manifest['name']} to {result.out_dir}")
+    verification = result.manifest.verification or {}
+    print(f"\nexported {result.manifest.name} to {result.out_dir}")
     print(f"{'file':<24} {'MB':>8}")
     for name, size in result.files.items():
         print(f"{name:<24} {size / 1e6:>8.2f}")
@@ -122,7 +122,7 @@ def _print_summary(result) -> None:
                       f"{f['max_logit_error']:>14.3g} {f['encoder_max_error']:>12.3g}")
     else:
         print("(not verified: --no-verify)")
-    decoder_int8 = result.manifest["graphs"]["decoder"].get("int8")
+    decoder_int8 = result.manifest.graphs["decoder"].get("int8")
     if decoder_int8 and not decoder_int8["quantization"]["quantized"]:
         print("INT8: encoder quantised; decoder kept float "
               f"({decoder_int8['quantization']['reason']})")

@@ -19,13 +19,13 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from samspt.runtime.postprocess import MASK_THRESHOLD, upscale_logits
+from samspt.runtime.postprocess import upscale_logits
 from samspt.runtime.preprocess import preprocess_image, view_input
 from samspt.runtime.prompts import pack_prompts, scale_coords
 from samspt.runtime import tensors
 from samspt.runtime.engines import ShapeProfiles
 from samspt.runtime.errors import SamsptError
-from samspt.runtime.manifest import GRAPH_KINDS, graph_entry, view_settings
+from samspt.runtime.manifest import GRAPH_KINDS, Manifest
 from samspt.runtime.parity import PARITY_GATES, meets_gate, pooled_mask_iou
 from samspt.runtime.samples import VerifyImage, bundled_verify_images
 from samspt.runtime.view_inference import infer_views
@@ -78,7 +78,7 @@ def _upscale(low_res: np.ndarray, resized, original, size: int) -> np.ndarray:
     return upscale_logits(low_res, resized, original, size)
 
 
-def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
+def verify_engines(candidate: Any, reference: Any, manifest: Manifest,
                    images: Sequence[VerifyImage], precision: str,
                    profiles: ShapeProfiles) -> Dict[str, Any]:
     """Mask IoU of ``candidate`` (TrtGraphs) against ``reference`` (OrtGraphs), draft and final
@@ -90,10 +90,10 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
     Both are :class:`samspt.runtime.backend.Backend` s. Returns the figures;
     raises :class:`EngineVerificationError` when :data:`ENGINE_GATES` ``[precision]`` is missed.
     """
-    size = int(manifest["input"]["image_size"])
-    mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
-    threshold = float(manifest.get("mask_threshold", MASK_THRESHOLD))
-    settings = view_settings(manifest)
+    size = manifest.input.image_size
+    mean, std = manifest.input.pixel_mean, manifest.input.pixel_std
+    threshold = manifest.mask_threshold
+    settings = manifest.views
     per_image, errors = [], {"logit": 0.0, "score": 0.0}
 
     def compare(label: str, got: Sequence[np.ndarray], ref: Sequence[np.ndarray],
@@ -161,16 +161,16 @@ def verify_engines(candidate: Any, reference: Any, manifest: Dict[str, Any],
     return figures
 
 
-def _reference(model_dir: Path, manifest: Dict[str, Any], precision: str) -> Tuple[Any, str]:
+def _reference(model_dir: Path, manifest: Manifest, precision: str) -> Tuple[Any, str]:
     """ONNX Runtime on the FP32 graphs when the folder has them, on CPU."""
     from samspt.runtime.ort_backend import OrtGraphs
 
-    ref = "fp32" if "fp32" in manifest["graphs"]["encoder"] else precision
-    files = [model_dir / graph_entry(manifest, k, ref)["file"] for k in GRAPH_KINDS]
+    ref = "fp32" if "fp32" in manifest.precisions("encoder") else precision
+    files = [model_dir / manifest.graph(k, ref)["file"] for k in GRAPH_KINDS]
     return OrtGraphs(*files), f"onnxruntime {ref} (CPU)"
 
 
-def check_engines(graphs: Any, model_dir: Path, manifest: Dict[str, Any], precision: str,
+def check_engines(graphs: Any, model_dir: Path, manifest: Manifest, precision: str,
                   images: Optional[Sequence[VerifyImage]], stage: Stage) -> Dict[str, Any]:
     """:func:`verify_engines` of ``graphs`` against ONNX Runtime on ``model_dir``'s graphs, on
     ``images`` (default: the bundled samples); the figures name the reference."""

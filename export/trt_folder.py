@@ -15,7 +15,7 @@ from samspt.runtime.engines import (BUILD_JSON, BUILD_SCHEMA_VERSION, TIMING_CAC
                                     write_build_json)
 from samspt.runtime.errors import ModelFolderError
 from samspt.runtime.files import sha256_file
-from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
+from samspt.runtime.manifest import GRAPH_KINDS, Manifest
 from samspt.runtime.trt_env import cuda_versions
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,19 @@ def load_timing_cache(config: Any, path: Path) -> Any:
     return cache or config.create_timing_cache(b"")
 
 
-def engine_entry(engine_dir: Path, manifest: Dict[str, Any], precision: str) -> Dict[str, Any]:
+def engine_entry(engine_dir: Path, manifest: Manifest, precision: str) -> Dict[str, Any]:
     """build.json's record of the two engines of ``precision``: file, sha256, size, ONNX source."""
     entry = {}
     for kind in GRAPH_KINDS:
         name = engine_file_name(kind, precision)
-        source = graph_entry(manifest, kind, precision)["file"]
+        source = manifest.graph(kind, precision)["file"]
         entry[kind] = {"file": name, "sha256": sha256_file(engine_dir / name),
                        "bytes": (engine_dir / name).stat().st_size,
-                       "source": {"file": source, "sha256": manifest["files"][source]["sha256"]}}
+                       "source": {"file": source, "sha256": manifest.sha256(source)}}
     return entry
 
 
-def record_build(engine_dir: Path, gpu: GpuInfo, version: str, manifest: Dict[str, Any],
+def record_build(engine_dir: Path, gpu: GpuInfo, version: str, manifest: Manifest,
                  precision: str, entry: Dict[str, Any]) -> Dict[str, Any]:
     """build.json with ``entry`` for ``precision``, keeping other precisions' records."""
     build = None
@@ -73,7 +73,7 @@ def record_build(engine_dir: Path, gpu: GpuInfo, version: str, manifest: Dict[st
                   "gpu": {"name": gpu.name, "compute_capability":
                           list(gpu.compute_capability) if gpu.compute_capability else None},
                   "tensorrt_version": version, "cuda": cuda_versions(),
-                  "model": {"name": manifest.get("name")}, "timing_cache": TIMING_CACHE,
+                  "model": {"name": manifest.name}, "timing_cache": TIMING_CACHE,
                   "tools": {"samspt": samspt.__version__, "tensorrt": version}})
     build["precisions"][precision] = entry
     write_build_json(engine_dir, build)

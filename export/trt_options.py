@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from samspt.runtime.engines import DEFAULT_PROFILES, ShapeProfiles
 from samspt.runtime.errors import BackendError, ConfigError, ModelFolderError
-from samspt.runtime.manifest import GRAPH_KINDS, PRECISIONS, graph_entry, read_manifest
+from samspt.runtime.manifest import GRAPH_KINDS, PRECISIONS, Manifest, read_manifest
 from samspt.runtime.trt_env import device_info
 
 DEFAULT_WORKSPACE_MB = 4096
@@ -41,10 +41,10 @@ class BuildOptions:
             raise ConfigError(f"--device must be >= 0, got {self.device}")
 
 
-def check_profiles(manifest: Dict[str, Any], precision: str, profiles: ShapeProfiles) -> None:
+def check_profiles(manifest: Manifest, precision: str, profiles: ShapeProfiles) -> None:
     """The profile fits the decoder graph: fixed dimensions of point_coords/point_labels (ints in
     the manifest) must be asked for exactly."""
-    graph = graph_entry(manifest, "decoder", precision)
+    graph = manifest.graph("decoder", precision)
     wanted = profiles.shapes()
     for spec in graph["inputs"]:
         if spec["name"] not in wanted:
@@ -61,7 +61,7 @@ def check_profiles(manifest: Dict[str, Any], precision: str, profiles: ShapeProf
 
 
 def load_sources(model_dir: Union[str, Path],
-                 options: BuildOptions) -> Tuple[Dict[str, Any], Dict[str, Path]]:
+                 options: BuildOptions) -> Tuple[Manifest, Dict[str, Path]]:
     """(manifest, kind -> ONNX path) of ``model_dir`` at ``options.precision``, files verified.
 
     Raises :class:`ModelFolderError` when the folder is damaged or lacks that precision.
@@ -71,9 +71,9 @@ def load_sources(model_dir: Union[str, Path],
     sources = {}
     for kind in GRAPH_KINDS:
         try:
-            sources[kind] = model_dir / graph_entry(manifest, kind, options.precision)["file"]
+            sources[kind] = model_dir / manifest.graph(kind, options.precision)["file"]
         except ModelFolderError as exc:
-            other = [p for p in PRECISIONS if p in manifest["graphs"].get(kind, {})]
+            other = manifest.precisions(kind)
             hint = f"; or build from the graphs it has: --precision {other[0]}" if other else ""
             raise ModelFolderError(f"{model_dir}: {exc}{hint}") from None
     check_profiles(manifest, options.precision, options.profiles)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 from samspt.export.trt_options import BuildOptions
 from samspt.runtime import tensors
 from samspt.runtime.engines import BUILD_COMMAND, TIMING_CACHE, build_command, engine_file_name
-from samspt.runtime.manifest import GRAPH_KINDS, graph_entry
+from samspt.runtime.manifest import GRAPH_KINDS, Manifest
 
 
 def _dims(shape: Sequence[int]) -> str:
@@ -20,7 +20,7 @@ def _dims(shape: Sequence[int]) -> str:
 
 
 def trtexec_commands(model_dir: Union[str, Path], engine_dir: Union[str, Path],
-                     options: BuildOptions, manifest: Optional[Dict[str, Any]] = None,
+                     options: BuildOptions, manifest: Optional[Manifest] = None,
                      trtexec: str = "trtexec") -> List[List[str]]:
     """The ``trtexec`` argument lists that build what :func:`.trt_build.build_engines` builds
     (encoder, then decoder), into ``engine_dir`` with its timing cache. No verification, no
@@ -30,11 +30,11 @@ def trtexec_commands(model_dir: Union[str, Path], engine_dir: Union[str, Path],
     model_dir, engine_dir = Path(model_dir), Path(engine_dir)
     commands = []
     for kind in GRAPH_KINDS:
-        onnx_name = (graph_entry(manifest, kind, options.precision)["file"] if manifest
+        onnx_name = (manifest.graph(kind, options.precision)["file"] if manifest
                      else f"{kind}.{options.precision}.onnx")
         cmd = [trtexec, f"--onnx={model_dir / onnx_name}", "--stronglyTyped"]
         if kind == "encoder":
-            size = int(manifest["input"]["image_size"]) if manifest else None
+            size = manifest.input.image_size if manifest else None
             if size:  # the graph takes V views: as many per call as the views profile
                 cmd += [f"{flag}={tensors.IMAGE}:{_dims(shape)}" for flag, shape in
                         zip(("--minShapes", "--optShapes", "--maxShapes"),
@@ -61,7 +61,7 @@ TRTEXEC_LINE = (f'TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo {JETPACK_TRT
 
 
 def format_trtexec(model_dir: Union[str, Path], engine_dir: Union[str, Path],
-                   options: BuildOptions, manifest: Optional[Dict[str, Any]] = None,
+                   options: BuildOptions, manifest: Optional[Manifest] = None,
                    gpu_name: str = "", trt_version: str = "") -> str:
     """A shell script: make the engine folder, the trtexec lines, then the adopt command."""
     model_dir = Path(model_dir)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Callable, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 
 from samspt.runtime.errors import BackendError, ConfigError, ModelFolderError
+from samspt.runtime.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def encode_in_chunks(backend: Backend, views: np.ndarray) -> np.ndarray:
                            for i in range(0, len(views), limit)])
 
 
-def open_backend(model_dir: Path, manifest: Dict[str, Any], backend: str = "auto",
+def open_backend(model_dir: Path, manifest: Manifest, backend: str = "auto",
                  precision: Optional[str] = None, providers: Optional[Sequence[str]] = None,
                  threads: int = 0, spin: bool = False) -> Backend:
     """The backend that runs ``model_dir``'s graphs.

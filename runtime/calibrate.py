@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import shutil
 import sys
@@ -31,7 +30,7 @@ from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import InputError, ModelFolderError, SamsptError
 from samspt.runtime.image_files import image_files, load_image
 from samspt.runtime.backend import BACKENDS
-from samspt.runtime.manifest import PRECISIONS
+from samspt.runtime.manifest import GRAPH_KINDS, PRECISIONS
 from samspt.runtime.logs import configure_cli_logging, progress_enabled
 from samspt.runtime.operating_point import (DEFAULT_MAX_FALSE_ALARM, OperatingPoint,
                                             check_counts, choose, image_scores)
@@ -89,7 +88,6 @@ def calibrate(model_dir: Path, normal: Path, defective: Optional[Path] = None,
     (defect-free) and ``defective``: for ``min_recall`` if given, else for ``max_false_alarm``
     (default 2 %). ``progress(label)``: a callback factory for each image set's progress."""
     from samspt.runtime.inspector import Inspector
-    from samspt.runtime.manifest import graph_entry
 
     if min_recall is None and max_false_alarm is None:
         max_false_alarm = DEFAULT_MAX_FALSE_ALARM
@@ -108,9 +106,10 @@ def calibrate(model_dir: Path, normal: Path, defective: Optional[Path] = None,
                                                       scan_min_score=None)
         neg = folder_scores(inspector, normal_paths, progress and progress("defect-free"))
         pos = folder_scores(inspector, defective_paths, progress and progress("defective"))
-        used = {entry["file"]: inspector.manifest["files"][entry["file"]]["sha256"]
-                for entry in (graph_entry(inspector.manifest, kind, inspector.precision)
-                              for kind in ("encoder", "decoder"))}
+        manifest = inspector.manifest
+        used = {entry["file"]: manifest.sha256(entry["file"])
+                for entry in (manifest.graph(kind, inspector.precision)
+                              for kind in GRAPH_KINDS)}
         backend_name = inspector.backend.split(" ")[0]
         ran = inspector.precision
     point = choose(neg, pos, max_false_alarm=max_false_alarm, min_recall=min_recall)
@@ -121,14 +120,16 @@ def write_calibrated(model_dir: Path, out: Path, point: OperatingPoint) -> Path:
     """A copy of ``model_dir`` at ``out`` (atomically replaced; ``out`` may be ``model_dir``)
     whose manifest holds ``point`` and its gate. Every other file is copied as it is, so its
     hash, and the engines built from the graphs, stay valid."""
-    from samspt.runtime.files import atomic_dir, atomic_write_text
-    from samspt.runtime.manifest import MANIFEST, operating_point, read_manifest
+    from samspt.runtime.files import atomic_dir
+    from samspt.runtime.manifest import MANIFEST, read_manifest, write_manifest
 
     model_dir, out = Path(model_dir), Path(out)
     manifest = read_manifest(model_dir)
-    manifest["views"] = dict(manifest["views"], scan_min_score=point.min_score)
-    manifest["calibration"] = point.to_dict()
-    operating_point(manifest)   # the record reads back, and belongs to these graphs
+    if manifest.views is None:
+        raise ModelFolderError(f"{model_dir} is a whole-image model: it has no scan gate to set")
+    manifest = dataclasses.replace(
+        manifest, views=dataclasses.replace(manifest.views, scan_min_score=point.min_score),
+        calibration=point)
     with atomic_dir(out) as tmp:
         for item in model_dir.iterdir():
             if item.name == MANIFEST:
@@ -137,7 +138,7 @@ def write_calibrated(model_dir: Path, out: Path, point: OperatingPoint) -> Path:
                 shutil.copytree(item, tmp / item.name)
             else:
                 shutil.copy2(item, tmp / item.name)
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_manifest(tmp, manifest)   # checks that the point belongs to these graphs
     read_manifest(out)
     return out
 

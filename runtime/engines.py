@@ -53,7 +53,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 from samspt.runtime import tensors
 from samspt.runtime.errors import ConfigError, ModelFolderError
 from samspt.runtime.files import atomic_write_text, sha256_file
-from samspt.runtime.manifest import GRAPH_KINDS, PRECISIONS, graph_file_name, read_json_object
+from samspt.runtime.manifest import (GRAPH_KINDS, PRECISIONS, Manifest, graph_file_name,
+                                     read_json_object)
 
 ENGINES_DIR = "engines"
 BUILD_JSON = "build.json"
@@ -332,7 +333,7 @@ def precision_entry(build_json: Dict[str, Any], precision: Optional[str] = None,
     return precision, built[precision]
 
 
-def check_sources(build_json: Dict[str, Any], manifest: Dict[str, Any], precision: str,
+def check_sources(build_json: Dict[str, Any], manifest: "Manifest", precision: str,
                   model_dir: Union[str, Path, None] = None) -> None:
     """Refuse engines built from other ONNX graphs than the model folder's (a re-export)."""
     where = str(model_dir) if model_dir is not None else "MODEL_DIR"
@@ -340,8 +341,7 @@ def check_sources(build_json: Dict[str, Any], manifest: Dict[str, Any], precisio
     stale = []
     for kind in GRAPH_KINDS:
         source = entry.get("engines", {}).get(kind, {}).get("source", {})
-        listed = manifest.get("files", {}).get(source.get("file", ""), {})
-        if not source or source.get("sha256") != listed.get("sha256"):
+        if not source or source.get("sha256") != manifest.sha256(source.get("file", "")):
             stale.append(kind)
     if stale:
         raise ModelFolderError(f"the {precision} {' and '.join(stale)} engines were built from "

@@ -5,7 +5,8 @@
    probabilities, resized into the image, make the anomaly map (HxW, the maximum where views
    overlap). The image's score is the map's maximum; the image is flagged where it reaches the
    gate (``ViewSettings.scan_min_score``; :data:`DEFAULT_GATE` where the folder has none).
-2. Segment: each connected region of the map at or above the gate becomes a box prompt, answered
+2. Segment: each connected region of the map that reaches the gate, drawn to where it reaches
+   :data:`REGION_SHARE` of it, becomes a box prompt, answered
    in its own view through the draft and refine decoders, as a person would prompt it; the
    answers merge into the scan's one row. The decoders run only where something was found, so
    a clean part costs its scan views' encoder runs and the head. A flagged image whose boxes the
@@ -26,6 +27,12 @@ from samspt.runtime.views import View, ViewSettings, plan_views, scan_views
 
 # The gate of a folder with a scan head and no operating point: the head's even odds.
 DEFAULT_GATE = 0.5
+# A found region extends over the map where it reaches this share of the gate: the gate finds a
+# defect by its peak, the lower level draws its extent (hysteresis). Held-out MTD (64 defective
+# images, the one command's 30-minute model, scan head refit): scan mask mIoU at gate 0.9 0.189
+# with the gate alone drawing regions, 0.228 at level 0.8, 0.212 at 0.5, 0.148 at 0.3; at gate
+# 0.99 0.026 alone, 0.098 at 0.8, 0.102 at 0.5.
+REGION_SHARE = 0.8
 
 
 class ScanHeadFn(Protocol):
@@ -82,7 +89,7 @@ def head_scan(image: np.ndarray, settings: ViewSettings, input_size: int,
     if score >= gate:
         t1 = clock()
         cell = max(1, int(math.ceil(views[0].side / logits.shape[-1])))   # a token's pixels
-        boxes = proposals(prob, gate, cell)
+        boxes = proposals(prob, gate, cell, low=REGION_SHARE * gate)
         timings["postprocess"] += clock() - t1
         plan = plan_views((height, width), input_size, settings, "auto",
                           boxes=np.stack(boxes))
@@ -95,7 +102,7 @@ def head_scan(image: np.ndarray, settings: ViewSettings, input_size: int,
         masks[0] = out.masks.any(axis=0)
         drafts[0] = out.draft_masks.any(axis=0)
         if not masks[0].any():
-            masks[0] = prob >= gate
+            masks[0] = prob >= REGION_SHARE * gate
         regions[0] = (0, height, 0, width)
         timings["postprocess"] += clock() - t2
     return HeadScan(masks, drafts, regions, score, gate, prob, boxes, views, timings)

@@ -35,7 +35,7 @@ import numpy as np
 from samspt.runtime.backend import Backend, Encode, encode_in_chunks, open_backend
 from samspt.runtime.errors import ConfigError, InputError
 from samspt.runtime.find_segment import head_scan
-from samspt.runtime.manifest import PRECISIONS, operating_point, read_manifest, view_settings
+from samspt.runtime.manifest import PRECISIONS, read_manifest
 from samspt.runtime.operating_point import (DEFAULT_HIGH, DEFAULT_LOW, image_scores,
                                             normalized_score)
 from samspt.runtime.result import InspectionResult, summarize_masks
@@ -101,13 +101,13 @@ class Inspector:
         self.views = views
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
-        self.image_size = int(self.manifest["input"]["image_size"])
-        self.pixel_mean = tuple(self.manifest["input"]["pixel_mean"])
-        self.pixel_std = tuple(self.manifest["input"]["pixel_std"])
-        self.threshold = float(self.manifest["mask_threshold"])
-        self.view_settings = view_settings(self.manifest)
-        self.operating_point = operating_point(self.manifest)
-        head = self.manifest.get("scan_head")
+        self.image_size = self.manifest.input.image_size
+        self.pixel_mean = self.manifest.input.pixel_mean
+        self.pixel_std = self.manifest.input.pixel_std
+        self.threshold = self.manifest.mask_threshold
+        self.view_settings = self.manifest.views
+        self.operating_point = self.manifest.calibration
+        head = self.manifest.scan_head
         self._scan_head = (NumpyScanHead.load(self.model_dir / head["file"], int(head["channels"]))
                            if head and self.view_settings is not None else None)
         for key, value, what in (("scan_min_score", scan_min_score, "a scan view's mask"),

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
 from samspt.runtime import tensors
 from samspt.runtime.errors import BackendError
-from samspt.runtime.manifest import (GRAPH_KINDS, graph_entry, graph_variant,
+from samspt.runtime.manifest import (GRAPH_KINDS, Manifest, graph_variant,
                                      variant_for_provider)
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def session_provider(providers: Optional[Sequence[str]] = None) -> str:
     return next((name for name in names if name in available), "CPUExecutionProvider")
 
 
-def graph_files(model_dir: Path, manifest: Dict[str, Any], precision: str,
+def graph_files(model_dir: Path, manifest: Manifest, precision: str,
                 providers: Optional[Sequence[str]] = None) -> Tuple[Path, Path]:
     """(encoder, decoder) files ONNX Runtime runs at ``precision`` on ``providers``: each graph's
     variant made for the provider the session will run on when the manifest has one (INT8 on
@@ -49,7 +49,7 @@ def graph_files(model_dir: Path, manifest: Dict[str, Any], precision: str,
     variant = variant_for_provider(provider)
     files = []
     for kind in GRAPH_KINDS:
-        entry = graph_entry(manifest, kind, precision)
+        entry = manifest.graph(kind, precision)
         chosen = graph_variant(entry, variant) or entry
         files.append(Path(model_dir) / chosen["file"])
         log.info("%s %s graph on %s: %s%s", precision, kind, provider, chosen["file"],
@@ -106,7 +106,7 @@ class OrtGraphs:
         log.debug("ONNX Runtime sessions on %s", self.providers)
 
     @classmethod
-    def for_precision(cls, model_dir: Path, manifest: Dict[str, Any], precision: str,
+    def for_precision(cls, model_dir: Path, manifest: Manifest, precision: str,
                       providers: Optional[Sequence[str]] = None,
                       threads: int = 0, spin: bool = False) -> "OrtGraphs":
         """Sessions of the model folder's graphs at ``precision``, the files as

@@ -10,7 +10,7 @@ and needs no graph or engine of its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -97,19 +97,25 @@ def anomaly_map(views: Sequence[View], token_logits: np.ndarray,
 
 
 def proposals(prob: np.ndarray, threshold: float, cell: int,
-              pad: int = 0) -> List[np.ndarray]:
+              pad: int = 0, low: Optional[float] = None) -> List[np.ndarray]:
     """Boxes (x0, y0, x1, y1, inclusive image pixels) of the connected regions where ``prob``
-    reaches ``threshold``, found on a grid of ``cell``-pixel cells (a token's size in the image,
-    so the search costs the grid, not the pixels), each grown by ``pad`` pixels."""
+    reaches ``low`` (default ``threshold``) that reach ``threshold`` somewhere (hysteresis, as
+    an edge detector's two thresholds: a region is found by its peak and drawn to its extent),
+    found on a grid of ``cell``-pixel cells (a token's size in the image, so the search costs
+    the grid, not the pixels), each grown by ``pad`` pixels."""
     height, width = prob.shape
     cell = max(1, int(cell))
+    low = threshold if low is None else min(float(low), threshold)
     gh, gw = -(-height // cell), -(-width // cell)
     padded = np.zeros((gh * cell, gw * cell), bool)
-    padded[:height, :width] = prob >= threshold
+    padded[:height, :width] = prob >= low
     hot = padded.reshape(gh, cell, gw, cell).any(axis=(1, 3))
+    peaks = np.zeros_like(padded)
+    peaks[:height, :width] = prob >= threshold
+    seeds = peaks.reshape(gh, cell, gw, cell).any(axis=(1, 3))
     seen = np.zeros_like(hot)
     boxes = []
-    for start in zip(*np.nonzero(hot)):
+    for start in zip(*np.nonzero(seeds)):
         if seen[start]:
             continue
         seen[start] = True

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from samspt.runtime.engines import (Profile, ShapeProfiles, check_compatible, ch
                                     find_engine_dir, precision_entry, read_build_json,
                                     verify_engine_files)
 from samspt.runtime.errors import BackendError, InputError
+from samspt.runtime.manifest import Manifest
 from samspt.runtime.trt_engine import (DeviceEmbedding, EmbeddingSlot, TrtEngine, as_float32,
                                        check_engine_pair, check_profile_limits)
 from samspt.runtime.trt_env import (device_info, free_pinned, import_backend, primary_context,
@@ -86,7 +87,7 @@ class TrtGraphs:
 
     @classmethod
     def from_model_dir(cls, model_dir: Union[str, Path], precision: Optional[str] = None,
-                       device: int = 0, manifest: Optional[Dict[str, Any]] = None) -> "TrtGraphs":
+                       device: int = 0, manifest: Optional[Manifest] = None) -> "TrtGraphs":
         """The engines of ``model_dir`` for this GPU and TensorRT version, checked against the
         model folder's ``manifest.json`` (engines of an older export are refused)."""
         from samspt.runtime.manifest import read_manifest
@@ -311,7 +312,7 @@ class TrtGraphs:
         return draft, logits, scores
 
 
-def open_engines(model_dir: Union[str, Path], manifest: Optional[Dict[str, Any]] = None,
+def open_engines(model_dir: Union[str, Path], manifest: Optional[Manifest] = None,
                  precision: Optional[str] = None, device: int = 0) -> TrtGraphs:
     """:meth:`TrtGraphs.from_model_dir`: this GPU's engines of ``model_dir``, checked.
 

@@ -127,13 +127,13 @@ class InspectionService:
             encode=self._encode_from_thread)
         self._batching = batches_across_requests(self.inspector.graphs, self.settings.max_batch)
         manifest = self.inspector.manifest
-        self.model = model_identity(str(manifest["name"]), sha256_file(model_dir / MANIFEST),
+        self.model = model_identity(manifest.name, sha256_file(model_dir / MANIFEST),
                                     self.inspector.image_size)
-        self.model_info = {**self.model, "input": manifest["input"],
+        self.model_info = {**self.model, "input": manifest.input.to_dict(),
                            "precision": self.inspector.precision,
                            "backend": self.inspector.backend,
-                           "views": manifest.get("views"),
-                           "mask_threshold": manifest["mask_threshold"],
+                           "views": manifest.views.to_dict() if manifest.views else None,
+                           "mask_threshold": manifest.mask_threshold,
                            "limits": {"max_body_bytes": self.settings.max_body_bytes,
                                       "max_image_pixels": self.settings.max_image_pixels,
                                       "max_prompts": self.inspector.max_prompts},

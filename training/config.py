@@ -103,6 +103,9 @@ class ModelConfig:
     # prompt-free scan reads it to find candidate regions (then answers them as box prompts) and
     # to score the image; the runtime computes it in numpy from the exported scan_head.npz.
     scan_head: bool = False
+    # Its hidden width; 0: a quarter of the embedding's channels (the head trained with the
+    # model). The finish stage's refit (training/scan_refit.py) sets the width it fitted.
+    scan_head_hidden: int = 0
     # Views (samspt.runtime.views): a model trained on zoomed views records how they are chosen;
     # view_context None is a whole-image model (SAM's protocol, the SAM sizes).
     view_context: Optional[float] = None
@@ -147,6 +150,10 @@ class ModelConfig:
         if self.encoder == "vit" and self.encoder_embed_dim % self.encoder_num_heads:
             raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
                               f"divide encoder_embed_dim {self.encoder_embed_dim}")
+        if type(self.scan_head_hidden) is not int or self.scan_head_hidden < 0:
+            raise ConfigError(f"{self.name}: scan_head_hidden must be a whole number >= 0 (0: a "
+                              f"quarter of the embedding's channels), got "
+                              f"{self.scan_head_hidden!r}")
         if self.view_context is not None:
             self.view_settings  # raises ConfigError on bad values
         if self.box_clip_margin is not None and not 0 <= self.box_clip_margin <= 10:

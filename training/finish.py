@@ -6,8 +6,11 @@
 ``model.safetensors``, ``config.yaml``, ``split.json``, ``metrics.jsonl``, ``plots/``). The stage:
 
 1. loads ``best.safetensors`` (best validation final mIoU; ``model.safetensors`` when the run has
-   no best), and exports its FP32 graphs, unverified and with no gates, into a hidden probe
-   folder inside the run (:func:`samspt.export.onnx_export.export_model`: about a second);
+   no best); where the model has a scan head, fits it again on the frozen encoder's tokens of
+   every training image's scan views (:mod:`samspt.training.scan_refit`) and writes the weights
+   with it as ``finished.safetensors``, what the folder is exported from; exports its FP32
+   graphs, unverified and with no gates, into a hidden probe folder inside the run
+   (:func:`samspt.export.onnx_export.export_model`: about a second);
 2. evaluates the probe through :class:`samspt.runtime.Inspector` on the validation records
    (:func:`samspt.training.evaluation.collect_results`: a tight box per defective image, a
    seeded random box per defect-free one, each with the model's score, and the prompt-free
@@ -55,6 +58,7 @@ from samspt.runtime.cli import add_verbose_flag, error_exit
 from samspt.runtime.errors import CheckpointError, CheckpointNotFoundError, ConfigError, \
     ModelFolderError, SamsptError
 from samspt.runtime.files import atomic_write_text, sha256_file
+from samspt.runtime.manifest import GRAPH_KINDS
 from samspt.training import model_card
 from samspt.training.data.records import Record
 from samspt.training.finish_report import (BOX, DEFAULT_FALSE_ALARM, GOALS, GRABCUT, Figures,
@@ -74,6 +78,7 @@ VERIFY_IMAGES = 8          # validation images of the export's parity check
 # Test-time flips the finish stage measures against none (samspt.runtime.flips).
 FINISH_FLIPS = 4
 OVERLAY_IMAGES = 8         # when the config does not say (log.overlay_images)
+FINISHED_WEIGHTS = "finished.safetensors"   # the best weights with the refit scan head
 CARD_RESERVE_S = 10.0      # seconds kept for the card when a deadline cuts GrabCut short
 FINISH_COMMAND = "samspt-train --finish-only {run}"
 
@@ -185,6 +190,7 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
             data_root: Optional[Path], train_seconds: Optional[float]) -> FinishReport:
     with stages.stage("load", f"loading {weights.name}"):
         model = _load(weights, config, run_dir)
+    weights = _refit_scan_head(model, weights, run_dir, train_records, deadline, stages, notes)
     full_config = model.config
     views = full_config.view_settings is not None
 
@@ -245,16 +251,16 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
                                                view_flips=flips.flips if flips else 1)
         result = _export(model, model_dir, run_dir.resolve().name, _verify_images(val_records),
                          _sources(weights, config), notes)
-    shipped = result.manifest["files"]
+    shipped = result.manifest
     if point is not None:      # the operating point, with the graphs it was measured on
         from samspt.runtime.calibrate import write_calibrated
 
-        fp32 = {probe.manifest["graphs"][kind]["fp32"]["file"] for kind in ("encoder", "decoder")}
+        fp32 = {probe.manifest.graph(kind, "fp32")["file"] for kind in GRAPH_KINDS}
         write_calibrated(model_dir, model_dir, dataclasses.replace(
             point, backend="onnxruntime", precision="fp32",
-            graphs={name: shipped[name]["sha256"] for name in sorted(fp32)}))
-    if any(entry["sha256"] != shipped.get(name, {}).get("sha256")
-           for name, entry in probe.manifest["files"].items()):
+            graphs={name: shipped.sha256(name) for name in sorted(fp32)}))
+    if any(entry["sha256"] != shipped.sha256(name)
+           for name, entry in probe.manifest.files.items()):
         notes.append("The figures were measured on FP32 graphs traced a moment before the "
                      "shipped ones and not byte-identical to them (both from the same weights; "
                      "the shipped graphs passed parity with PyTorch).")
@@ -295,7 +301,7 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         model=Figures.from_report(run_dir.resolve().name, evaluation), baselines=baselines,
         scan=scan, gate=gate, prompt_gate=prompt_gate, flips=flips, goals=[], pictures=pictures, notes=notes,
         seconds=stages.seconds, backend=backend,
-        verification=_verification(result.manifest.get("verification")), files=result.files)
+        verification=_verification(result.manifest.verification), files=result.files)
     report.goals = goal_lines(report, goals)
     with stages.stage("card", f"writing {report.card}"):
         info = model_card.run_info(run_dir, config, model, train_records, val_records, metrics,
@@ -338,6 +344,44 @@ def _evaluate_flipped(probe_dir: Path, val_records: Sequence[Record], results: l
 
 def _time_left(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else deadline - time.time()
+
+
+def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Record],
+                     deadline: Optional[float], stages: _Stages, notes: List[str]) -> Path:
+    """The scan head fitted again on the training images' scan views
+    (:mod:`samspt.training.scan_refit`), the weights with it written to ``RUN/finished.
+    safetensors``, which the folder is then exported from; ``weights`` unchanged where the
+    model has no scan head, the split no defect, or the deadline no room."""
+    from samspt.training.checkpoints import read_spt_weights, save_spt_weights
+    from samspt.training.scan_refit import estimate_s, refit_scan_head
+
+    if model.scan_head is None or model.config.view_settings is None or not train_records:
+        return weights
+    if all(r.is_defect_free for r in train_records) or \
+            all(not r.is_defect_free for r in train_records):
+        notes.append("Scan head: as trained (the training split lacks defective or defect-free "
+                     "images to fit it again on).")
+        return weights
+    left = _time_left(deadline)
+    images = len({r.image_path for r in train_records})
+    if left is not None and left < 3 * estimate_s(images) + CARD_RESERVE_S:
+        notes.append(f"Scan head: as trained ({left:.0f} s were left before the deadline, too "
+                     "few to fit it again on the training images).")
+        return weights
+    with stages.stage("scan_head", f"fitting the scan head again on the scan views of "
+                                   f"{images} training images"):
+        figures = refit_scan_head(model, train_records,
+                                  progress=stages.counter("reading scan views"))
+    _, info = read_spt_weights(weights)
+    path = save_spt_weights(model, run_dir / FINISHED_WEIGHTS, mode=info.mode,
+                            extra={**info.extra, "scan_head": f"refit on {figures.images} "
+                                                              "training images"})
+    notes.append(f"Scan head: fitted again on the frozen encoder's tokens of the scan views of "
+                 f"{figures.images} training images ({figures.tokens} tokens, "
+                 f"{figures.defect_tokens} of them defect; width {figures.hidden}; "
+                 f"{figures.seconds:.0f} s), saved with {weights.name}'s other weights as "
+                 f"{path.name}, which the folder is exported from.")
+    return path
 
 
 def _weights(run_dir: Path) -> Path:

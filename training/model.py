@@ -114,7 +114,8 @@ class SptSam(nn.Module):
         self.box_clip = (None if config.box_clip_margin is None
                          else BoxClip(config.image_size, config.box_clip_margin))
         self.relation = RelationBuilder()
-        self.scan_head = ScanHead(config.prompt_embed_dim) if config.scan_head else None
+        self.scan_head = (ScanHead(config.prompt_embed_dim, config.scan_head_hidden)
+                          if config.scan_head else None)
         if lora is not None:
             self._inject_lora(lora)
 
@@ -269,9 +270,9 @@ class ScanHead(nn.Module):
     """BxCxhxw image embedding -> Bxhxw defect logits per token: 1x1 conv to C/4, ReLU, 1x1 conv
     to one channel (what :mod:`samspt.runtime.scan_head` computes in numpy)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, hidden: int = 0) -> None:
         super().__init__()
-        hidden = max(8, channels // 4)
+        hidden = int(hidden) or max(8, channels // 4)
         self.hidden = nn.Conv2d(channels, hidden, kernel_size=1)
         self.out = nn.Conv2d(hidden, 1, kernel_size=1)
 
@@ -284,6 +285,15 @@ class ScanHead(nn.Module):
                 "hidden_bias": self.hidden.bias.detach().float().cpu().numpy(),
                 "out_weight": self.out.weight.detach().float().cpu().numpy()[:, :, 0, 0],
                 "out_bias": self.out.bias.detach().float().cpu().numpy()}
+
+    def load_arrays(self, arrays: Dict[str, np.ndarray]) -> None:
+        """Set the weights from arrays of :meth:`arrays`' form."""
+        with torch.no_grad():
+            self.hidden.weight.copy_(torch.from_numpy(arrays["hidden_weight"])[:, :, None, None])
+            self.hidden.bias.copy_(torch.from_numpy(arrays["hidden_bias"]))
+            self.out.weight.copy_(torch.from_numpy(
+                np.asarray(arrays["out_weight"]).reshape(1, -1))[:, :, None, None])
+            self.out.bias.copy_(torch.from_numpy(np.asarray(arrays["out_bias"]).reshape(1)))
 
 
 def build_sam(config: ModelConfig) -> nn.Module:

@@ -255,8 +255,10 @@ def _model(report: "FinishReport", info: RunInfo) -> str:
     lines.append(f"- **Parameters**: {info.parameters:,}; trained: {info.trained_parameters:,} "
                  f"(`{info.mode}` mode).")
     step = "" if report.weights_step is None else f", step {report.weights_step}"
-    why = ("the best validation final mIoU during training" if report.weights.name ==
-           "best.safetensors" else "the last weights: the run has no best.safetensors")
+    why = {"best.safetensors": "the best validation final mIoU during training",
+           "finished.safetensors": "the best validation final mIoU during training, its scan "
+                                   "head fitted again by the finish stage"
+           }.get(report.weights.name, "the last weights: the run has no best.safetensors")
     lines.append(f"- **Weights**: `{report.weights.name}`{step} ({why}).")
     if cfg.get("view_context") is not None:
         lines.append(f"- **Views** (`manifest.json` -> `views`): each box is seen in a square "

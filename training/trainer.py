@@ -546,11 +546,19 @@ class Trainer:
         b = self.config.budget
         return TimeBudget.plan(
             total_s=b.minutes * 60.0, now_s=self.clock(), finish_share=b.finish_share,
-            finish_s=finish_estimate_s(self.eval_image_s or 0.0, len(self.val_records)),
+            finish_s=finish_estimate_s(self.eval_image_s or 0.0, len(self.val_records),
+                                       self._refit_images()),
             step_s=step_s, val_s=self._val_estimate(), warmup_share=b.warmup_share,
             evaluations=b.evaluations)
 
     # --------------------------------------------------------------------- helpers
+    def _refit_images(self) -> int:
+        """The training images the finish stage refits the scan head on (0: it will not)."""
+        model = self.model
+        if getattr(model, "scan_head", None) is None or model.config.view_settings is None:
+            return 0
+        return len({r.image_path for r in self.train_records})
+
     def _forward(self, step_module: nn.Module, batch: Sequence[Dict[str, Any]],
                  amp_dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]:
         device = self.dist.device

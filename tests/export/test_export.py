@@ -150,19 +150,19 @@ def test_fp16_graphs_keep_fragile_parts_in_fp32(exported):
 def test_manifest_describes_and_protects_the_folder(exported):
     model, out, result = exported
     manifest = read_manifest(out)
-    assert manifest == json.loads((out / MANIFEST).read_text())
-    assert manifest["schema_version"] == 2 and manifest["name"] == "tiny"
-    assert manifest["views"] is None  # a whole-image model
-    assert ModelConfig.from_dict(manifest["model"]) == model.config
-    assert manifest["input"]["image_size"] == 64 and manifest["low_res_size"] == 32
-    assert manifest["input"]["pixel_mean"] == list(model.config.pixel_mean)
-    assert set(manifest["files"]) == {"encoder.fp32.onnx", "encoder.fp16.onnx",
+    assert manifest.to_dict() == json.loads((out / MANIFEST).read_text())
+    assert manifest.schema_version == 2 and manifest.name == "tiny"
+    assert manifest.views is None  # a whole-image model
+    assert ModelConfig.from_dict(manifest.model) == model.config
+    assert manifest.input.image_size == 64 and manifest.low_res_size == 32
+    assert manifest.input.pixel_mean == tuple(model.config.pixel_mean)
+    assert set(manifest.files) == {"encoder.fp32.onnx", "encoder.fp16.onnx",
                                       "decoder.fp32.onnx", "decoder.fp16.onnx"}
-    dec = manifest["graphs"]["decoder"]["fp16"]
+    dec = manifest.graphs["decoder"]["fp16"]
     assert dec["inputs"][1] == {"name": "point_coords", "shape": ["B", "N", 2],
                                 "dtype": "float32"}
-    assert {"torch", "onnx", "onnxruntime", "samspt"} <= set(manifest["tools"])
-    ver = manifest["verification"]
+    assert {"torch", "onnx", "onnxruntime", "samspt"} <= set(manifest.tools)
+    ver = manifest.verification
     assert ver["fp32"]["mean_iou"] >= 0.999 and ver["fp16"]["min_iou"] >= 0.97
     assert ver["fp32"]["max_logit_error"] < 1e-3
 
@@ -224,8 +224,8 @@ def test_export_command_with_spt_weights(tmp_path, tiny_spt, tiny_sam, capsys):
     printed = capsys.readouterr().out
     assert "parity with PyTorch" in printed and "decoder.fp32.onnx" in printed
     manifest = read_manifest(out)
-    assert manifest["sources"]["spt"]["name"] == "spt_tiny.safetensors"
-    assert set(manifest["graphs"]["encoder"]) == {"fp32"}
+    assert manifest.sources["spt"]["name"] == "spt_tiny.safetensors"
+    assert set(manifest.graphs["encoder"]) == {"fp32"}
 
 
 def test_the_scan_gate_goes_into_the_manifest_and_is_the_inspectors_default(tmp_path, capsys):
@@ -237,7 +237,7 @@ def test_the_scan_gate_goes_into_the_manifest_and_is_the_inspectors_default(tmp_
     out = tmp_path / "cnn"
     assert export_main(["--weights", str(weights), "--out", str(out), "--precision", "fp32",
                         "--no-verify", "--scan-min-score", "0.35"]) == 0
-    assert read_manifest(out)["views"]["scan_min_score"] == 0.35
+    assert read_manifest(out).views.scan_min_score == 0.35
     with Inspector(out, warmup=False) as inspector:
         assert inspector.view_settings.scan_min_score == 0.35
     with Inspector(out, warmup=False, scan_min_score=0.1) as inspector:
@@ -279,7 +279,7 @@ def test_vit_b_exports(tmp_path):
 
     model = build_model("vit_b")
     result = export_model(model, tmp_path / "vit_b", "vit_b", verify_images=IMAGES[:1])
-    assert result.manifest["verification"]["fp32"]["mean_iou"] >= 0.999
+    assert result.manifest.verification["fp32"]["mean_iou"] >= 0.999
 
 
 def test_box_clip_exports_inside_the_decoder_graph(tmp_path):
@@ -294,7 +294,7 @@ def test_box_clip_exports_inside_the_decoder_graph(tmp_path):
     model = randomize_spt_(SptSam(dataclasses.replace(get_config("tiny"),
                                                       box_clip_margin=0.0)), scale=0.1)
     result = export_model(model, tmp_path / "clip", "clip", verify_images=IMAGES[:2])
-    assert result.manifest["verification"]  # parity was checked, and passed
+    assert result.manifest.verification  # parity was checked, and passed
     session = _session(tmp_path / "clip" / "decoder.fp16.onnx")
     embedding = np.random.default_rng(0).standard_normal((1, 32, 8, 8)).astype(np.float32)
     coords = np.array([[[8.0, 8.0], [23.0, 23.0]]], np.float32)
@@ -321,8 +321,8 @@ def test_large_encoders_go_to_external_data_that_the_manifest_protects(tmp_path,
     assert sorted(p.name for p in out.iterdir()) == [
         "decoder.fp32.onnx", "encoder.fp32.onnx", "encoder.fp32.onnx.data", MANIFEST]
     manifest = read_manifest(out)
-    assert manifest["graphs"]["encoder"]["fp32"]["external_data"] == ["encoder.fp32.onnx.data"]
-    assert "encoder.fp32.onnx.data" in manifest["files"]
+    assert manifest.graphs["encoder"]["fp32"]["external_data"] == ["encoder.fp32.onnx.data"]
+    assert "encoder.fp32.onnx.data" in manifest.files
     assert (out / "encoder.fp32.onnx").stat().st_size < 100_000  # the weights live in .data
     image = IMAGES[0][1]
     with Inspector(out, backend="onnxruntime", precision="fp32") as inspector:

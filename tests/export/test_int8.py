@@ -78,7 +78,7 @@ def test_int8_graphs_quantise_only_weighted_products(example_int8):
     _, out, result = example_int8
     assert {"encoder.int8.onnx", "encoder.fp32.onnx", MANIFEST} <= {p.name for p in out.iterdir()}
     for kind in ("encoder", "decoder"):
-        info = result.manifest["graphs"][kind]["int8"]
+        info = result.manifest.graphs[kind]["int8"]
         if not info["quantization"]["quantized"]:
             assert kind == "decoder" and info["file"] == "decoder.fp32.onnx"
             continue
@@ -116,24 +116,24 @@ def test_int8_graphs_quantise_only_weighted_products(example_int8):
 def test_manifest_holds_int8_parity_within_the_gate(example_int8):
     _, out, result = example_int8
     manifest = read_manifest(out)  # every file hashed, every graph's file listed
-    figures = manifest["verification"]["int8"]
+    figures = manifest.verification["int8"]
     assert figures["mean_iou"] >= GATES["int8"]["mean_iou"]
     assert figures["min_iou"] >= GATES["int8"]["min_iou"]
     assert {r["image"] for r in figures["per_image"]} == \
         {name for name, _, _ in bundled_verify_images()}
-    info = manifest["graphs"]["encoder"]["int8"]["quantization"]
+    info = manifest.graphs["encoder"]["int8"]["quantization"]
     # MinMax ranges for the signed graphs (TensorRT's), percentile ones for the CPU variant's
     # encoder; decoders' tensors change shape with the prompts: MinMax ranges
     assert info["calibration"] == {"method": "MinMax", "inputs": info["calibration"]["inputs"]}
     assert info["calibration"]["inputs"] > 0
-    cpu = manifest["graphs"]["encoder"]["int8"]["variants"]["cpu"]["quantization"]
+    cpu = manifest.graphs["encoder"]["int8"]["variants"]["cpu"]["quantization"]
     assert cpu["calibration"] == {"method": "Percentile", "percentile": 99.99,
                                   "inputs": info["calibration"]["inputs"]}
-    for graph in [manifest["graphs"]["decoder"]["int8"]] + list(
-            manifest["graphs"]["decoder"]["int8"].get("variants", {}).values()):
+    for graph in [manifest.graphs["decoder"]["int8"]] + list(
+            manifest.graphs["decoder"]["int8"].get("variants", {}).values()):
         if graph["quantization"]["quantized"]:
             assert graph["quantization"]["calibration"]["method"] == "MinMax"
-    assert manifest["graphs"]["encoder"]["int8"]["inputs"][0]["dtype"] == "float32"
+    assert manifest.graphs["encoder"]["int8"]["inputs"][0]["dtype"] == "float32"
 
 
 def test_inspector_runs_int8_graphs_close_to_fp32(example_int8):
@@ -176,10 +176,10 @@ def test_unverified_int8_keeps_the_decoder_float_and_says_so(tmp_path, tiny_spt,
                         "--weights", str(_tiny_weights(tmp_path, tiny_spt))]) == 0
     assert "decoder kept float" in capsys.readouterr().out
     manifest = read_manifest(out)
-    decoder = manifest["graphs"]["decoder"]["int8"]
+    decoder = manifest.graphs["decoder"]["int8"]
     assert decoder["file"] == "decoder.fp32.onnx" and not decoder["quantization"]["quantized"]
     assert "not verified" in decoder["quantization"]["reason"]
-    assert set(manifest["graphs"]["encoder"]) == {"int8"}
+    assert set(manifest.graphs["encoder"]) == {"int8"}
     # the encoder's CPU variant is written (unverified, like the encoder); the decoder's is not
     assert "variants" not in decoder
     assert sorted(p.name for p in out.iterdir()) == ["decoder.fp32.onnx",
@@ -214,7 +214,7 @@ def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp
     entry = result.build["precisions"]["int8"]
     assert entry["engines"]["encoder"]["source"]["file"] == "encoder.int8.onnx"
     # never the CPU variant (UINT8 activations), even with one in the folder
-    assert "variants" in read_manifest(folder)["graphs"]["encoder"]["int8"]
+    assert "variants" in read_manifest(folder).graphs["encoder"]["int8"]
     assert "-cpu" not in entry["engines"]["decoder"]["source"]["file"]
     assert entry["verification"]["mean_iou"] >= GATES["int8"]["mean_iou"]
     strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -280,7 +280,7 @@ def test_cpu_variant_is_listed_hashed_unsigned_and_within_the_gate(example_int8)
     activations, signed per-channel weights; its files hashed; its parity within the gate."""
     _, out, _ = example_int8
     manifest = read_manifest(out)  # hashes checked, variant files listed
-    encoder = manifest["graphs"]["encoder"]["int8"]
+    encoder = manifest.graphs["encoder"]["int8"]
     variant = encoder["variants"]["cpu"]
     assert variant["file"] == "encoder.int8-cpu.onnx" and variant["activations"] == "uint8"
     assert variant["execution_provider"] == "CPUExecutionProvider" and not variant["tensorrt"]
@@ -289,21 +289,21 @@ def test_cpu_variant_is_listed_hashed_unsigned_and_within_the_gate(example_int8)
     # Each form keeps float what its own parity needs.
     assert variant["quantization"]["quantized_nodes"] > 0
     for kind in ("encoder", "decoder"):
-        graph = manifest["graphs"][kind]["int8"]
+        graph = manifest.graphs[kind]["int8"]
         if "variants" not in graph:  # dropped (its pair missed the gate) or never written
             assert kind == "decoder"
             assert not graph["quantization"]["quantized"] or \
                 "dropped" in graph["variants_dropped"]["cpu"]
             continue
         entry = graph["variants"]["cpu"]
-        assert entry["file"] in manifest["files"]
-        assert len(manifest["files"][entry["file"]]["sha256"]) == 64
+        assert entry["file"] in manifest.files
+        assert len(manifest.files[entry["file"]]["sha256"]) == 64
         acts, weights = _zero_points(onnx.load(str(out / entry["file"])))
         assert acts == {"uint8"}, f"{kind}: activations {acts}"
         assert weights == {onnx.TensorProto.INT8}
         signed_acts, _ = _zero_points(onnx.load(str(out / graph["file"])))
         assert signed_acts == {"int8"}, "the graph TensorRT reads stays signed"
-    figures = manifest["verification"]["int8-cpu"]
+    figures = manifest.verification["int8-cpu"]
     assert figures["mean_iou"] >= GATES["int8"]["mean_iou"]
     assert figures["min_iou"] >= GATES["int8"]["min_iou"]
 
@@ -327,7 +327,7 @@ def test_inspector_on_the_cpu_runs_the_cpu_variant(example_int8, caplog, monkeyp
     monkeypatch.setattr(ort_backend, "available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     cuda = graph_files(out, manifest, "int8", ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert [p.name for p in cuda] == [manifest["graphs"][k]["int8"]["file"]
+    assert [p.name for p in cuda] == [manifest.graphs[k]["int8"]["file"]
                                       for k in ("encoder", "decoder")]
     # ... and where it does not, ONNX Runtime runs on the CPU: the variant
     monkeypatch.setattr(ort_backend, "available_providers", lambda: ["CPUExecutionProvider"])
@@ -377,7 +377,7 @@ def test_tensorrt_check_leaves_the_cpu_variant_out(example_int8):
     from samspt.runtime.manifest import tensorrt_graph_files
 
     _, out, result = example_int8
-    graphs = result.manifest["graphs"]
+    graphs = result.manifest.graphs
     files = tensorrt_graph_files(graphs)
     assert "encoder.int8.onnx" in files and not any("-cpu" in f for f in files)
     assert not any(check_files([out / f for f in files]).values())
@@ -397,7 +397,7 @@ def test_a_variant_missing_the_gate_is_dropped_decoder_first(example_int8, tmp_p
                          ("int8-cpu", {"decoder.int8-cpu.onnx", "encoder.int8-cpu.onnx"})):
         folder = tmp_path / bad
         shutil.copytree(out, folder)
-        graphs = copy.deepcopy(result.manifest["graphs"])
+        graphs = copy.deepcopy(result.manifest.graphs)
         # both variants present, as export writes them before the check
         if "variants" not in graphs["decoder"]["int8"]:
             if not graphs["decoder"]["int8"]["quantization"]["quantized"]:
@@ -475,7 +475,7 @@ def test_the_cpu_variant_of_the_example_encoder_keeps_its_first_convolution_floa
     about half the FP32 encoder's time: samspt-bench encoder_int8_vs_fp32_example)."""
     _, out, _ = example_int8
     manifest = read_manifest(out)
-    info = manifest["graphs"]["encoder"]["int8"]["variants"]["cpu"]["quantization"]
+    info = manifest.graphs["encoder"]["int8"]["variants"]["cpu"]["quantization"]
     sensitivity = info["parity_fallback"]["sensitivity"]
     first = max(sensitivity, key=sensitivity.get)
     assert first == "/trunk/conv1/Conv"

@@ -40,7 +40,7 @@ def test_an_encoder_missing_the_gate_keeps_its_most_sensitive_nodes_float(tmp_pa
     export_model(model, out, "m", precision="fp32,int8",
                  verify_images=bundled_verify_images()[:2])
     manifest = read_manifest(out)
-    info = manifest["graphs"]["encoder"]["int8"]["quantization"]
+    info = manifest.graphs["encoder"]["int8"]["quantization"]
     kept = info["kept_float_for_parity"]
     ranking = sorted(info["parity_fallback"]["sensitivity"].items(), key=lambda kv: -kv[1])
     assert kept == [name for name, _ in ranking[:len(kept)]] and kept
@@ -51,13 +51,13 @@ def test_an_encoder_missing_the_gate_keeps_its_most_sensitive_nodes_float(tmp_pa
                          for i in n.input) and n.op_type != "QuantizeLinear"}
     assert not reads_int8 & set(kept)
     assert info["quantized_nodes"] == len(ranking) - len(kept)
-    variant = manifest["graphs"]["encoder"]["int8"].get("variants", {}).get("cpu")
+    variant = manifest.graphs["encoder"]["int8"].get("variants", {}).get("cpu")
     if variant is not None:          # its own search, ranked for unsigned activations
         own = variant["quantization"]["kept_float_for_parity"]
         if own:
             ranked = sorted(variant["quantization"]["parity_fallback"]["sensitivity"].items(),
                             key=lambda kv: -kv[1])
             assert own == [name for name, _ in ranked[:len(own)]]
-    figures = manifest["verification"]["int8"]
+    figures = manifest.verification["int8"]
     assert figures["mean_iou"] >= GATES["int8"]["mean_iou"]
     assert figures["min_iou"] >= GATES["int8"]["min_iou"]

@@ -23,6 +23,7 @@ from samspt.export.trtexec import format_trtexec, trtexec_commands
 from samspt.runtime import engines as eng
 from samspt.runtime.errors import BackendError, ConfigError, ModelFolderError
 from samspt.runtime.files import sha256_file
+from samspt.runtime.manifest import read_manifest
 from samspt.runtime.ort_backend import OrtGraphs
 from samspt.runtime.samples import bundled_verify_images
 
@@ -135,9 +136,9 @@ def test_bad_build_options_are_refused(kwargs, match):
 
 
 def test_a_profile_must_fit_fixed_decoder_dimensions(model_dir):
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = read_manifest(model_dir)
     check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
-    for spec in manifest["graphs"]["decoder"]["fp16"]["inputs"][1:]:
+    for spec in manifest.graphs["decoder"]["fp16"]["inputs"][1:]:
         spec["shape"][0] = 1  # a graph exported for one prompt per call
     with pytest.raises(ConfigError, match="fixes axis 0 of point_coords at 1.*--prompts 1"):
         check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
@@ -246,7 +247,7 @@ def _ort(folder, precision):
 
 
 def test_fp16_graphs_pass_the_engine_gates(exported):
-    manifest = json.loads((exported / "manifest.json").read_text())
+    manifest = read_manifest(exported)
     profiles = eng.ShapeProfiles(eng.Profile(1, 2, 3), eng.Profile(3, 3, 4))
     candidate = _Limited(_ort(exported, "fp16"), profiles)
     figures = verify_engines(candidate, _Limited(_ort(exported, "fp32"), profiles), manifest,
@@ -259,7 +260,7 @@ def test_fp16_graphs_pass_the_engine_gates(exported):
 
 
 def test_a_wrong_engine_fails_the_check(exported):
-    manifest = json.loads((exported / "manifest.json").read_text())
+    manifest = read_manifest(exported)
     candidate = _Limited(_ort(exported, "fp16"), eng.DEFAULT_PROFILES, corrupt=True)
     with pytest.raises(EngineVerificationError, match="do not match ONNX Runtime.*not recorded"):
         verify_engines(candidate, _ort(exported, "fp32"), manifest, IMAGES, "fp16",

@@ -54,7 +54,7 @@ def exported_graphs(tmp_path_factory):
         result = export_model(model, out, name, precision="all", verify=False,
                               calib_images=images)
         # what TensorRT is given: the INT8 CPU variants (UINT8 activations) are left out
-        paths += sorted(out / f for f in tensorrt_graph_files(result.manifest["graphs"]))
+        paths += sorted(out / f for f in tensorrt_graph_files(result.manifest.graphs))
         config = model.config
         views = calibration_views(images, config.image_size, config.view_settings)
         feeds = decoder_feeds(views, encoder_feeds(views, config.pixel_mean, config.pixel_std),

@@ -14,7 +14,7 @@ from samspt.runtime import Inspector
 from samspt.runtime.calibrate import main as calibrate_main
 from samspt.runtime.errors import ModelFolderError
 from samspt.runtime.files import sha256_file
-from samspt.runtime.manifest import MANIFEST, operating_point, read_manifest
+from samspt.runtime.manifest import MANIFEST, read_manifest
 from samspt.runtime.samples import bundled_samples
 
 torch = pytest.importorskip("torch")
@@ -63,8 +63,8 @@ def test_the_calibrated_folder_answers_the_rates_it_reports(folder, image_dirs, 
                            "--max-false-alarm", "0.125", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     manifest = read_manifest(out)
-    point = operating_point(manifest)
-    assert manifest["views"]["scan_min_score"] == point.min_score
+    point = manifest.calibration
+    assert manifest.views.scan_min_score == point.min_score
     assert point.normal_images == 16 and point.defective_images == 8
     assert point.normal_flagged <= 2
     assert f"defect-free images flagged: {point.normal_flagged} of 16" in printed
@@ -89,7 +89,7 @@ def test_a_recall_target_sets_the_highest_gate_reaching_it(folder, image_dirs, t
     out = tmp_path / "recall"
     assert calibrate_main([str(folder), "--normal", str(normal), "--defective", str(defective),
                            "--min-recall", "0.5", "--out", str(out)]) == 0
-    point = operating_point(read_manifest(out))
+    point = read_manifest(out).calibration
     assert point.objective == "min_recall" and point.defective_flagged >= 4
     with Inspector(out, backend="onnxruntime") as ins:
         assert _flags(ins, defective)[0].sum() == point.defective_flagged

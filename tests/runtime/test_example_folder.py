@@ -32,11 +32,11 @@ def shipped():
 
 def test_the_shipped_folder_is_small_intact_and_zooms():
     manifest = read_manifest(EXAMPLE_MODEL_DIR)            # every file against its sha256
-    assert manifest["name"] == "example_cnn" and manifest["views"] is not None
-    total = sum(info["bytes"] for info in manifest["files"].values())
+    assert manifest.name == "example_cnn" and manifest.views is not None
+    total = sum(info["bytes"] for info in manifest.files.values())
     assert total <= 12 * 2**20
-    assert manifest["graphs"]["encoder"]["fp32"]["weights_storage"] == "float16"
-    assert manifest["verification"]["fp32"]["mean_iou"] >= 0.999
+    assert manifest.graphs["encoder"]["fp32"]["weights_storage"] == "float16"
+    assert manifest.verification["fp32"]["mean_iou"] >= 0.999
 
 
 def test_a_fresh_export_of_the_shipped_weights_computes_the_shipped_masks(tmp_path, shipped):

@@ -31,7 +31,7 @@ def head_model(tmp_path_factory):
 def test_the_numpy_head_computes_what_pytorch_computes(head_model):
     model, folder = head_model
     manifest = read_manifest(folder)
-    assert manifest["scan_head"]["file"] == SCAN_HEAD_FILE and SCAN_HEAD_FILE in manifest["files"]
+    assert manifest.scan_head["file"] == SCAN_HEAD_FILE and SCAN_HEAD_FILE in manifest.files
     image = bundled_samples()[0].image()
     with Inspector(folder, backend="onnxruntime", warmup=False) as ins:
         assert ins.scan_scores_every_image
@@ -52,6 +52,17 @@ def test_proposals_are_the_connected_regions_of_the_map():
     assert boxes == [(10, 10, 29, 19), (90, 60, 117, 61)]
     assert [tuple(b) for b in proposals(prob, 0.5, cell=8, pad=2)][0] == (8, 8, 31, 21)
     assert proposals(prob, 0.95, cell=8) == []
+
+
+def test_a_region_is_found_by_its_peak_and_drawn_to_the_lower_level():
+    prob = np.zeros((100, 120), np.float32)
+    prob[10:40, 10:50] = 0.6          # a defect's extent ...
+    prob[20:24, 20:24] = 0.95         # ... and its peak
+    prob[60:80, 70:100] = 0.6         # as high as the extent, but no peak: not found
+    assert [tuple(b) for b in proposals(prob, 0.9, cell=8)] == [(20, 20, 23, 23)]
+    assert [tuple(b) for b in proposals(prob, 0.9, cell=8, low=0.5)] == [(10, 10, 49, 39)]
+    # the lower level never exceeds the threshold
+    assert [tuple(b) for b in proposals(prob, 0.9, cell=8, low=0.99)] == [(20, 20, 23, 23)]
 
 
 def test_the_scan_answers_its_proposals_as_box_prompts(head_model):

@@ -11,7 +11,7 @@ from samspt.runtime.postprocess import (BACKGROUND_LOGIT, logits_in_image, paste
                                         paste_mask, positive_cells, resize_bilinear)
 from samspt.runtime.preprocess import as_rgb_uint8
 from samspt.runtime.errors import ConfigError
-from samspt.runtime.manifest import graph_entry, read_manifest, view_settings
+from samspt.runtime.manifest import read_manifest
 from samspt.runtime.ort_backend import OrtGraphs
 from samspt.runtime.result import summarize_masks
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_samples, prompt_boxes
@@ -120,8 +120,8 @@ def test_summary_in_regions_equals_the_whole_mask_summary():
 @pytest.fixture(scope="module")
 def example_graphs():
     manifest = read_manifest(EXAMPLE_MODEL_DIR)
-    graphs = OrtGraphs(EXAMPLE_MODEL_DIR / graph_entry(manifest, "encoder", "fp32")["file"],
-                       EXAMPLE_MODEL_DIR / graph_entry(manifest, "decoder", "fp32")["file"])
+    graphs = OrtGraphs(EXAMPLE_MODEL_DIR / manifest.graph("encoder", "fp32")["file"],
+                       EXAMPLE_MODEL_DIR / manifest.graph("decoder", "fp32")["file"])
     return manifest, graphs
 
 
@@ -129,10 +129,10 @@ def test_example_model_masks_equal_the_full_resize_on_the_bundled_images(example
     """The shipped model, real images and prompts (boxes as verification draws them, points,
     the prompt-free scan): the masks, and their summaries, are the full logits thresholded."""
     manifest, graphs = example_graphs
-    size = int(manifest["input"]["image_size"])
-    settings = view_settings(manifest)
-    threshold = float(manifest["mask_threshold"])
-    mean, std = manifest["input"]["pixel_mean"], manifest["input"]["pixel_std"]
+    size = int(manifest.input.image_size)
+    settings = manifest.views
+    threshold = float(manifest.mask_threshold)
+    mean, std = manifest.input.pixel_mean, manifest.input.pixel_std
     rng = np.random.default_rng(0)
     defects = 0
     for sample in bundled_samples():

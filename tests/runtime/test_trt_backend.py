@@ -21,6 +21,8 @@ from samspt.runtime import engines as eng
 from samspt.runtime import trt_backend as tb
 from samspt.runtime import trt_env
 from samspt.runtime.errors import BackendError, ConfigError, InputError, ModelFolderError
+from samspt.runtime.manifest import Manifest, read_manifest
+from samspt.runtime.samples import EXAMPLE_MODEL_DIR
 from samspt.runtime.samples import bundled_verify_images
 from samspt.runtime.trt_engine import EmbeddingSlot, check_profile_limits
 
@@ -231,13 +233,13 @@ def test_precision_entries():
 
 
 def test_engines_of_another_export_are_refused():
-    manifest = {"files": {"encoder.fp16.onnx": {"sha256": "aa"},
-                          "decoder.fp16.onnx": {"sha256": "bb"}}}
-    engines = {k: {"source": {"file": f"{k}.fp16.onnx", "sha256": s}}
-               for k, s in (("encoder", "aa"), ("decoder", "bb"))}
+    manifest = read_manifest(EXAMPLE_MODEL_DIR)
+    engines = {k: {"source": {"file": f"{k}.fp16.onnx",
+                              "sha256": manifest.sha256(f"{k}.fp16.onnx")}}
+               for k in ("encoder", "decoder")}
     build = _build_json(precisions={"fp16": {"engines": engines}})
     eng.check_sources(build, manifest, "fp16")
-    manifest["files"]["decoder.fp16.onnx"]["sha256"] = "cc"
+    engines["decoder"]["source"]["sha256"] = "cc"
     with pytest.raises(ModelFolderError, match="decoder engines were built from another export"):
         eng.check_sources(build, manifest, "fp16", "m")
 
@@ -553,7 +555,7 @@ def test_tampered_engines_and_re_exports_are_refused(built):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["decoder.fp16.onnx"]["sha256"] = "0" * 64
     with pytest.raises(ModelFolderError, match="another export"):
-        tb.TrtGraphs.from_model_dir(folder, manifest=manifest)
+        tb.TrtGraphs.from_model_dir(folder, manifest=Manifest.from_dict(manifest))
     engine = result.engine_dir / "decoder.fp16.engine"
     engine.write_bytes(engine.read_bytes()[:-1] + b"x")
     with pytest.raises(ModelFolderError, match="does not match its sha256"):

@@ -65,7 +65,7 @@ def test_multipart_with_curl_style_fields_answers_the_same(main_service, samples
 def test_model_health_samples_and_page_routes(main_service, inspector):
     url = main_service.url
     model = requests.get(f"{url}/v1/model", timeout=10).json()
-    assert model["name"] == inspector.manifest["name"]
+    assert model["name"] == inspector.manifest.name
     assert model["backend"].startswith("onnxruntime") and model["precision"] == "fp32"
     assert model["input"]["image_size"] == inspector.image_size
     assert len(model["sha256"]) == 64

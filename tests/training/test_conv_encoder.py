@@ -155,10 +155,10 @@ def test_conv_models_export_verified_with_a_batched_encoder(tmp_path):
     model = randomize_spt_(SptSam(get_config("cnn_tiny")), scale=0.2).half().float().eval()
     result = export_model(model, tmp_path / "m", "cnn_tiny", precision="fp32", compact=True)
     manifest = result.manifest
-    assert manifest["views"] == get_config("cnn_tiny").view_settings.to_dict()
-    assert manifest["graphs"]["encoder"]["fp32"]["inputs"][0]["shape"][0] == "V"
-    assert manifest["graphs"]["encoder"]["fp32"]["weights_storage"] == "float16"
-    assert manifest["verification"]["fp32"]["mean_iou"] >= 0.99
+    assert manifest.views == get_config("cnn_tiny").view_settings
+    assert manifest.graphs["encoder"]["fp32"]["inputs"][0]["shape"][0] == "V"
+    assert manifest.graphs["encoder"]["fp32"]["weights_storage"] == "float16"
+    assert manifest.verification["fp32"]["mean_iou"] >= 0.99
     session = ort.InferenceSession(str(tmp_path / "m" / "encoder.fp32.onnx"),
                                    providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)

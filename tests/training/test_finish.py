@@ -90,10 +90,10 @@ def test_finish_writes_a_model_folder_the_inspector_loads(finished):
         assert result.masks.shape == (1, 60, 70)
     manifest = read_manifest(report.model_dir)
     assert {"encoder.fp32.onnx", "encoder.fp16.onnx", "decoder.fp32.onnx",
-            "decoder.fp16.onnx"} <= set(manifest["files"])
-    assert manifest["verification"]["fp16"]["mean_iou"] >= 0.99           # verified at export
-    assert manifest["sources"]["weights"]["name"] == "best.safetensors"
-    assert manifest["views"]["scan_min_score"] == report.scan_min_score == report.gate.gate
+            "decoder.fp16.onnx"} <= set(manifest.files)
+    assert manifest.verification["fp16"]["mean_iou"] >= 0.99           # verified at export
+    assert manifest.sources["weights"]["name"] == "best.safetensors"
+    assert manifest.views.scan_min_score == report.scan_min_score == report.gate.gate
     # Nothing else left in the run: no probe, no temporary folders.
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     assert any("evaluating" in m for m in messages) and any("gate" in m for m in messages)
@@ -119,8 +119,8 @@ def test_report_holds_what_was_measured(finished):
     flips = report.flips
     assert flips is not None and set(flips.final_miou) == {1, 4}
     assert report.prompt_gate is flips.gate
-    assert read_manifest(report.model_dir)["views"]["flips"] == flips.flips
-    assert read_manifest(report.model_dir)["views"]["prompt_min_score"] == flips.gate.gate
+    assert read_manifest(report.model_dir).views.flips == flips.flips
+    assert read_manifest(report.model_dir).views.prompt_min_score == flips.gate.gate
     assert saved["flips"]["flips"] == flips.flips
     assert "Test-time flips" in report.card.read_text()
 
@@ -182,7 +182,7 @@ def test_finish_only_command_writes_the_chosen_gate_into_the_folder(tmp_path, mo
     run, *_ = make_run(tmp_path)
     assert main_finish([str(run), "--minutes", "0", "--goal", "final_miou=0.1"]) == 0
     assert "scan gate: 0.05" in capsys.readouterr().out
-    assert read_manifest(run / "model")["views"]["scan_min_score"] == 0.05
+    assert read_manifest(run / "model").views.scan_min_score == 0.05
     with Inspector(run / "model", warmup=False) as inspector:
         assert inspector.view_settings.scan_min_score == 0.05
     saved = json.loads((run / "finish.json").read_text())
@@ -237,7 +237,7 @@ def test_fp16_graphs_that_miss_parity_are_left_out_with_a_note(tmp_path, monkeyp
     with finish._one_torch_thread():
         result = finish._export(build_model("cnn_tiny"), tmp_path / "model", "tiny", images, {},
                                 notes)
-    assert sorted(read_manifest(result.out_dir)["graphs"]["encoder"]) == ["fp32"]
+    assert sorted(read_manifest(result.out_dir).graphs["encoder"]) == ["fp32"]
     assert len(notes) == 1 and "FP16" in notes[0] and "mean mask IoU 0.9 (test)" in notes[0]
 
 

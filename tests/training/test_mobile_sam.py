@@ -118,14 +118,14 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
     model.eval()
     images = bundled_verify_images()[:2]
     result = export_model(model, tmp_path / "m", "m", verify_images=images, precision="both")
-    verification = result.manifest["verification"]
+    verification = result.manifest.verification
     assert verification["fp32"]["mean_iou"] >= 0.999
     assert verification["fp16"]["mean_iou"] >= 0.99
     # INT8: this random network's parity sits at its gate's edge (mean mask IoU 0.967 against
     # 0.97 with onnxruntime 1.32 and torch 2.14, whatever the images): the graphs are checked
     # here unverified; the gate itself is tested on trained weights (tests/export/test_int8.py)
     quantized = export_model(model, tmp_path / "q", "q", precision="all", verify=False)
-    encoder_int8 = quantized.manifest["graphs"]["encoder"]["int8"]
+    encoder_int8 = quantized.manifest.graphs["encoder"]["int8"]
     assert encoder_int8["quantization"]["quantized_nodes"] > 0
     # its CPU variant: percentile ranges where onnxruntime can bin every tensor, MinMax (said
     # in the manifest) where a tensor spans almost nothing
@@ -148,7 +148,7 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
     from samspt.runtime.manifest import tensorrt_graph_files
 
     report = check_files([tmp_path / "m" / name
-                          for name in tensorrt_graph_files(result.manifest["graphs"])])
+                          for name in tensorrt_graph_files(result.manifest.graphs)])
     assert report and not any(report.values()), report
     # a batch of views encodes as each view alone (MobileSAM's own merge traced batch 1)
     import onnxruntime as ort
@@ -186,12 +186,12 @@ def test_samspt_export_writes_a_verified_full_size_mobile_sam_folder(mobile_sam_
     out = tmp_path / "mobile_sam"
     assert main(["--checkpoint", str(path), "--out", str(out)]) == 0
     manifest = read_manifest(out)
-    assert manifest["model"]["name"] == "mobile_sam_vit_t"
-    assert manifest["verification"]["fp16"]["mean_iou"] >= 0.99
+    assert manifest.model["name"] == "mobile_sam_vit_t"
+    assert manifest.verification["fp16"]["mean_iou"] >= 0.99
     from samspt.export.trt_support import check_files    # TinyViT's window padding included
     from samspt.runtime.manifest import tensorrt_graph_files
 
-    report = check_files([out / name for name in tensorrt_graph_files(manifest["graphs"])])
+    report = check_files([out / name for name in tensorrt_graph_files(manifest.graphs)])
     assert not any(report.values()), report
     _, image, boxes = bundled_verify_images()[0]
     with Inspector(out) as inspector:

@@ -232,6 +232,13 @@ def test_one_minute_end_to_end_stops_on_time_with_usable_weights(tmp_path, data,
     # with slack for a loaded machine (the finish stage's required steps always run).
     assert status["elapsed_s"] <= 60 + 30 and wall < 60 + 45
     assert status["state"] == "finished" and (run / "model" / "manifest.json").is_file()
+    # The finish stage fitted the scan head again and exported the weights that hold it.
+    from samspt.runtime.manifest import read_manifest
+
+    manifest = read_manifest(run / "model")
+    assert manifest.sources["weights"]["name"] == "finished.safetensors"
+    assert manifest.model["scan_head_hidden"] == 64
+    assert "Scan head: fitted again" in (run / "MODEL_CARD.md").read_text()
     # The weights are usable: they load and answer a box.
     model = load_spt_model(run / "best.safetensors")
     assert model.config.image_size == 64 and model.config.view_context == 2.0

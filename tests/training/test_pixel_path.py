@@ -154,7 +154,7 @@ def test_the_additions_export_and_pass_the_parity_gates(tmp_path):
     model.eval()
     images = bundled_verify_images()[:2]
     result = export_model(model, tmp_path / "m", "m", verify_images=images)
-    verification = result.manifest["verification"]
+    verification = result.manifest.verification
     assert verification["fp32"]["mean_iou"] >= 0.999
     _, image, boxes = images[0]
     box = boxes[:1]

@@ -203,7 +203,7 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
     model.eval()
     images = bundled_verify_images()[:2]
     result = export_model(model, tmp_path / "m", "m", verify_images=images, precision="all")
-    verification = result.manifest["verification"]
+    verification = result.manifest.verification
     assert verification["fp32"]["mean_iou"] >= 0.999
     assert verification["fp16"]["mean_iou"] >= 0.99
     gates = verification["gates"]["int8"]
@@ -224,7 +224,7 @@ def test_the_family_exports_a_verified_folder_the_inspector_runs(tmp_path):
     assert "If" not in encoder_ops           # the position embedding's resize: fixed matrices
     # every node of the graphs TensorRT is given passes the ONNX-TensorRT parser's lists
     report = check_files([tmp_path / "m" / name
-                          for name in tensorrt_graph_files(result.manifest["graphs"])])
+                          for name in tensorrt_graph_files(result.manifest.graphs)])
     assert report and not any(report.values()), report
     _, image, boxes = images[0]
     with Inspector(tmp_path / "m") as inspector:
@@ -254,9 +254,9 @@ def test_samspt_export_writes_a_verified_full_size_sam2_folder(tmp_path):
     assert main(["--checkpoint", str(checkpoint), "--model-type", "sam2.1_hiera_t",
                  "--out", str(out)]) == 0
     manifest = read_manifest(out)
-    assert manifest["model"]["name"] == "sam2.1_hiera_t"
-    assert manifest["verification"]["fp16"]["mean_iou"] >= 0.99
-    report = check_files([out / name for name in tensorrt_graph_files(manifest["graphs"])])
+    assert manifest.model["name"] == "sam2.1_hiera_t"
+    assert manifest.verification["fp16"]["mean_iou"] >= 0.99
+    report = check_files([out / name for name in tensorrt_graph_files(manifest.graphs)])
     assert not any(report.values()), report
     _, image, boxes = bundled_verify_images()[0]
     with Inspector(out) as inspector:
