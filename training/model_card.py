@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from samspt.runtime.find_segment import DEFAULT_GATE
+from samspt.runtime.find_segment import DEFAULT_GATE, REGION_SHARE
 from samspt.runtime.scan_head import SCAN_HEAD_FILE
 from samspt.training.evaluation import fmt_figure
 
@@ -397,7 +397,8 @@ def _scan(report: "FinishReport") -> str:
     how = ("With no prompt the Inspector scans the image with overlapping views, and the scan "
            "head marks the tokens that hold a defect: the image's score is the highest defect "
            "probability of its anomaly map, an image is flagged where it reaches the gate, and "
-           "each region above the gate is answered as a box prompt (find, then segment). One "
+           f"each region that reaches the gate, drawn to where the map reaches {REGION_SHARE:g} "
+           "of it, is answered as a box prompt (find, then segment). One "
            "scan of every validation image gives every gate's figures "
            if SCAN_HEAD_FILE in report.files else
            "With no prompt the Inspector scans the image with overlapping views; a view's mask "

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from samspt.runtime.errors import ModelFolderError
-from samspt.runtime.manifest import MANIFEST, InputSpec, Manifest, read_manifest, write_manifest
+from samspt.runtime.manifest import MANIFEST, InputSpec, read_manifest, write_manifest
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR
 from samspt.runtime.views import ViewSettings
 
