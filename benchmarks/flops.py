@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Dict
 
-from samspt.training.config import ModelConfig
+from samspt.training.modeling.config import ModelConfig
 
 MLP_RATIO = 4
 

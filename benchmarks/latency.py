@@ -47,7 +47,7 @@ def _prompt_list(text: str) -> List[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from samspt.benchmarks.settings import DEFAULT_MODEL, DEFAULT_PROMPTS, DEVICES, VIT_B_TOKENS
-    from samspt.training.config import MODEL_CONFIGS
+    from samspt.training.modeling.config import MODEL_CONFIGS
 
     parser = argparse.ArgumentParser(
         prog="samspt-bench",

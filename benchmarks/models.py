@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from samspt.training.checkpoints import build_model
-from samspt.training.model import SptSam, build_sam
+from samspt.training.modeling.model import SptSam, build_sam
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def merged_model(model_type: str, seed: int = 0) -> SptSam:
 
 def vanilla_sam(model_type: str, seed: int = 0) -> torch.nn.Module:
     """segment-anything's own ``Sam`` of the same configuration (random weights)."""
-    from samspt.training.config import get_config
+    from samspt.training.modeling.config import get_config
 
     torch.manual_seed(seed + 1)
     return build_sam(get_config(model_type)).float().eval()

@@ -1,4 +1,4 @@
-"""The relation adapter as built (:mod:`samspt.training.relation`) against its naive, materialised
+"""The relation adapter as built (:mod:`samspt.training.modeling.relation`) against its naive, materialised
 form, at vit_b's size by default (T = 64x64 = 4096 tokens, C = 256 channels, one prompt).
 
 Both compute ``R @ keys`` with ``R[i, j] = softmax_{j != i}(cos(n_i, n_j))`` from one image
@@ -33,7 +33,7 @@ import torch
 from samspt.benchmarks import stats
 from samspt.benchmarks.memory import MB, current_rss_mb, peak_rss_mb, reset_peak_rss, run_probe
 from samspt.benchmarks.settings import VIT_B_CHANNELS, VIT_B_TOKENS
-from samspt.training.relation import NORM_EPS, ImageRelation
+from samspt.training.modeling.relation import NORM_EPS, ImageRelation
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from samspt.benchmarks.backends import check_backends, default_backends
 from samspt.runtime.errors import ConfigError
-from samspt.training.config import MODEL_CONFIGS
+from samspt.training.modeling.config import MODEL_CONFIGS
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from samspt.benchmarks.relation_compare import compare_relation
 from samspt.benchmarks.settings import Settings
 from samspt.runtime.errors import ModelFolderError
 from samspt.runtime.manifest import read_manifest
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 
 log = logging.getLogger(__name__)
 

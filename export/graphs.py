@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from samspt.runtime import tensors
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 
 class DecoderGraph(nn.Module):

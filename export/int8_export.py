@@ -20,7 +20,7 @@ import onnx
 from samspt.export.graph_files import graph_record, save_graph
 from samspt.export.onnx_export import ExportError, Stage
 from samspt.runtime.manifest import CPU_VARIANT, VARIANTS, graph_file_name
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.files import sha256_file
 from samspt.training.example import EXAMPLE_MODEL, EXAMPLE_MODEL_NAME
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 
 
@@ -40,7 +40,7 @@ def load_export_model(checkpoint: Optional[Path] = None, spt: Optional[Path] = N
         name = EXAMPLE_MODEL_NAME if weights is None else path.stem
     elif authors_spt is not None:
         from samspt.training.checkpoints import load_sam_weights
-        from samspt.training.config import get_config
+        from samspt.training.modeling.config import get_config
         from samspt.training.spt_import import convert_authors_state_dict
 
         config = get_config(model_type) if model_type else None

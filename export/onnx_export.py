@@ -34,7 +34,7 @@ from samspt.export.fp16 import layer_norm_2d_scopes, store_weights_fp16, to_fp16
 from samspt.export.graph_files import graph_record, save_graph
 from samspt.export.graphs import (DECODER_DYNAMIC_AXES, ENCODER_DYNAMIC_AXES, DecoderGraph,
                                   example_inputs)
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 from samspt.runtime.cli import add_verbose_flag, error_exit, StagePrinter
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.logs import configure_cli_logging
-from samspt.training.config import MODEL_CONFIGS
+from samspt.training.modeling.config import MODEL_CONFIGS
 
 
 def build_parser() -> argparse.ArgumentParser:

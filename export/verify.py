@@ -40,7 +40,7 @@ from samspt.runtime.samples import (PROMPTS_PER_IMAGE, VerifyImage, bundled_veri
                                     prompt_boxes)
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import plan_views
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # ONNX Runtime's common-subexpression elimination would merge the relation's row blocks that
 # every two-way block recomputes (the same normalised tokens) into one set kept alive from the
 # first application to the last: the whole tokens x tokens matrix the blocks exist to avoid
-# (samspt.training.relation).
+# (samspt.training.modeling.relation).
 DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 

@@ -7,7 +7,7 @@ Encoder graph
     ``image``             Vx3xSxS float32, V views, normalised and zero-padded (see ``views``)
     -> ``image_embeddings``  VxC'xhxw float32 (SAM: C'=C=256, h=w=S/16). A model with SAM 2's
                           high-resolution features packs them after the C embedding channels
-                          (C'=4C; samspt.training.high_res): still one tensor, opaque here.
+                          (C'=4C; samspt.training.modeling.high_res): still one tensor, opaque here.
 
 Decoder graph (prompt encoder + draft decoder + relation adapter + refine decoder)
     ``image_embeddings``  1xC'xhxw float32 (one view, B prompts) or BxC'xhxw (one per prompt)

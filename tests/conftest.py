@@ -32,7 +32,7 @@ def exported_cnn_tiny(out, scale: float = 0.3, **changes):
 
     from samspt.export.onnx_export import export_model
     from samspt.training.checkpoints import build_model
-    from samspt.training.config import get_config
+    from samspt.training.modeling.config import get_config
 
     torch.manual_seed(0)
     config = dataclasses.replace(get_config("cnn_tiny"), **changes)
@@ -43,7 +43,7 @@ def exported_cnn_tiny(out, scale: float = 0.3, **changes):
 
 @pytest.fixture
 def tiny_config():
-    from samspt.training.config import get_config
+    from samspt.training.modeling.config import get_config
 
     return get_config("tiny")
 
@@ -53,7 +53,7 @@ def tiny_sam(tiny_config):
     """segment-anything's ``Sam`` at the tiny configuration, random weights, seeded."""
     import torch
 
-    from samspt.training.model import build_sam
+    from samspt.training.modeling.model import build_sam
 
     torch.manual_seed(0)
     return build_sam(tiny_config)
@@ -63,7 +63,7 @@ def tiny_sam(tiny_config):
 def tiny_spt(tiny_sam, tiny_config):
     """An untrained SPT model holding ``tiny_sam``'s weights."""
     from samspt.training.checkpoints import load_sam_weights
-    from samspt.training.model import SptSam
+    from samspt.training.modeling.model import SptSam
 
     import torch
 

@@ -68,7 +68,7 @@ def classify_init(path: Path) -> InitCheckpoint:
     from samspt.training.checkpoints import (SAM_DECODER_PREFIX, SPT_FORMAT, in_sam_layout,
                                              infer_model_type, read_spt_weights,
                                              read_state_dict)
-    from samspt.training.config import get_config
+    from samspt.training.modeling.config import get_config
 
     path = Path(path).expanduser()
     if not path.is_file():

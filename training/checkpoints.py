@@ -22,8 +22,8 @@ from safetensors.torch import load_file, safe_open, save_file
 import samspt
 from samspt.runtime.errors import CheckpointError, CheckpointNotFoundError, ModelTypeMismatchError
 from samspt.runtime.files import atomic_path
-from samspt.training.config import MODEL_CONFIGS, LoraConfig, ModelConfig, get_config
-from samspt.training.model import TRAIN_MODES, SptSam, is_spt_parameter
+from samspt.training.modeling.config import MODEL_CONFIGS, LoraConfig, ModelConfig, get_config
+from samspt.training.modeling.model import TRAIN_MODES, SptSam, is_spt_parameter
 from samspt.training.sam2_checkpoint import hiera_shape, is_sam2_layout, sam2_to_sam_keys
 
 log = logging.getLogger(__name__)

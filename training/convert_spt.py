@@ -35,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
     from samspt.training.checkpoints import read_state_dict, save_spt_weights
-    from samspt.training.config import get_config
+    from samspt.training.modeling.config import get_config
     from samspt.training.spt_import import authors_extra_metadata, convert_authors_state_dict
 
     out = args.out or args.checkpoint.with_suffix(".safetensors")

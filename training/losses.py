@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from samspt.training.box_region import box_region
+from samspt.training.modeling.box_region import box_region
 from samspt.training.loss_weights import LossWeights
 
 

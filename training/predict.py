@@ -15,7 +15,7 @@ from samspt.runtime.preprocess import as_rgb_uint8
 from samspt.runtime.find_segment import head_scan
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import View, plan_views
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 
 @dataclass

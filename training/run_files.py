@@ -25,7 +25,7 @@ import torch
 from samspt.runtime.errors import CheckpointError
 from samspt.runtime.files import atomic_path, atomic_write_text
 from samspt.training.checkpoints import read_spt_weights, save_spt_weights, apply_spt_weights
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from samspt.training.config import ModelConfig, get_config
+from samspt.training.modeling.config import ModelConfig, get_config
 from samspt.training.train_config import DataSection, ModelSection, model_config_overrides
 
 # ModelConfig fields that change no module: a model loaded from weights may take new values.

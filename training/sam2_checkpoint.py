@@ -6,7 +6,7 @@ fails the strict check as SAM's do).
 
 * ``image_encoder.*`` (Hiera trunk, FPN neck) -> ``image_encoder.*``
 * ``no_mem_embed`` and ``sam_mask_decoder.conv_s0/conv_s1.*`` -> ``image_encoder.*``
-  (computed once per image: :class:`samspt.training.hiera_encoder.HieraEncoder`)
+  (computed once per image: :class:`samspt.training.modeling.hiera_encoder.HieraEncoder`)
 * ``sam_prompt_encoder.*`` -> ``prompt_encoder.*``
 * ``sam_mask_decoder.*`` -> ``mask_decoder.*``, the two-way blocks' MLPs renamed from sam2's
   ``MLP`` (``mlp.layers.0/1``) to segment-anything's ``MLPBlock`` (``mlp.lin1/lin2``): the same

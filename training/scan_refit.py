@@ -1,6 +1,6 @@
 """The scan head fitted again on the trained encoder: every training image seen as the scan sees it.
 
-The head trained with the model (:class:`samspt.training.model.ScanHead`) learns from the scan
+The head trained with the model (:class:`samspt.training.modeling.model.ScanHead`) learns from the scan
 windows among the training samples, a few views per step beside the box prompts. The finish
 stage fits it again with the encoder frozen: every training image is covered by the scan's own
 views (:func:`samspt.runtime.views.scan_views`, the views the prompt-free scan will run), each
@@ -217,7 +217,7 @@ def refit_scan_head(model, records: Sequence[Record], progress: Optional[Progres
     import dataclasses
 
     from samspt.runtime.errors import ConfigError
-    from samspt.training.model import ScanHead
+    from samspt.training.modeling.model import ScanHead
 
     if model.scan_head is None or model.config.view_settings is None:
         raise ConfigError(f"{model.config.name} has no scan head to refit (a view model with "

@@ -21,8 +21,8 @@ import torch
 
 from samspt.runtime.errors import CheckpointError
 from samspt.training.checkpoints import StateDict, infer_model_type
-from samspt.training.config import MODEL_CONFIGS, LoraConfig, ModelConfig
-from samspt.training.model import SptSam
+from samspt.training.modeling.config import MODEL_CONFIGS, LoraConfig, ModelConfig
+from samspt.training.modeling.model import SptSam
 
 log = logging.getLogger(__name__)
 

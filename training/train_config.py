@@ -31,7 +31,7 @@ class ModelSection:
     init_weights: Optional[str] = None  # SPT/full weights (.safetensors) to start from
     lora_rank: int = 8
     lora_alpha: float = 1.0
-    # Overrides of the named configuration's fields (ModelConfig, training/config.py), e.g.
+    # Overrides of the named configuration's fields (ModelConfig, training/modeling/config.py), e.g.
     # {image_size: 256, view_min_side: 128}: how `samspt-train --data` applies the view settings
     # it derives from the training masks. Unknown field names are errors.
     config: Dict[str, Any] = field(default_factory=dict)
@@ -273,9 +273,9 @@ def load_train_config(path: Optional[Union[str, Path]] = None,
 
 def model_config_overrides(overrides: Dict[str, Any],
                            where: str = "model.config") -> Dict[str, Any]:
-    """``model.config`` checked against ModelConfig's fields (training/config.py) and typed:
+    """``model.config`` checked against ModelConfig's fields (training/modeling/config.py) and typed:
     a ConfigError names an unknown field and the known ones. Tuples come back as tuples."""
-    from samspt.training.config import ModelConfig
+    from samspt.training.modeling.config import ModelConfig
 
     hints = get_type_hints(ModelConfig)
     known = sorted(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")

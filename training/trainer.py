@@ -26,13 +26,13 @@ from torch import nn
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.files import atomic_write_text
 from samspt.training.checkpoints import build_model, load_spt_model, save_spt_weights
-from samspt.training.config import LoraConfig
+from samspt.training.modeling.config import LoraConfig
 from samspt.training.evaluation import TorchPredictor, evaluate_records, fmt_figure
 from samspt.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier,
                                          parameters_digest)
 from samspt.training.loss_weights import LossWeights
 from samspt.training.losses import focus_masks, scan_head_loss, spt_loss, token_targets
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 from samspt.training.run_files import RunFiles
 from samspt.training.schedule import TimeBudget, build_scheduler, finish_estimate_s
 from samspt.training.run_setup import VIEW_FIELDS, model_config_for, read_records

@@ -8,7 +8,7 @@ from samspt.benchmarks.family_encoders import FAMILIES, encoder_gflop, parse_fam
 from samspt.benchmarks.flops import encoder_flops
 from samspt.benchmarks.models import merged_model
 from samspt.runtime.errors import ConfigError
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 
 
 def test_the_flop_counter_agrees_with_the_vit_arithmetic_the_benchmarks_use():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from samspt.benchmarks.flops import encoder_figures, encoder_flops, encoder_macs, floor_ms
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 
 
 def test_vit_b_is_about_0_97_tflop_counting_a_multiply_add_as_two():

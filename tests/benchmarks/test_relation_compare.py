@@ -41,7 +41,7 @@ def test_onnx_graphs_of_both_forms_compute_the_same_numbers_on_onnx_runtime(tmp_
     row blocks in the built one (tokens > ROW_BLOCK)."""
     from samspt.benchmarks.memory import run_probe
     from samspt.benchmarks.relation_compare import export_relation_graphs
-    from samspt.training.relation import ROW_BLOCK
+    from samspt.training.modeling.relation import ROW_BLOCK
 
     tokens = ROW_BLOCK + 100
     paths = export_relation_graphs(tmp_path, tokens, 8, 2)

@@ -22,7 +22,7 @@ from samspt.runtime.errors import ConfigError, ModelFolderError
 from samspt.runtime.manifest import MANIFEST, read_manifest
 from samspt.runtime.samples import bundled_verify_images
 from samspt.training.checkpoints import save_spt_weights
-from samspt.training.config import ModelConfig
+from samspt.training.modeling.config import ModelConfig
 
 from ..conftest import randomize_spt_
 
@@ -286,9 +286,9 @@ def test_box_clip_exports_inside_the_decoder_graph(tmp_path):
     """A model that clips to its box prompts clips in both graphs, and passes both parity gates."""
     import dataclasses
 
-    from samspt.training.box_region import CLIPPED_LOGIT
-    from samspt.training.config import get_config
-    from samspt.training.model import SptSam
+    from samspt.training.modeling.box_region import CLIPPED_LOGIT
+    from samspt.training.modeling.config import get_config
+    from samspt.training.modeling.model import SptSam
 
     torch.manual_seed(0)
     model = randomize_spt_(SptSam(dataclasses.replace(get_config("tiny"),

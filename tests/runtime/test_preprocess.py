@@ -26,8 +26,8 @@ def test_resize_bilinear_matches_torch_interpolate(src, dst):
 def test_preprocess_image_equals_segment_anything():
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    from samspt.training.model import build_sam
-    from samspt.training.config import get_config
+    from samspt.training.modeling.model import build_sam
+    from samspt.training.modeling.config import get_config
 
     sam = build_sam(get_config("small"))
     for sample in bundled_samples()[:3]:
@@ -40,8 +40,8 @@ def test_preprocess_image_equals_segment_anything():
 
 
 def test_upscale_logits_equals_sam_postprocess():
-    from samspt.training.model import build_sam
-    from samspt.training.config import get_config
+    from samspt.training.modeling.model import build_sam
+    from samspt.training.modeling.config import get_config
 
     sam = build_sam(get_config("tiny"))
     low = np.random.default_rng(1).normal(size=(3, 1, 16, 16)).astype(np.float32)

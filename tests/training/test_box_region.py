@@ -6,12 +6,12 @@ import dataclasses
 
 import torch
 
-from samspt.training.box_region import CLIPPED_LOGIT, box_region, clip_to_boxes
+from samspt.training.modeling.box_region import CLIPPED_LOGIT, box_region, clip_to_boxes
 from samspt.training.checkpoints import build_model
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.loss_weights import LossWeights
 from samspt.training.losses import mask_loss
-from samspt.training.model import SptSam
+from samspt.training.modeling.model import SptSam
 
 BOX = torch.tensor([[[16.0, 8.0], [31.0, 39.0]]])  # x 16..31, y 8..39 inclusive, 64 px frame
 BOX_LABELS = torch.tensor([[2.0, 3.0]])

@@ -18,8 +18,8 @@ from samspt.training.checkpoints import (
     read_state_dict,
     save_spt_weights,
 )
-from samspt.training.config import LoraConfig, get_config
-from samspt.training.model import SptSam
+from samspt.training.modeling.config import LoraConfig, get_config
+from samspt.training.modeling.model import SptSam
 
 from ..conftest import randomize_spt_
 

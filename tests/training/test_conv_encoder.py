@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.config import ModelConfig, get_config
-from samspt.training.conv_encoder import ConvImageEncoder
-from samspt.training.model import SptSam
+from samspt.training.modeling.config import ModelConfig, get_config
+from samspt.training.modeling.conv_encoder import ConvImageEncoder
+from samspt.training.modeling.model import SptSam
 
 from ..conftest import randomize_spt_
 
@@ -48,7 +48,7 @@ def test_bad_conv_configurations_are_refused():
 
 
 def test_high_res_features_pack_into_the_embedding_and_unpack_exactly():
-    from samspt.training import high_res
+    from samspt.training.modeling import high_res
 
     torch.manual_seed(0)
     emb, s1, s0 = torch.randn(2, 32, 8, 8), torch.randn(2, 8, 16, 16), torch.randn(2, 4, 32, 32)
@@ -69,7 +69,7 @@ def test_high_res_fold_is_onnx_space_to_depth_in_value_gradient_and_graph(tmp_pa
     import onnx
     import onnxruntime as ort
 
-    from samspt.training import high_res
+    from samspt.training.modeling import high_res
 
     class Roundtrip(torch.nn.Module):
         def forward(self, emb, s1, s0):

@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR as SHIPPED_FOLDER
 from samspt.training.checkpoints import build_model, load_spt_model, read_spt_weights
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.evaluate import main as eval_main
 from samspt.training.evaluation import (RuntimePredictor, TorchPredictor, evaluate_records,
                                         sample_records)

@@ -13,9 +13,9 @@ import torch
 
 from samspt.runtime.errors import CheckpointError, ConfigError, ModelTypeMismatchError
 from samspt.training.checkpoints import build_model, infer_model_type, load_sam_weights
-from samspt.training.config import LoraConfig, get_config
-from samspt.training.lora import LoRAQKV
-from samspt.training.model import SptSam, is_spt_parameter
+from samspt.training.modeling.config import LoraConfig, get_config
+from samspt.training.modeling.lora import LoRAQKV
+from samspt.training.modeling.model import SptSam, is_spt_parameter
 
 from ..conftest import randomize_spt_
 

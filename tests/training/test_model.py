@@ -8,9 +8,9 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.config import LoraConfig, get_config
-from samspt.training.lora import LoRAQKV, iter_lora_layers
-from samspt.training.model import SptSam
+from samspt.training.modeling.config import LoraConfig, get_config
+from samspt.training.modeling.lora import LoRAQKV, iter_lora_layers
+from samspt.training.modeling.model import SptSam
 
 from ..conftest import randomize_spt_
 

@@ -20,7 +20,7 @@ from samspt.training.auto_run import classify_init, plan_run
 from samspt.training.auto_views import MaskStats, collect_stats, derive_views, mask_stats, \
     stroke_width
 from samspt.training.checkpoints import load_spt_model, save_spt_weights
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
 from samspt.training.schedule import MIN_STEPS, TimeBudget, progress_lr_factor
 from samspt.training.train import main
@@ -392,7 +392,7 @@ def test_checkpoints_of_the_wrong_kind_are_refused(tmp_path, data, capsys):
 
 
 def test_init_picks_spt_on_sam_or_training_on_from_weights(tmp_path, data):
-    from samspt.training.model import SptSam, build_sam
+    from samspt.training.modeling.model import SptSam, build_sam
 
     sam = tmp_path / "sam_tiny.pth"
     torch.save(build_sam(get_config("tiny")).state_dict(), sam)

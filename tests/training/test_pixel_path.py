@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.config import get_config
-from samspt.training.model import SptSam, is_spt_parameter
+from samspt.training.modeling.config import get_config
+from samspt.training.modeling.model import SptSam, is_spt_parameter
 
 from ..conftest import randomize_spt_
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from samspt.training.relation import ImageRelation
+from samspt.training.modeling.relation import ImageRelation
 
 
 def naive_relation_apply(image_embedding: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def test_the_relation_of_an_image_holds_no_token_by_token_matrix():
 def test_row_blocks_compute_the_naive_relation(monkeypatch, dtype, tol, block):
     """E in blocks of ``block`` rows (one row, uneven blocks, one block, the default) gives the
     naive materialised relation's numbers, FP32 and FP16 keys."""
-    import samspt.training.relation as relation
+    import samspt.training.modeling.relation as relation
 
     monkeypatch.setattr(relation, "ROW_BLOCK", block)
     gen = torch.Generator().manual_seed(block)
@@ -65,7 +65,7 @@ def test_row_blocks_compute_the_naive_relation(monkeypatch, dtype, tol, block):
 
 
 def test_row_blocks_train_as_the_whole_matrix_does(monkeypatch):
-    import samspt.training.relation as relation
+    import samspt.training.modeling.relation as relation
 
     embedding = torch.randn(1, 8, 4, 4, requires_grad=True)
     keys = torch.randn(2, 16, 8, requires_grad=True)

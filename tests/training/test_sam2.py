@@ -17,9 +17,9 @@ import torch
 
 from samspt.runtime.errors import CheckpointError, ConfigError, ModelTypeMismatchError
 from samspt.training.checkpoints import build_model, infer_model_type, load_sam_weights
-from samspt.training.config import MODEL_CONFIGS, LoraConfig, get_config
-from samspt.training.lora import LoRAQKV
-from samspt.training.model import SptSam
+from samspt.training.modeling.config import MODEL_CONFIGS, LoraConfig, get_config
+from samspt.training.modeling.lora import LoRAQKV
+from samspt.training.modeling.model import SptSam
 
 from ..conftest import randomize_spt_
 
@@ -170,7 +170,7 @@ def test_hiera_settings_are_checked():
 def test_the_object_score_answers_no_object_with_sam2s_logit():
     """SAM 2's object-score head: a negative score sets the mask to its "no object" logit in
     eval mode (training keeps the mask's gradient)."""
-    from samspt.training.decoder import NO_OBJECT_LOGIT
+    from samspt.training.modeling.decoder import NO_OBJECT_LOGIT
 
     torch.manual_seed(0)
     model = SptSam(get_config("sam2_hiera_tiny")).eval()

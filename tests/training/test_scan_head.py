@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from samspt.training.checkpoints import build_model, read_spt_weights
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.dataset import DefectDataset
 from samspt.training.data.prompt_settings import PromptSettings
 from samspt.training.data.readers import read_dataset

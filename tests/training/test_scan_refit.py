@@ -11,7 +11,7 @@ import torch
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.scan_head import NumpyScanHead
 from samspt.training.checkpoints import build_model, load_spt_model, save_spt_weights
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.readers import read_dataset
 from samspt.training.scan_refit import DEFECT_SHARE, HIDDEN, fit_head, refit_scan_head, scan_tokens
 

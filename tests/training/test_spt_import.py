@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from samspt.runtime.errors import CheckpointError
 from samspt.training.checkpoints import load_sam_weights, load_spt_model
 from samspt.training.convert_spt import main as convert_main
-from samspt.training.lora import iter_lora_layers
+from samspt.training.modeling.lora import iter_lora_layers
 from samspt.training.spt_import import convert_authors_state_dict
 
 RANK = 8

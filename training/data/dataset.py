@@ -36,7 +36,7 @@ import torch
 from samspt.runtime import tensors
 from samspt.runtime.preprocess import crop_view_mask, preprocess_image, view_input
 from samspt.runtime.prompts import mask_box, pack_prompts, scale_coords
-from samspt.training.config import ModelConfig
+from samspt.training.modeling.config import ModelConfig
 from samspt.runtime.errors import ConfigError
 from samspt.training.data.augment import augment
 from samspt.training.data.copy_paste import paste_defect

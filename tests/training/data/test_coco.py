@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.coco import CocoRecord, read_coco
 from samspt.training.data.dataset import DefectDataset, target_in_input_frame
 from samspt.training.data.prompt_settings import PromptSettings

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from samspt.runtime.errors import ConfigError
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.copy_paste import MARGIN, paste_defect
 from samspt.training.data.dataset import DefectDataset
 from samspt.training.data.records import DatasetError, Record

@@ -12,7 +12,7 @@ from PIL import Image
 
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.preprocess import PIXEL_MEAN, PIXEL_STD
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.augment import AugmentSettings
 from samspt.training.data.dataset import DefectDataset
 from samspt.training.data.prompt_settings import PromptSettings

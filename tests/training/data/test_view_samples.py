@@ -11,7 +11,7 @@ from samspt.runtime.preprocess import as_rgb_uint8, crop_view_mask, view_input
 from samspt.runtime.prompts import mask_box
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.views import ViewSettings, box_view
-from samspt.training.config import get_config
+from samspt.training.modeling.config import get_config
 from samspt.training.data.dataset import DefectDataset
 from samspt.training.data.records import DEFECT_FREE, Record
 from samspt.training.data.view_samples import ViewSampling, box_region, view_sample

@@ -11,7 +11,7 @@ architecture alone); its output at ``stride`` (8 or 16) is the image embedding g
 
 With ``high_res`` the trunk's features at strides stride/2 and stride/4 are projected (1x1 conv,
 as SAM 2's ``conv_s1``/``conv_s0``) to C/4 and C/8 channels and packed after the embedding
-(:mod:`samspt.training.high_res`) for the decoders' upscaling stages. With ``pixel_decoder`` they
+(:mod:`samspt.training.modeling.high_res`) for the decoders' upscaling stages. With ``pixel_decoder`` they
 come from a top-down path instead (:class:`TopDown`, an FPN): each stride's trunk features plus
 the coarser result upsampled, through a 3x3 conv block, so the fine features carry what the deep
 layers saw (a U-Net's skip connections), not only the edges of the first layers.
@@ -25,7 +25,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 from samspt.runtime.errors import ConfigError
-from samspt.training import high_res as hr
+from samspt.training.modeling import high_res as hr
 
 
 class TopDown(nn.Module):

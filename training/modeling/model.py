@@ -21,13 +21,13 @@ from torch import nn
 
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.tensors import LABEL_BOX_TOP_LEFT
-from samspt.training.box_region import BoxClip, box_region
-from samspt.training.config import LoraConfig, ModelConfig
-from samspt.training.conv_encoder import ConvImageEncoder
-from samspt.training.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
-from samspt.training.high_res import HighRes, unpack
-from samspt.training.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
-from samspt.training.relation import ImageRelation, RelationBuilder
+from samspt.training.modeling.box_region import BoxClip, box_region
+from samspt.training.modeling.config import LoraConfig, ModelConfig
+from samspt.training.modeling.conv_encoder import ConvImageEncoder
+from samspt.training.modeling.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
+from samspt.training.modeling.high_res import HighRes, unpack
+from samspt.training.modeling.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
+from samspt.training.modeling.relation import ImageRelation, RelationBuilder
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ class SptOutput:
 
 def _image_encoder(config: ModelConfig) -> nn.Module:
     if config.encoder == "tinyvit":
-        from samspt.training.tinyvit_encoder import TinyVitEncoder
+        from samspt.training.modeling.tinyvit_encoder import TinyVitEncoder
 
         return TinyVitEncoder(config.image_size, config.encoder_stage_dims,
                               config.encoder_stage_depths, config.encoder_stage_heads,
                               config.encoder_stage_windows, out_chans=config.prompt_embed_dim)
     if config.encoder == "hiera":
-        from samspt.training.hiera_encoder import HieraEncoder
+        from samspt.training.modeling.hiera_encoder import HieraEncoder
 
         return HieraEncoder(config.image_size, config.encoder_embed_dim, config.encoder_num_heads,
                             config.encoder_stage_depths, config.encoder_global_attn_indexes,
@@ -123,12 +123,12 @@ class SptSam(nn.Module):
         for block in getattr(self.image_encoder, "blocks", ()):  # conv encoders have no attention
             block.attn.qkv = lora_from_linear(LoRAQKV, block.attn.qkv, lora)
         if self.config.encoder == "tinyvit":     # fused qkv, rows per head
-            from samspt.training.tinyvit_encoder import attentions
+            from samspt.training.modeling.tinyvit_encoder import attentions
 
             for attention, heads in attentions(self.image_encoder):
                 attention.qkv = lora_from_linear(LoRAQKV, attention.qkv, lora, groups=heads)
         if self.config.encoder == "hiera":       # fused qkv, rows [q; k; v] as SAM's ViT
-            from samspt.training import hiera_encoder
+            from samspt.training.modeling import hiera_encoder
 
             for attention in hiera_encoder.attentions(self.image_encoder):
                 attention.qkv = lora_from_linear(LoRAQKV, attention.qkv, lora)

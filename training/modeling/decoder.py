@@ -19,8 +19,8 @@ from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from samspt.runtime import tensors
-from samspt.training.high_res import HighRes
-from samspt.training.relation import ImageRelation
+from samspt.training.modeling.high_res import HighRes
+from samspt.training.modeling.relation import ImageRelation
 
 # SAM 2's mask logit where its object score says no object is present (sam2_base.NO_OBJ_SCORE).
 NO_OBJECT_LOGIT = -1024.0

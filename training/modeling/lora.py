@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samspt.training.config import LoraConfig
+from samspt.training.modeling.config import LoraConfig
 
 
 def _kaiming_(tensor: torch.Tensor) -> None:

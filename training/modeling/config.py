@@ -17,7 +17,7 @@ from samspt.runtime.views import ViewSettings
 
 
 ENCODER_FAMILIES = ("vit", "conv", "tinyvit", "hiera")
-# MobileSAM's TinyViT (training/tinyvit_encoder.py) reaches stride 16 only with a last stage of
+# MobileSAM's TinyViT (training/modeling/tinyvit_encoder.py) reaches stride 16 only with a last stage of
 # one of these widths: its patch merging keeps stride 1 into them, stride 2 elsewhere.
 TINYVIT_LAST_STAGE_DIMS = (320, 448, 576)
 
@@ -62,7 +62,7 @@ class ModelConfig:
     encoder_stage_depths: Tuple[int, ...] = ()
     encoder_stage_heads: Tuple[int, ...] = ()
     encoder_stage_windows: Tuple[int, ...] = ()
-    # SAM 2.1's Hiera ("hiera", training/hiera_encoder.py): encoder_embed_dim and
+    # SAM 2.1's Hiera ("hiera", training/modeling/hiera_encoder.py): encoder_embed_dim and
     # encoder_num_heads are its first stage's (doubled at each stage), encoder_stage_depths its
     # blocks per stage (encoder_depth their sum), encoder_stage_windows its window sides,
     # encoder_global_attn_indexes its global-attention blocks, and this the side of its

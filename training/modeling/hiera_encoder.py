@@ -11,7 +11,7 @@ module whose output is samspt's one ``image_embeddings`` tensor:
 * the stride-8 and stride-4 features through the mask decoder's ``conv_s1`` and ``conv_s0``
   (SAM 2 applies them once per image in ``forward_image``, not per prompt: here they live in
   the encoder, computed once per view) are the high-resolution features, packed after the
-  embedding (:func:`samspt.training.high_res.pack`).
+  embedding (:func:`samspt.training.modeling.high_res.pack`).
 
 One thing differs from ``sam2``'s ``Hiera``, without changing what it computes: its background
 position embedding is resized to the token grid by two fixed matrices (rows and columns) that
@@ -36,7 +36,7 @@ from sam2.modeling.position_encoding import PositionEmbeddingSine
 from torch import nn
 from torch.nn import functional as F
 
-from samspt.training.high_res import pack
+from samspt.training.modeling.high_res import pack
 
 # SAM 2.1's fixed choices for every Hiera size (its configs' neck and scalp settings).
 FPN_TOP_DOWN_LEVELS = (2, 3)
