@@ -13,7 +13,7 @@ from samspt.runtime.errors import ConfigError
 from samspt.training.modeling.config import get_config
 from samspt.training.modeling.model import SptSam, is_spt_parameter
 
-from ..conftest import randomize_spt_
+from ...conftest import randomize_spt_
 
 FLAGS = {"pixel_decoder": True, "upscale_convs": True, "box_dense_prompt": True,
          "box_high_res": True}

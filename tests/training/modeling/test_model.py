@@ -12,7 +12,7 @@ from samspt.training.modeling.config import LoraConfig, get_config
 from samspt.training.modeling.lora import LoRAQKV, iter_lora_layers
 from samspt.training.modeling.model import SptSam
 
-from ..conftest import randomize_spt_
+from ...conftest import randomize_spt_
 
 
 def _image(config, seed=0):

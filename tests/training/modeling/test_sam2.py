@@ -21,7 +21,7 @@ from samspt.training.modeling.config import MODEL_CONFIGS, LoraConfig, get_confi
 from samspt.training.modeling.lora import LoRAQKV
 from samspt.training.modeling.model import SptSam
 
-from ..conftest import randomize_spt_
+from ...conftest import randomize_spt_
 
 # sam2's own configuration at samspt's sam2_hiera_tiny sizes (64 px input).
 TINY_OVERRIDES = [
@@ -267,7 +267,7 @@ def test_samspt_export_writes_a_verified_full_size_sam2_folder(tmp_path):
 def test_the_one_command_trains_spt_on_a_sam2_checkpoint(sam2_checkpoint, tmp_path):
     """`samspt-train --init sam2.1_hiera_*.pt` plans SPT on it, and a training step moves only
     SPT's tensors (LoRA on Hiera's and the decoders' q and v, relation scales)."""
-    from .spt_init import assert_one_command_trains_spt
+    from ..spt_init import assert_one_command_trains_spt
 
     path, _ = sam2_checkpoint
     assert_one_command_trains_spt(path, "sam2_hiera_tiny", "image_encoder.trunk.blocks.",

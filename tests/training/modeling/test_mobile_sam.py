@@ -17,7 +17,7 @@ from samspt.training.modeling.config import LoraConfig, get_config
 from samspt.training.modeling.lora import LoRAQKV
 from samspt.training.modeling.model import SptSam, is_spt_parameter
 
-from ..conftest import randomize_spt_
+from ...conftest import randomize_spt_
 
 BOXES = torch.tensor([[100.0, 120.0, 400.0, 380.0], [600.0, 50.0, 900.0, 700.0]])
 
@@ -202,7 +202,7 @@ def test_samspt_export_writes_a_verified_full_size_mobile_sam_folder(mobile_sam_
 def test_the_one_command_trains_spt_on_a_mobile_sam_checkpoint(tmp_path):
     """`samspt-train --init` with a MobileSAM-layout checkpoint plans SPT on it, and a training
     step moves only SPT's tensors (LoRA on TinyViT's and the decoders' q and v, relation scales)."""
-    from .spt_init import assert_one_command_trains_spt
+    from ..spt_init import assert_one_command_trains_spt
 
     checkpoint = tmp_path / "mobile_sam_tiny.pt"
     official_layout = {k.replace("draft_decoder.", "mask_decoder."): v

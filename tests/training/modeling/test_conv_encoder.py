@@ -13,7 +13,7 @@ from samspt.training.modeling.config import ModelConfig, get_config
 from samspt.training.modeling.conv_encoder import ConvImageEncoder
 from samspt.training.modeling.model import SptSam
 
-from ..conftest import randomize_spt_
+from ...conftest import randomize_spt_
 
 
 def test_conv_configurations_build_and_encode_at_their_stride():
