@@ -9,6 +9,14 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that starts Ray Serve or Chromium is an integration test too (one marker leaves
+    out every test that starts other processes: ``-m 'not integration'``)."""
+    for item in items:
+        if item.get_closest_marker("service") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.integration)
+
+
 def randomize_spt_(model, seed: int = 0, scale: float = 0.05):
     """Give LoRA B matrices and relation scales random values, as if trained."""
     import torch

@@ -61,6 +61,7 @@ def test_runnable_files_have_build_parser_and_main_and_a_console_script():
         assert f"{module}:main" in scripts, f"{path} has no console script"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("how", ["file", "module"])
 def test_runnable_files_run_as_file_and_as_module(how):
     for path in _runnable_files():

@@ -408,6 +408,7 @@ sys.exit(code or bool(loaded))
 """
 
 
+@pytest.mark.integration
 def test_engines_build_and_check_without_torch(model_dir):
     """The build and its check against ONNX Runtime (default: the bundled samples) import no
     torch: the stand-in TensorRT builds, samspt checks and records."""

@@ -126,6 +126,7 @@ sys.exit(code or bool(loaded))
 """
 
 
+@pytest.mark.integration
 def test_the_main_job_runs_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
@@ -141,6 +142,7 @@ BASE_LANE = ("test_operating_point", "test_parity", "test_result", "test_views",
              "test_inspect_cli")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(os.environ.get("SAMSPT_SKIP_VENV_TEST") == "1",
                     reason="SAMSPT_SKIP_VENV_TEST=1")
 def test_the_base_install_runs_the_demo_in_a_fresh_venv(tmp_path):

@@ -152,6 +152,7 @@ print("map", scan.anomaly_map.shape, "score", float(scan.scores[0]))
 """
 
 
+@pytest.mark.integration
 def test_the_base_install_scans_with_the_head_without_torch(head_model):
     import subprocess
     import sys

@@ -84,6 +84,7 @@ def test_samspt_serve_runs_in_the_foreground_and_stops_on_a_signal(stop_signal, 
             process.wait(30)
 
 
+@pytest.mark.integration
 def test_samspt_serve_refuses_a_missing_model_folder_with_a_fix(tmp_path):
     result = subprocess.run([sys.executable, "-m", "samspt.serve.server",
                              str(tmp_path / "nothing")], capture_output=True, text=True,
@@ -92,6 +93,7 @@ def test_samspt_serve_refuses_a_missing_model_folder_with_a_fix(tmp_path):
     assert "does not exist" in result.stderr and "samspt-export" in result.stderr
 
 
+@pytest.mark.integration
 def test_samspt_serve_refuses_a_taken_port_before_starting_ray():
     import socket
 

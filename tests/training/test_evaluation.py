@@ -338,6 +338,7 @@ def test_cli_scan_gate_needs_a_model_folder(capsys):
     assert "--scan-min-score goes with --model" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_cli_runs_as_a_script():
     out = subprocess.run([sys.executable, str(REPO / "training" / "evaluate.py"), "--baseline",
                           "box", "--json", "--limit", "1"], capture_output=True, text=True,

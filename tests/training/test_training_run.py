@@ -134,6 +134,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_two_process_ddp_ends_with_identical_weights(tmp_path, dataset):
     config = tiny_config_file(tmp_path, make_folder_dataset(tmp_path / "more", n_defect=12),
                               max_steps=4)
