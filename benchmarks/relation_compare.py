@@ -1,5 +1,5 @@
-"""The relation adapter as built (:mod:`samspt.training.modeling.relation`) against its naive, materialised
-form, at vit_b's size by default (T = 64x64 = 4096 tokens, C = 256 channels, one prompt).
+"""The relation adapter as built (:mod:`samspt.training.modeling.relation`) against its naive,
+materialised form, at vit_b's size by default (T = 64x64 = 4096 tokens, C = 256 channels, one prompt).
 
 Both compute ``R @ keys`` with ``R[i, j] = softmax_{j != i}(cos(n_i, n_j))`` from one image
 embedding, construction included:

@@ -130,7 +130,8 @@ class RuntimePredictor:
 
 
 class TorchPredictor:
-    """The PyTorch SPT model (:class:`samspt.training.modeling.model.SptSam`) as a :class:`Predictor`.
+    """The PyTorch SPT model (:class:`samspt.training.modeling.model.SptSam`) as a
+    :class:`Predictor`.
 
     Runs :func:`samspt.training.predict.predict` on the model's device; points are foreground
     (label 1). ``final`` is the refine pass, ``draft`` the draft pass. The model is put in eval

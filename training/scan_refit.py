@@ -1,7 +1,7 @@
 """The scan head fitted again on the trained encoder: every training image seen as the scan sees it.
 
-The head trained with the model (:class:`samspt.training.modeling.model.ScanHead`) learns from the scan
-windows among the training samples, a few views per step beside the box prompts. The finish
+The head trained with the model (:class:`samspt.training.modeling.model.ScanHead`) learns from the
+scan windows among the training samples, a few views per step beside the box prompts. The finish
 stage fits it again with the encoder frozen: every training image is covered by the scan's own
 views (:func:`samspt.runtime.views.scan_views`, the views the prompt-free scan will run), each
 token inside the image is labelled by the defect's share of its cell, and a new head (same form:

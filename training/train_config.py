@@ -273,8 +273,8 @@ def load_train_config(path: Optional[Union[str, Path]] = None,
 
 def model_config_overrides(overrides: Dict[str, Any],
                            where: str = "model.config") -> Dict[str, Any]:
-    """``model.config`` checked against ModelConfig's fields (training/modeling/config.py) and typed:
-    a ConfigError names an unknown field and the known ones. Tuples come back as tuples."""
+    """``model.config`` checked against ModelConfig's fields (training/modeling/config.py) and
+    typed: a ConfigError names an unknown field and the known ones. Tuples come back as tuples."""
     from samspt.training.modeling.config import ModelConfig
 
     hints = get_type_hints(ModelConfig)

@@ -17,8 +17,8 @@ from samspt.runtime.views import ViewSettings
 
 
 ENCODER_FAMILIES = ("vit", "conv", "tinyvit", "hiera")
-# MobileSAM's TinyViT (training/modeling/tinyvit_encoder.py) reaches stride 16 only with a last stage of
-# one of these widths: its patch merging keeps stride 1 into them, stride 2 elsewhere.
+# MobileSAM's TinyViT (training/modeling/tinyvit_encoder.py) reaches stride 16 only with a last
+# stage of one of these widths: its patch merging keeps stride 1 into them, stride 2 elsewhere.
 TINYVIT_LAST_STAGE_DIMS = (320, 448, 576)
 
 

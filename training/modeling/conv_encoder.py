@@ -11,10 +11,11 @@ architecture alone); its output at ``stride`` (8 or 16) is the image embedding g
 
 With ``high_res`` the trunk's features at strides stride/2 and stride/4 are projected (1x1 conv,
 as SAM 2's ``conv_s1``/``conv_s0``) to C/4 and C/8 channels and packed after the embedding
-(:mod:`samspt.training.modeling.high_res`) for the decoders' upscaling stages. With ``pixel_decoder`` they
-come from a top-down path instead (:class:`TopDown`, an FPN): each stride's trunk features plus
-the coarser result upsampled, through a 3x3 conv block, so the fine features carry what the deep
-layers saw (a U-Net's skip connections), not only the edges of the first layers.
+(:mod:`samspt.training.modeling.high_res`) for the decoders' upscaling stages. With
+``pixel_decoder`` they come from a top-down path instead (:class:`TopDown`, an FPN): each
+stride's trunk features plus the coarser result upsampled, through a 3x3 conv block, so the fine
+features carry what the deep layers saw (a U-Net's skip connections), not only the edges of the
+first layers.
 """
 
 from __future__ import annotations

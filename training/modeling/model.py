@@ -26,7 +26,8 @@ from samspt.training.modeling.config import LoraConfig, ModelConfig
 from samspt.training.modeling.conv_encoder import ConvImageEncoder
 from samspt.training.modeling.decoder import SptMaskDecoder, embed_points, mask_dense, no_mask_dense
 from samspt.training.modeling.high_res import HighRes, unpack
-from samspt.training.modeling.lora import LoRALinear, LoRAQKV, is_lora_parameter, lora_from_linear, merge_lora_
+from samspt.training.modeling.lora import (LoRALinear, LoRAQKV, is_lora_parameter,
+                                           lora_from_linear, merge_lora_)
 from samspt.training.modeling.relation import ImageRelation, RelationBuilder
 
 log = logging.getLogger(__name__)
