@@ -285,16 +285,31 @@ def save_spt_weights(model: SptSam, path: PathLike, mode: str = "spt",
     return path
 
 
-def read_spt_weights(path: PathLike) -> Tuple[StateDict, SptWeightsInfo]:
-    """Tensors and metadata of a samspt ``.safetensors`` weights file."""
+def _spt_weights_path(path: PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: SPT weights are .safetensors files; for the paper "
                               "authors' .pth releases run samspt-convert-spt first")
-    tensors = read_state_dict(path)
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-    return tensors, SptWeightsInfo.from_metadata(meta, path)
+    return path
+
+
+def read_spt_info(path: PathLike) -> SptWeightsInfo:
+    """The metadata of a samspt ``.safetensors`` weights file (its header only)."""
+    path = _spt_weights_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it may be "
+                              "truncated: write or download it again") from None
+    return SptWeightsInfo.from_metadata(meta, path)
+
+
+def read_spt_weights(path: PathLike) -> Tuple[StateDict, SptWeightsInfo]:
+    """Tensors and metadata of a samspt ``.safetensors`` weights file."""
+    path = _spt_weights_path(path)
+    tensors = read_state_dict(path)     # a missing, empty or damaged file is named here first
+    return tensors, read_spt_info(path)
 
 
 def apply_spt_weights(model: SptSam, tensors: Mapping[str, torch.Tensor],

@@ -352,10 +352,10 @@ def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Re
     (:mod:`samspt.training.scan_refit`), the weights with it written to ``RUN/finished.
     safetensors``, which the folder is then exported from; ``weights`` unchanged where the
     model has no scan head, the split no defect, or the deadline no room."""
-    from samspt.training.checkpoints import read_spt_weights, save_spt_weights
-    from samspt.training.scan_refit import estimate_s, refit_scan_head
+    from samspt.training.checkpoints import read_spt_info, save_spt_weights
+    from samspt.training.scan_refit import can_refit, estimate_s, refit_scan_head
 
-    if model.scan_head is None or model.config.view_settings is None or not train_records:
+    if not can_refit(model) or not train_records:
         return weights
     if all(r.is_defect_free for r in train_records) or \
             all(not r.is_defect_free for r in train_records):
@@ -372,7 +372,7 @@ def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Re
                                    f"{images} training images"):
         figures = refit_scan_head(model, train_records,
                                   progress=stages.counter("reading scan views"))
-    _, info = read_spt_weights(weights)
+    info = read_spt_info(weights)       # the header: the tensors are the loaded model's
     path = save_spt_weights(model, run_dir / FINISHED_WEIGHTS, mode=info.mode,
                             extra={**info.extra, "scan_head": f"refit on {figures.images} "
                                                               "training images"})

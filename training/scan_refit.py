@@ -132,7 +132,7 @@ def scan_tokens(model, records: Sequence[Record], progress: Optional[Progress] =
         batch = torch.from_numpy(np.stack([view_input(v, img, config.pixel_mean,
                                                       config.pixel_std) for v, img, _ in pending]))
         with torch.no_grad():
-            emb = model.image_encoder(batch)[:, :channels].float().numpy()
+            emb = model.encode(batch)[:, :channels].float().numpy()
         grid = emb.shape[-1]
         for (view, _, mask), e in zip(pending, emb):
             inside = _inside_tokens(view, grid)
@@ -208,6 +208,13 @@ def fit_head(tokens: np.ndarray, shares: np.ndarray, hidden: int = HIDDEN,
     return arrays, float(np.mean(tail))
 
 
+def can_refit(model) -> bool:
+    """Whether ``model`` has a scan head to fit again: a view model with
+    ``ModelConfig.scan_head``."""
+    return getattr(model, "scan_head", None) is not None and \
+        model.config.view_settings is not None
+
+
 def refit_scan_head(model, records: Sequence[Record], progress: Optional[Progress] = None,
                     hidden: int = HIDDEN, steps: Optional[int] = None,
                     seed: int = 0) -> RefitFigures:
@@ -219,7 +226,7 @@ def refit_scan_head(model, records: Sequence[Record], progress: Optional[Progres
     from samspt.runtime.errors import ConfigError
     from samspt.training.modeling.model import ScanHead
 
-    if model.scan_head is None or model.config.view_settings is None:
+    if not can_refit(model):
         raise ConfigError(f"{model.config.name} has no scan head to refit (a view model with "
                           "ModelConfig.scan_head)")
     start = time.perf_counter()

@@ -34,6 +34,7 @@ from samspt.training.loss_weights import LossWeights
 from samspt.training.losses import focus_masks, scan_head_loss, spt_loss, token_targets
 from samspt.training.modeling.model import SptSam
 from samspt.training.run_files import RunFiles
+from samspt.training.scan_refit import can_refit
 from samspt.training.schedule import TimeBudget, build_scheduler, finish_estimate_s
 from samspt.training.run_setup import VIEW_FIELDS, model_config_for, read_records
 from samspt.training.train_config import TrainConfig, model_config_overrides
@@ -554,8 +555,7 @@ class Trainer:
     # --------------------------------------------------------------------- helpers
     def _refit_images(self) -> int:
         """The training images the finish stage refits the scan head on (0: it will not)."""
-        model = self.model
-        if getattr(model, "scan_head", None) is None or model.config.view_settings is None:
+        if not can_refit(self.model):
             return 0
         return len({r.image_path for r in self.train_records})
 

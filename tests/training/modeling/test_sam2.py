@@ -22,6 +22,7 @@ from samspt.training.modeling.lora import LoRAQKV
 from samspt.training.modeling.model import SptSam
 
 from ...conftest import randomize_spt_
+from .exported_family import assert_full_size_folder_works
 
 # sam2's own configuration at samspt's sam2_hiera_tiny sizes (64 px input).
 TINY_OVERRIDES = [
@@ -243,25 +244,13 @@ def test_samspt_export_writes_a_verified_full_size_sam2_folder(tmp_path):
     FP32 and FP16 graphs at 1024 px pass their parity gates and the operator check; the
     Inspector answers a box."""
     from samspt.export.to_onnx import main
-    from samspt.export.trt_support import check_files
-    from samspt.runtime import Inspector
-    from samspt.runtime.manifest import read_manifest, tensorrt_graph_files
-    from samspt.runtime.samples import bundled_verify_images
 
     checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": official_sam2().state_dict()}, checkpoint)
     out = tmp_path / "h_t"
     assert main(["--checkpoint", str(checkpoint), "--model-type", "sam2.1_hiera_t",
                  "--out", str(out)]) == 0
-    manifest = read_manifest(out)
-    assert manifest.model["name"] == "sam2.1_hiera_t"
-    assert manifest.verification["fp16"]["mean_iou"] >= 0.99
-    report = check_files([out / name for name in tensorrt_graph_files(manifest.graphs)])
-    assert not any(report.values()), report
-    _, image, boxes = bundled_verify_images()[0]
-    with Inspector(out) as inspector:
-        answer = inspector.inspect(image, boxes=boxes[:1])
-    assert answer.masks.shape == (1, *image.shape[:2])
+    assert_full_size_folder_works(out, "sam2.1_hiera_t")
 
 
 def test_the_one_command_trains_spt_on_a_sam2_checkpoint(sam2_checkpoint, tmp_path):
