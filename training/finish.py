@@ -5,10 +5,11 @@
 ``run_dir`` holds what :class:`samspt.training.trainer.Trainer` wrote (``best.safetensors``,
 ``model.safetensors``, ``config.yaml``, ``split.json``, ``metrics.jsonl``, ``plots/``). The stage:
 
-1. loads ``best.safetensors`` (best validation final mIoU; ``model.safetensors`` when the run has
-   no best); where the model has a scan head, fits it again on the frozen encoder's tokens of
-   every training image's scan views (:mod:`samspt.training.scan_refit`) and writes the weights
-   with it as ``finished.safetensors``, what the folder is exported from; exports its FP32
+1. loads ``best.safetensors`` (the weights kept by validation final mIoU, ``log.keep_margin``;
+   ``model.safetensors`` when the run has none); where the model has a scan head, fits it
+   again on the frozen encoder's tokens of every training image's scan views
+   (:mod:`samspt.training.scan_refit`) and writes the weights with it as
+   ``finished.safetensors``, what the folder is exported from; exports its FP32
    graphs, unverified and with no gates, into a hidden probe folder inside the run
    (:func:`samspt.export.onnx_export.export_model`: about a second);
 2. evaluates the probe through :class:`samspt.runtime.Inspector` on the validation records

@@ -44,6 +44,7 @@ class RunInfo:
     recipe: Dict[str, Dict[str, Any]] = field(default_factory=dict)   # config sections
     steps: Optional[int] = None
     best_val: Optional[Tuple[int, float]] = None       # (step, final mIoU) during training
+    keep_margin: float = 0.0                           # log.keep_margin: which weights are kept
     views_per_s: Optional[float] = None
     train_seconds: Optional[float] = None
     train_seconds_source: str = ""
@@ -120,6 +121,7 @@ def run_info(run_dir: Path, config: Any, model, train_records: Sequence[Any],
         recipe={k: v for k, v in sections.items() if isinstance(v, dict) and k != "log"},
         steps=max(steps) if steps else None,
         best_val=best,
+        keep_margin=float(getattr(getattr(config, "log", None), "keep_margin", 0.0) or 0.0),
         views_per_s=float(median(rates)) if rates else None,
         train_seconds=seconds, train_seconds_source=source,
         commands={"train": train_command,
@@ -255,9 +257,11 @@ def _model(report: "FinishReport", info: RunInfo) -> str:
     lines.append(f"- **Parameters**: {info.parameters:,}; trained: {info.trained_parameters:,} "
                  f"(`{info.mode}` mode).")
     step = "" if report.weights_step is None else f", step {report.weights_step}"
-    why = {"best.safetensors": "the best validation final mIoU during training",
-           "finished.safetensors": "the best validation final mIoU during training, its scan "
-                                   "head fitted again by the finish stage"
+    kept = "the best validation final mIoU during training" if not info.keep_margin else \
+        (f"the latest validated weights within {info.keep_margin:g} final mIoU of the best "
+         "validation during training")
+    why = {"best.safetensors": kept,
+           "finished.safetensors": f"{kept}, their scan head fitted again by the finish stage"
            }.get(report.weights.name, "the last weights: the run has no best.safetensors")
     lines.append(f"- **Weights**: `{report.weights.name}`{step} ({why}).")
     if cfg.get("view_context") is not None:

@@ -42,8 +42,8 @@ _EPILOG = textwrap.dedent("""\
     images/<split>/ + annotations/<split>/, the SPT paper's, COCO JSON), splits it into train
     and validation (stratified by class, RUN/split.json), derives the view settings from the
     training masks (printed with their reasons), measures a few steps, fits the learning-rate
-    schedule to the budget, trains with validations spread over it (the best weights by
-    validation mIoU in RUN/best.safetensors), and ends with the finish stage (export to
+    schedule to the budget, trains with validations spread over it (the latest weights
+    within 0.02 of the best validation mIoU kept in RUN/best.safetensors), and ends with the finish stage (export to
     RUN/model, evaluation, RUN/MODEL_CARD.md) within --budget-min minutes in all. Without --init
     a light conv model is trained from scratch; --init a SAM checkpoint (.pth) trains SPT on
     it; --init samspt weights (.safetensors) trains on from them. Run the same command again to
@@ -218,13 +218,23 @@ def _one_command(args: argparse.Namespace, argv: List[str], started: float) -> i
         print(f"done: {trained.step} steps, {trained.elapsed_s / 60:.1f} of "
               f"{plan.config.budget.minutes:g} min; weights {trained.final_weights}")
         if trained.best_val:
-            print(f"best validation: final mIoU {trained.best_val['final']['miou']:.3f}, draft "
-                  f"{trained.best_val['draft']['miou']:.3f} (step {trained.best_val['step']}) "
-                  f"in {Path(trained.final_weights).with_name('best.safetensors')}")
+            print(_kept_line(trained.best_val,
+                             Path(trained.final_weights).with_name('best.safetensors')))
     if result.finish is not None:
         print(f"finished: model folder {getattr(result.finish, 'model_dir', '?')}, model card "
               f"{getattr(result.finish, 'card', '?')}")
     return 0 if trained is None or trained.ranks_in_sync else 1
+
+
+def _kept_line(kept: dict, path: Optional[Path] = None) -> str:
+    """The closing line on the kept weights: their validation, and the best one where that
+    was another step's (log.keep_margin)."""
+    line = (f"kept weights: validation final mIoU {kept['final']['miou']:.3f}, draft "
+            f"{kept['draft']['miou']:.3f} (step {kept['step']})")
+    top = kept.get("top")
+    if top and top["step"] != kept["step"]:
+        line += f"; best validation {top['miou']:.3f} at step {top['step']}"
+    return line + (f" in {path}" if path else "")
 
 
 def _yaml_way(args: argparse.Namespace) -> int:
@@ -250,8 +260,7 @@ def _yaml_way(args: argparse.Namespace) -> int:
         print(f"done: {result.step} steps in {result.seconds / 60:.1f} min; weights "
               f"{result.final_weights}")
         if result.best_val:
-            print(f"best validation: final mIoU {result.best_val['final']['miou']:.3f}, draft "
-                  f"{result.best_val['draft']['miou']:.3f} (step {result.best_val['step']})")
+            print(_kept_line(result.best_val))
     return 0 if result.ranks_in_sync else 1
 
 

@@ -112,6 +112,9 @@ class LogSection:
     checkpoint_every: int = 200  # steps between checkpoints (and at the end)
     keep_checkpoints: int = 2
     overlay_images: int = 8  # validation images in the overlay grid
+    # best.safetensors keeps the latest validated weights whose final mIoU is within this of
+    # the best validation so far (0: the best validation's weights themselves)
+    keep_margin: float = 0.0
 
 
 @dataclass
@@ -308,6 +311,9 @@ def _validate(config: TrainConfig) -> None:
         (config.optim.amp in ("auto", "off", "bf16", "fp16"),
          "optim.amp must be auto, off, bf16 or fp16"),
         (config.log.checkpoint_every >= 1, "log.checkpoint_every must be >= 1"),
+        (0 <= config.log.keep_margin < 1, "log.keep_margin must be in [0, 1): the final mIoU "
+                                          "below the best validation at which later weights "
+                                          "are still kept"),
         (config.optim.threads >= 0, "optim.threads must be >= 0 (0: torch's default)"),
         (0 <= config.optim.ema < 1, "optim.ema must be in [0, 1) (0: off; e.g. 0.999)"),
         (config.budget.minutes >= 0, "budget.minutes must be >= 0 (0: steps decide)"),

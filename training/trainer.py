@@ -51,6 +51,32 @@ PROBE_VAL_IMAGES = 2
 OVERLAY_S = 3.0  # the overlay grid's seconds, assumed until a validation measures them
 
 
+def best_score(kept: Optional[Dict[str, Any]]) -> Optional[float]:
+    """The best validation final mIoU so far, from the kept weights' summary (``kept["top"]``;
+    summaries written before it are their own best)."""
+    if not kept:
+        return None
+    return (kept.get("top") or {"miou": kept["final"]["miou"]})["miou"]
+
+
+def keep(kept: Optional[Dict[str, Any]], summary: Dict[str, Any], step: int,
+         margin: float) -> Optional[Dict[str, Any]]:
+    """The new kept summary if the weights validated at ``step`` (``summary``, final mIoU in
+    ``summary["final"]["miou"]``) replace the kept ones (``kept``), else None. They do at or
+    above the best validation so far, or within ``margin`` (``log.keep_margin``) below it, so
+    later weights, further down the decaying learning rate, win over validation noise. The
+    best so far rides along as ``top`` (step, final mIoU)."""
+    score = summary["final"]["miou"]
+    top = best_score(kept)
+    if score is None or (top is not None and score < top - margin):
+        return None
+    best = kept.get("top") if kept and kept.get("top") else (
+        {"step": kept["step"], "miou": top} if kept else None)
+    if best is None or score > best["miou"]:
+        best = {"step": step, "miou": score}
+    return dict(summary, step=step, top=best)
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -596,7 +622,7 @@ class Trainer:
             log.debug("step %d/%d loss %.4f", step, total, record.get("loss", float("nan")))
             if self.progress:
                 figures = dict(record, logged=True, val_miou=self.last_val,
-                               best_miou=best["final"]["miou"] if best else None)
+                               best_miou=best_score(best))
                 if budget is not None:
                     figures.update(deadline_s=budget.train_end_s, total_s=budget.total_s)
                 self._figures = figures
@@ -614,8 +640,9 @@ class Trainer:
             summary = {k: report[k] for k in ("final", "draft", "defect_free", "n_images")}
             score = summary["final"]["miou"]
             self.last_val = score
-            if score is not None and (best is None or score > best["final"]["miou"]):
-                best = dict(summary, step=step)
+            kept = keep(best, summary, step, self.config.log.keep_margin)
+            if kept is not None:
+                best = kept
                 save_spt_weights(self.kept, self.files.best, mode=self.config.model.mode,
                                  extra={"step": str(step), "elapsed_s": f"{self.clock():.1f}"})
             overlays_start = time.perf_counter()
