@@ -136,7 +136,8 @@ class InspectorPipeline:
 
 def ensure_engines(model_dir: Path, max_prompts: int) -> None:
     """Build this GPU's FP16 TensorRT engines into ``model_dir`` unless they are there."""
-    from samspt.runtime.engines import ENGINES_DIR, Profile, ShapeProfiles
+    from samspt.runtime.build_record import Profile, ShapeProfiles
+    from samspt.runtime.engines import ENGINES_DIR
 
     if (model_dir / ENGINES_DIR).is_dir():
         return

@@ -79,8 +79,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                            load_sources)
     from samspt.export.trt_support import check_files, kept_version_for, log_check
     from samspt.export.trtexec import format_trtexec
-    from samspt.runtime.engines import (DEFAULT_PROFILES, ENGINES_DIR, ShapeProfiles,
-                                        engine_dir_name, parse_profile)
+    from samspt.runtime.build_record import DEFAULT_PROFILES, ShapeProfiles
+    from samspt.runtime.engines import ENGINES_DIR, engine_dir_name, parse_profile
 
     stage = StagePrinter()
 
@@ -120,16 +120,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _print_summary(result, seconds: float) -> None:
     build, entry = result.build, result.entry
-    profiles = entry["profiles"]
+    profiles = entry.profiles
     print(f"\n{result.precision} TensorRT engines in {result.engine_dir}")
-    print(f"GPU {build['gpu']['name']}, TensorRT {build['tensorrt_version']}, prompts "
-          f"{','.join(map(str, profiles['prompts']))}, points "
-          f"{','.join(map(str, profiles['points']))}, views "
-          f"{','.join(map(str, profiles.get('views', (1, 1, 1))))} (min,opt,max)")
+    print(f"GPU {build.gpu.name}, TensorRT {build.tensorrt_version}, prompts "
+          f"{profiles.prompts.text()}, points {profiles.points.text()}, views "
+          f"{profiles.views.text()} (min,opt,max)")
     print(f"{'file':<24} {'MB':>8}")
     for name, size in result.files.items():
         print(f"{name:<24} {size / 1e6:>8.2f}")
-    figures = entry.get("verification") or {}
+    figures = entry.verification
     if figures:
         print(f"\nagainst {figures.get('reference', 'ONNX Runtime')} ({figures['images']} images, "
               "draft and final masks):")

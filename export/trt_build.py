@@ -28,13 +28,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 from samspt.export.trt_check import Stage, check_engines
-from samspt.export.trt_folder import engine_entry, load_timing_cache, record_build, utc_stamp
+from samspt.export.trt_folder import engine_files, load_timing_cache, record_build, utc_stamp
 from samspt.export.trt_network import build_plan
 from samspt.export.trt_options import BuildOptions, load_sources
 from samspt.export.trt_support import check_files, kept_version_for, log_check
+from samspt.runtime.build_record import BuildRecord, PrecisionBuild
 from samspt.runtime.engines import (BUILD_COMMAND, BUILD_JSON, ENGINES_DIR, TIMING_CACHE,
                                     engine_dir_name, engine_file_name)
 from samspt.runtime.errors import ModelFolderError
@@ -51,12 +52,12 @@ log = logging.getLogger(__name__)
 class BuildResult:
     engine_dir: Path
     precision: str
-    build: Dict[str, Any]                                 # the whole build.json written
+    build: BuildRecord                                    # the whole build.json written
     files: Dict[str, int] = field(default_factory=dict)   # engine file -> bytes
 
     @property
-    def entry(self) -> Dict[str, Any]:
-        return self.build["precisions"][self.precision]
+    def entry(self) -> PrecisionBuild:
+        return self.build.precisions[self.precision]
 
 
 def _target(model_dir: Path, options: BuildOptions):
@@ -110,12 +111,12 @@ def build_engines(model_dir: Union[str, Path], options: Optional[BuildOptions] =
             os.replace(staging / name, engine_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    entry = {"built_by": BUILD_COMMAND, "built": utc_stamp(), "build_seconds": round(seconds, 1),
-             "flags": {"strongly_typed": True, "workspace_mb": options.workspace_mb,
-                       "device": options.device},
-             "profiles": options.profiles.to_dict(),
-             "engines": engine_entry(engine_dir, manifest, options.precision),
-             "verification": verification}
+    entry = PrecisionBuild(engines=engine_files(engine_dir, manifest, options.precision),
+                           profiles=options.profiles, built_by=BUILD_COMMAND, built=utc_stamp(),
+                           build_seconds=round(seconds, 1),
+                           flags={"strongly_typed": True, "workspace_mb": options.workspace_mb,
+                                  "device": options.device},
+                           verification=verification)
     build = record_build(engine_dir, gpu, version, manifest, options.precision, entry)
     stage(f"wrote {engine_dir}")
     return BuildResult(engine_dir, options.precision, build,
@@ -141,10 +142,10 @@ def adopt_engines(model_dir: Union[str, Path], options: Optional[BuildOptions] =
     with TrtGraphs.from_engine_files(paths["encoder"], paths["decoder"], options.device) as graphs:
         verification = check_engines(graphs, model_dir, manifest, options.precision, images, stage)
         profiles = graphs.profiles
-    entry = {"built_by": "trtexec", "built": utc_stamp(paths["decoder"].stat().st_mtime),
-             "build_seconds": None, "flags": None, "profiles": profiles.to_dict(),
-             "engines": engine_entry(engine_dir, manifest, options.precision),
-             "verification": verification}
+    entry = PrecisionBuild(engines=engine_files(engine_dir, manifest, options.precision),
+                           profiles=profiles, built_by="trtexec",
+                           built=utc_stamp(paths["decoder"].stat().st_mtime),
+                           verification=verification)
     build = record_build(engine_dir, gpu, version, manifest, options.precision, entry)
     stage(f"recorded {engine_dir / BUILD_JSON}")
     return BuildResult(engine_dir, options.precision, build,

@@ -23,7 +23,7 @@ from samspt.runtime.postprocess import upscale_logits
 from samspt.runtime.preprocess import preprocess_image, view_input
 from samspt.runtime.prompts import pack_prompts, scale_coords
 from samspt.runtime import tensors
-from samspt.runtime.engines import ShapeProfiles
+from samspt.runtime.build_record import ShapeProfiles
 from samspt.runtime.errors import SamsptError
 from samspt.runtime.manifest import GRAPH_KINDS, Manifest
 from samspt.runtime.parity import PARITY_GATES, meets_gate, pooled_mask_iou

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import samspt
-from samspt.runtime.engines import (BUILD_JSON, BUILD_SCHEMA_VERSION, TIMING_CACHE, GpuInfo,
-                                    check_compatible, engine_file_name, read_build_json,
-                                    write_build_json)
+from samspt.runtime.build_record import BuildRecord, EngineFile, GpuInfo, PrecisionBuild
+from samspt.runtime.engines import (BUILD_JSON, TIMING_CACHE, check_compatible, engine_file_name,
+                                    read_build_json, write_build_json)
 from samspt.runtime.errors import ModelFolderError
 from samspt.runtime.files import sha256_file
 from samspt.runtime.manifest import GRAPH_KINDS, Manifest
@@ -45,36 +45,35 @@ def load_timing_cache(config: Any, path: Path) -> Any:
     return cache or config.create_timing_cache(b"")
 
 
-def engine_entry(engine_dir: Path, manifest: Manifest, precision: str) -> Dict[str, Any]:
+def engine_files(engine_dir: Path, manifest: Manifest, precision: str) -> Dict[str, EngineFile]:
     """build.json's record of the two engines of ``precision``: file, sha256, size, ONNX source."""
-    entry = {}
+    files = {}
     for kind in GRAPH_KINDS:
         name = engine_file_name(kind, precision)
         source = manifest.graph(kind, precision)["file"]
-        entry[kind] = {"file": name, "sha256": sha256_file(engine_dir / name),
-                       "bytes": (engine_dir / name).stat().st_size,
-                       "source": {"file": source, "sha256": manifest.sha256(source)}}
-    return entry
+        files[kind] = EngineFile(name, sha256_file(engine_dir / name),
+                                 (engine_dir / name).stat().st_size, source,
+                                 manifest.sha256(source) or "")
+    return files
 
 
 def record_build(engine_dir: Path, gpu: GpuInfo, version: str, manifest: Manifest,
-                 precision: str, entry: Dict[str, Any]) -> Dict[str, Any]:
-    """build.json with ``entry`` for ``precision``, keeping other precisions' records."""
-    build = None
+                 precision: str, entry: PrecisionBuild) -> BuildRecord:
+    """build.json with ``entry`` for ``precision``, keeping other precisions' records of the
+    same GPU and TensorRT version."""
+    kept: Dict[str, PrecisionBuild] = {}
     if (engine_dir / BUILD_JSON).is_file():
         try:
-            build = read_build_json(engine_dir)
-            check_compatible(build, gpu, version)
+            old = read_build_json(engine_dir)
+            check_compatible(old, gpu, version)
+            kept = dict(old.precisions)
         except ModelFolderError as exc:
             log.warning("replacing %s: %s", engine_dir / BUILD_JSON, exc)
-            build = None
-    build = build or {"precisions": {}}
-    build.update({"schema_version": BUILD_SCHEMA_VERSION,
-                  "gpu": {"name": gpu.name, "compute_capability":
-                          list(gpu.compute_capability) if gpu.compute_capability else None},
-                  "tensorrt_version": version, "cuda": cuda_versions(),
-                  "model": {"name": manifest.name}, "timing_cache": TIMING_CACHE,
-                  "tools": {"samspt": samspt.__version__, "tensorrt": version}})
-    build["precisions"][precision] = entry
+    build = BuildRecord(gpu=GpuInfo(gpu.name, tuple(gpu.compute_capability)  # type: ignore
+                                    if gpu.compute_capability else None),
+                        tensorrt_version=version, precisions={**kept, precision: entry},
+                        cuda=cuda_versions(), model_name=manifest.name,
+                        timing_cache=TIMING_CACHE,
+                        tools={"samspt": samspt.__version__, "tensorrt": version})
     write_build_json(engine_dir, build)
     return build

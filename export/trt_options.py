@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
-from samspt.runtime.engines import DEFAULT_PROFILES, ShapeProfiles
+from samspt.runtime.build_record import DEFAULT_PROFILES, ShapeProfiles
 from samspt.runtime.errors import BackendError, ConfigError, ModelFolderError
 from samspt.runtime.manifest import GRAPH_KINDS, PRECISIONS, Manifest, read_manifest
 from samspt.runtime.trt_env import device_info

@@ -14,7 +14,8 @@ live per machine kind inside the model folder::
           timing.cache                          TensorRT's timing cache, reused across builds
           build.json                            written last: the build counts once it exists
 
-``build.json`` (``schema_version`` 1)::
+``build.json`` (``schema_version`` 1; read and written here only, as the typed
+:class:`samspt.runtime.build_record.BuildRecord`, checked on every read and before every write)::
 
     {
       "schema_version": 1,
@@ -48,9 +49,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
-from samspt.runtime import tensors
+from samspt.runtime.build_record import (BuildRecord, BuildRecordError, EngineFile, GpuInfo,
+                                         PrecisionBuild, Profile)
 from samspt.runtime.errors import ConfigError, ModelFolderError
 from samspt.runtime.files import atomic_write_text, sha256_file
 from samspt.runtime.manifest import (GRAPH_KINDS, PRECISIONS, Manifest, graph_file_name,
@@ -59,59 +61,9 @@ from samspt.runtime.manifest import (GRAPH_KINDS, PRECISIONS, Manifest, graph_fi
 ENGINES_DIR = "engines"
 BUILD_JSON = "build.json"
 TIMING_CACHE = "timing.cache"
-BUILD_SCHEMA_VERSION = 1
 BUILD_COMMAND = "samspt-build"  # console script of export/to_tensorrt.py
-BUILD_REQUIRED_KEYS = ("schema_version", "gpu", "tensorrt_version", "precisions")
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?((?:\.\d+)*)(.*)$")
-
-
-class GpuInfo(NamedTuple):
-    """A CUDA device as TensorRT cares about it: ``name`` as CUDA reports it
-    (``"NVIDIA H100 80GB HBM3"``, ``"Orin"``) and ``compute_capability`` (major, minor)."""
-
-    name: str
-    compute_capability: Optional[Tuple[int, int]] = None
-
-
-class Profile(NamedTuple):
-    """Minimum, optimum and maximum of one dynamic dimension (ints >= 1, min <= opt <= max)."""
-
-    min: int
-    opt: int
-    max: int
-
-    def text(self) -> str:
-        return f"{self.min},{self.opt},{self.max}"
-
-
-class ShapeProfiles(NamedTuple):
-    """The engines' optimization profiles: the decoder's ``prompts`` B and ``points`` N (points
-    per prompt; a box is 2 points, a box and a click 3), and the encoder's ``views`` V (views
-    encoded in one call: a scan's views, or the views of concurrent requests)."""
-
-    prompts: Profile
-    points: Profile
-    views: Profile = Profile(1, 1, 1)
-
-    def shapes(self) -> Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]]:
-        """Decoder input name -> (min, opt, max) shapes: point_coords BxNx2, point_labels BxN."""
-        b, n = self.prompts, self.points
-        return {tensors.POINT_COORDS: ((b.min, n.min, 2), (b.opt, n.opt, 2), (b.max, n.max, 2)),
-                tensors.POINT_LABELS: ((b.min, n.min), (b.opt, n.opt), (b.max, n.max))}
-
-    def image_shapes(self, image_size: int
-                     ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
-        """The encoder input's (min, opt, max) shapes: Vx3xSxS."""
-        return tuple((v, 3, image_size, image_size) for v in self.views)  # type: ignore
-
-    def to_dict(self) -> Dict[str, List[int]]:
-        return {"prompts": list(self.prompts), "points": list(self.points),
-                "views": list(self.views)}
-
-
-DEFAULT_PROFILES = ShapeProfiles(prompts=Profile(1, 16, 64), points=Profile(1, 2, 16),
-                                 views=Profile(1, 4, 8))
 
 
 def parse_profile(text: str, flag: str = "--prompts") -> Profile:
@@ -197,32 +149,34 @@ def _rebuild(model_dir: Union[str, Path], precision: Optional[str] = None) -> st
 
 # ---- build.json ---------------------------------------------------------------------------------
 
-def read_build_json(engine_dir: Union[str, Path]) -> Dict[str, Any]:
-    """``engine_dir/build.json`` after a schema check; :class:`ModelFolderError` if absent/bad."""
+def read_build_json(engine_dir: Union[str, Path]) -> BuildRecord:
+    """``engine_dir/build.json``, checked against the schema (:class:`BuildRecord`);
+    :class:`ModelFolderError` with the rebuild command if it is absent or does not follow it."""
     engine_dir = Path(engine_dir)
     path = engine_dir / BUILD_JSON
     model_dir = engine_dir.parent.parent
     if not path.is_file():
         raise ModelFolderError(f"{engine_dir} has no {BUILD_JSON}: its build did not finish or "
                                f"failed verification; {_rebuild(model_dir)}")
-    data = read_json_object(path, _rebuild(model_dir))
-    if data.get("schema_version") != BUILD_SCHEMA_VERSION:
-        raise ModelFolderError(f"{path} has schema_version {data.get('schema_version')!r}; this "
-                               f"samspt reads version {BUILD_SCHEMA_VERSION}: "
-                               f"{_rebuild(model_dir)}")
-    missing = [k for k in BUILD_REQUIRED_KEYS if k not in data]
-    if missing or not isinstance(data.get("gpu"), dict) or "name" not in data["gpu"] \
-            or not isinstance(data.get("precisions"), dict):
-        raise ModelFolderError(f"{path} lacks {', '.join(missing) or 'gpu.name'}; "
-                               f"{_rebuild(model_dir)}")
-    return data
+    try:
+        return BuildRecord.from_dict(read_json_object(path, _rebuild(model_dir)))
+    except BuildRecordError as exc:
+        raise ModelFolderError(f"{path} does not follow the build.json schema: {exc}; "
+                               f"{_rebuild(model_dir)}") from None
 
 
-def write_build_json(engine_dir: Union[str, Path], data: Dict[str, Any]) -> Path:
-    """Write ``build.json`` atomically (a reader sees the old file or the new one, never half)."""
-    missing = [k for k in BUILD_REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ConfigError(f"build.json record lacks {', '.join(missing)}")
+def write_build_json(engine_dir: Union[str, Path], record: BuildRecord) -> Path:
+    """Write ``build.json`` atomically (a reader sees the old file or the new one, never half),
+    after checking that what is written reads back as the same record."""
+    data = record.to_dict()
+    try:
+        again = BuildRecord.from_dict(json.loads(json.dumps(data)))
+    except BuildRecordError as exc:
+        raise ConfigError(f"refusing to write a build.json record that does not follow the "
+                          f"schema: {exc}") from None
+    if again != record:
+        raise ConfigError("refusing to write a build.json record that does not read back the "
+                          "same (a value JSON cannot hold)")
     path = Path(engine_dir) / BUILD_JSON
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
@@ -235,8 +189,8 @@ def _describe(engine_dir: Path) -> str:
         data = read_build_json(engine_dir)
     except ModelFolderError:
         return f"{engine_dir.name} (unfinished)"
-    precisions = ", ".join(sorted(data["precisions"])) or "none"
-    return (f"{engine_dir.name} ({data['gpu']['name']}, TensorRT {data['tensorrt_version']}, "
+    precisions = ", ".join(sorted(data.precisions)) or "none"
+    return (f"{engine_dir.name} ({data.gpu.name}, TensorRT {data.tensorrt_version}, "
             f"{precisions})")
 
 
@@ -276,7 +230,7 @@ def find_engine_dir(model_dir: Union[str, Path], gpu_name: str, trt_version: str
                            "use the ONNX Runtime backend")
 
 
-def check_compatible(build_json: Dict[str, Any], gpu: Union[str, GpuInfo], version: str,
+def check_compatible(build: BuildRecord, gpu: Union[str, GpuInfo], version: str,
                      model_dir: Union[str, Path, None] = None) -> None:
     """Refuse (:class:`ModelFolderError`) engines built for another GPU or TensorRT version.
 
@@ -285,19 +239,17 @@ def check_compatible(build_json: Dict[str, Any], gpu: Union[str, GpuInfo], versi
     """
     gpu = GpuInfo(gpu) if isinstance(gpu, str) else gpu
     where = str(model_dir) if model_dir is not None else "MODEL_DIR"
-    built_gpu = build_json.get("gpu", {})
     problems = []
-    if sanitize_gpu_name(built_gpu.get("name", "")) != sanitize_gpu_name(gpu.name):
-        problems.append(f"they were built for a {built_gpu.get('name')}, this GPU is a "
-                        f"{gpu.name}")
+    if sanitize_gpu_name(build.gpu.name) != sanitize_gpu_name(gpu.name):
+        problems.append(f"they were built for a {build.gpu.name}, this GPU is a {gpu.name}")
     else:
-        built_cc = built_gpu.get("compute_capability")
+        built_cc = build.gpu.compute_capability
         if built_cc and gpu.compute_capability and \
                 tuple(built_cc) != tuple(gpu.compute_capability):
             problems.append(f"they were built for compute capability "
                             f"{'.'.join(map(str, built_cc))}, this GPU has "
                             f"{'.'.join(map(str, gpu.compute_capability))}")
-    built_version = str(build_json.get("tensorrt_version", "?"))
+    built_version = build.tensorrt_version
     try:
         theirs, mine = _version_parts(built_version), _version_parts(version)
         common = min(len(theirs), len(mine))
@@ -313,10 +265,11 @@ def check_compatible(build_json: Dict[str, Any], gpu: Union[str, GpuInfo], versi
             f"the GPU model and the TensorRT version that built it: {_rebuild(where)}")
 
 
-def precision_entry(build_json: Dict[str, Any], precision: Optional[str] = None,
-                    model_dir: Union[str, Path, None] = None) -> Tuple[str, Dict[str, Any]]:
-    """(precision, record) of ``build.json``; ``None`` picks fp16 if built, else the only one."""
-    built = build_json.get("precisions", {})
+def precision_entry(build: BuildRecord, precision: Optional[str] = None,
+                    model_dir: Union[str, Path, None] = None) -> Tuple[str, PrecisionBuild]:
+    """(precision, its engines' record) of ``build.json``; ``None`` picks fp16 if built, else
+    the only one."""
+    built = build.precisions
     where = str(model_dir) if model_dir is not None else "MODEL_DIR"
     if precision is None:
         if "fp16" in built:
@@ -333,36 +286,30 @@ def precision_entry(build_json: Dict[str, Any], precision: Optional[str] = None,
     return precision, built[precision]
 
 
-def check_sources(build_json: Dict[str, Any], manifest: "Manifest", precision: str,
+def check_sources(build: BuildRecord, manifest: Manifest, precision: str,
                   model_dir: Union[str, Path, None] = None) -> None:
     """Refuse engines built from other ONNX graphs than the model folder's (a re-export)."""
     where = str(model_dir) if model_dir is not None else "MODEL_DIR"
-    _, entry = precision_entry(build_json, precision, model_dir)
-    stale = []
-    for kind in GRAPH_KINDS:
-        source = entry.get("engines", {}).get(kind, {}).get("source", {})
-        if not source or source.get("sha256") != manifest.sha256(source.get("file", "")):
-            stale.append(kind)
+    _, entry = precision_entry(build, precision, model_dir)
+    stale = [kind for kind, engine in entry.engines.items()
+             if engine.source_sha256 != manifest.sha256(engine.source_file)]
     if stale:
         raise ModelFolderError(f"the {precision} {' and '.join(stale)} engines were built from "
                                f"another export of this model (their source ONNX sha256 does not "
                                f"match manifest.json); {_rebuild(where, precision)}")
 
 
-def verify_engine_files(engine_dir: Union[str, Path], entry: Dict[str, Any]) -> Dict[str, Path]:
-    """Check the engines of a ``precisions`` record against their sha256; kind -> path."""
+def verify_engine_files(engine_dir: Union[str, Path], entry: PrecisionBuild) -> Dict[str, Path]:
+    """Check the engines of a precision's record against their size and sha256; kind -> path."""
     engine_dir = Path(engine_dir)
     paths, problems = {}, []
     for kind in GRAPH_KINDS:
-        info = entry.get("engines", {}).get(kind)
-        if not info or "file" not in info:
-            problems.append(f"build.json lists no {kind} engine")
-            continue
-        path = engine_dir / info["file"]
+        info: EngineFile = entry.engines[kind]
+        path = engine_dir / info.file
         if not path.is_file():
-            problems.append(f"{info['file']} is missing")
-        elif path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
-            problems.append(f"{info['file']} does not match its sha256 in build.json (replaced "
+            problems.append(f"{info.file} is missing")
+        elif path.stat().st_size != info.bytes or sha256_file(path) != info.sha256:
+            problems.append(f"{info.file} does not match its sha256 in build.json (replaced "
                             "or corrupted)")
         paths[kind] = path
     if problems:

@@ -47,9 +47,9 @@ from typing import Any, Iterator, Optional, Tuple, Union
 import numpy as np
 
 from samspt.runtime import tensors
-from samspt.runtime.engines import (Profile, ShapeProfiles, check_compatible, check_sources,
-                                    find_engine_dir, precision_entry, read_build_json,
-                                    verify_engine_files)
+from samspt.runtime.build_record import BuildRecord, Profile, ShapeProfiles
+from samspt.runtime.engines import (check_compatible, check_sources, find_engine_dir,
+                                    precision_entry, read_build_json, verify_engine_files)
 from samspt.runtime.errors import BackendError, InputError
 from samspt.runtime.manifest import Manifest
 from samspt.runtime.trt_engine import (DeviceEmbedding, EmbeddingSlot, TrtEngine, as_float32,
@@ -75,14 +75,13 @@ class TrtGraphs:
         trt, cuda = import_backend()
         self.engine_dir = Path(engine_dir)
         self.model_dir: Optional[Path] = self.engine_dir.parent.parent
-        self.build = read_build_json(self.engine_dir)
+        self.build: Optional[BuildRecord] = read_build_json(self.engine_dir)
         self.precision, entry = precision_entry(self.build, precision, self.model_dir)
         check_compatible(self.build, device_info(device), str(trt.__version__), self.model_dir)
         if verify_files:
             paths = verify_engine_files(self.engine_dir, entry)
         else:
-            paths = {k: self.engine_dir / entry["engines"][k]["file"] for k in ("encoder",
-                                                                                "decoder")}
+            paths = {k: self.engine_dir / e.file for k, e in entry.engines.items()}
         self._open(trt, cuda, paths["encoder"], paths["decoder"], device)
 
     @classmethod
@@ -107,7 +106,7 @@ class TrtGraphs:
         trt, cuda = import_backend()
         graphs = cls.__new__(cls)
         graphs.engine_dir, graphs.model_dir = Path(encoder_path).parent, None
-        graphs.build, graphs.precision = {}, None
+        graphs.build, graphs.precision = None, None
         graphs._open(trt, cuda, Path(encoder_path), Path(decoder_path), device)
         return graphs
 

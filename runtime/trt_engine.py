@@ -22,7 +22,8 @@ from typing import Any, Dict, Sequence, Tuple, Union
 import numpy as np
 
 from samspt.runtime import tensors
-from samspt.runtime.engines import Profile, ShapeProfiles, build_command
+from samspt.runtime.build_record import Profile, ShapeProfiles
+from samspt.runtime.engines import build_command
 from samspt.runtime.errors import BackendError, InputError
 from samspt.runtime.trt_env import free_pinned
 

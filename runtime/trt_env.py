@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any, Dict, Iterator, Tuple
 
-from samspt.runtime.engines import GpuInfo
+from samspt.runtime.build_record import GpuInfo
 from samspt.runtime.errors import BackendError
 
 # TensorRT's own messages, on a child of the TensorRT backend's logger (the name users configure).

@@ -200,7 +200,7 @@ def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp
                                                               monkeypatch):
     from samspt.export.trt_build import build_engines
     from samspt.export.trt_options import BuildOptions
-    from samspt.runtime import engines as eng
+    from samspt.runtime.build_record import Profile, ShapeProfiles
 
     from ..runtime.fake_tensorrt import install_fake_tensorrt
 
@@ -208,15 +208,15 @@ def test_int8_engines_build_strongly_typed_from_the_qdq_graphs(example_int8, tmp
     folder = tmp_path / "example"
     shutil.copytree(exported, folder)
     trt, _ = install_fake_tensorrt(monkeypatch)
-    small = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
+    small = ShapeProfiles(Profile(1, 4, 8), Profile(1, 2, 6))
     result = build_engines(folder, BuildOptions(precision="int8", profiles=small),
                            images=IMAGES[:2])
-    entry = result.build["precisions"]["int8"]
-    assert entry["engines"]["encoder"]["source"]["file"] == "encoder.int8.onnx"
+    entry = result.build.precisions["int8"]
+    assert entry.engines["encoder"].source_file == "encoder.int8.onnx"
     # never the CPU variant (UINT8 activations), even with one in the folder
     assert "variants" in read_manifest(folder).graphs["encoder"]["int8"]
-    assert "-cpu" not in entry["engines"]["decoder"]["source"]["file"]
-    assert entry["verification"]["mean_iou"] >= GATES["int8"]["mean_iou"]
+    assert "-cpu" not in entry.engines["decoder"].source_file
+    assert entry.verification["mean_iou"] >= GATES["int8"]["mean_iou"]
     strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert [c["flags"] for c in trt.calls] == [strongly_typed] * 2  # no calibrator
     assert all(c["precision_flags"] == [] for c in trt.calls)

@@ -20,6 +20,7 @@ from samspt.export.trt_build import adopt_engines, build_engines
 from samspt.export.trt_check import ENGINE_GATES, EngineVerificationError, verify_engines
 from samspt.export.trt_options import BuildOptions, check_profiles
 from samspt.export.trtexec import format_trtexec, trtexec_commands
+from samspt.runtime import build_record as rec
 from samspt.runtime import engines as eng
 from samspt.runtime.errors import BackendError, ConfigError, ModelFolderError
 from samspt.runtime.files import sha256_file
@@ -31,7 +32,7 @@ from ..runtime.fake_tensorrt import install_fake_tensorrt
 
 IMAGES = bundled_verify_images()[:2]
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
+SMALL = rec.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
 FAKE_DIR = "nvidia-fake-gpu-24gb-trt10.3.0"
 
 
@@ -68,7 +69,7 @@ def _drop_precision(folder, precision):
 # ---- trtexec lines (pure Python) ----------------------------------------------------------------
 
 def test_trtexec_lines_build_what_the_python_builder_builds(tmp_path):
-    options = BuildOptions(profiles=eng.ShapeProfiles(eng.parse_profile("1,16,64"),
+    options = BuildOptions(profiles=rec.ShapeProfiles(eng.parse_profile("1,16,64"),
                                                       eng.parse_profile("1,4,16")),
                            workspace_mb=2048)
     engine_dir = tmp_path / "engines" / "orin-trt10.3.0"
@@ -127,7 +128,7 @@ def test_the_trtexec_script_finds_trtexec_on_path_or_where_jetpack_puts_it(tmp_p
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"precision": "int4"}, "precision must be"), ({"workspace_mb": 0}, "workspace-mb"),
-    ({"profiles": eng.ShapeProfiles(eng.Profile(1, 1, 1), eng.Profile(1, 1, 1))},
+    ({"profiles": rec.ShapeProfiles(eng.Profile(1, 1, 1), eng.Profile(1, 1, 1))},
      "a box prompt is 2 points"),
 ])
 def test_bad_build_options_are_refused(kwargs, match):
@@ -137,11 +138,11 @@ def test_bad_build_options_are_refused(kwargs, match):
 
 def test_a_profile_must_fit_fixed_decoder_dimensions(model_dir):
     manifest = read_manifest(model_dir)
-    check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
+    check_profiles(manifest, "fp16", rec.DEFAULT_PROFILES)
     for spec in manifest.graphs["decoder"]["fp16"]["inputs"][1:]:
         spec["shape"][0] = 1  # a graph exported for one prompt per call
     with pytest.raises(ConfigError, match="fixes axis 0 of point_coords at 1.*--prompts 1"):
-        check_profiles(manifest, "fp16", eng.DEFAULT_PROFILES)
+        check_profiles(manifest, "fp16", rec.DEFAULT_PROFILES)
 
 
 # ---- the CLI without TensorRT -------------------------------------------------------------------
@@ -248,7 +249,7 @@ def _ort(folder, precision):
 
 def test_fp16_graphs_pass_the_engine_gates(exported):
     manifest = read_manifest(exported)
-    profiles = eng.ShapeProfiles(eng.Profile(1, 2, 3), eng.Profile(3, 3, 4))
+    profiles = rec.ShapeProfiles(eng.Profile(1, 2, 3), eng.Profile(3, 3, 4))
     candidate = _Limited(_ort(exported, "fp16"), profiles)
     figures = verify_engines(candidate, _Limited(_ort(exported, "fp32"), profiles), manifest,
                              IMAGES, "fp16", profiles)
@@ -261,10 +262,10 @@ def test_fp16_graphs_pass_the_engine_gates(exported):
 
 def test_a_wrong_engine_fails_the_check(exported):
     manifest = read_manifest(exported)
-    candidate = _Limited(_ort(exported, "fp16"), eng.DEFAULT_PROFILES, corrupt=True)
+    candidate = _Limited(_ort(exported, "fp16"), rec.DEFAULT_PROFILES, corrupt=True)
     with pytest.raises(EngineVerificationError, match="do not match ONNX Runtime.*not recorded"):
         verify_engines(candidate, _ort(exported, "fp32"), manifest, IMAGES, "fp16",
-                       eng.DEFAULT_PROFILES)
+                       rec.DEFAULT_PROFILES)
 
 
 # ---- the build flow on the stand-in TensorRT ----------------------------------------------------
@@ -283,20 +284,22 @@ def test_build_writes_checked_engines_and_build_json(model_dir, monkeypatch, ver
         "build.json", "decoder.fp16.engine", "encoder.fp16.engine", "timing.cache"]
     build = eng.read_build_json(engine_dir)
     assert build == result.build
-    assert build["gpu"] == {"name": "NVIDIA Fake GPU 24GB", "compute_capability": [8, 9]}
-    assert build["tensorrt_version"] == version
-    assert build["cuda"] == {"driver": "12.4", "pycuda": "12.2"}
-    entry = build["precisions"]["fp16"]
-    assert entry["flags"] == {"strongly_typed": True, "workspace_mb": 512, "device": 0}
-    assert entry["profiles"] == {"prompts": [1, 4, 8], "points": [1, 2, 6], "views": [1, 1, 1]}
+    assert build.gpu == eng.GpuInfo("NVIDIA Fake GPU 24GB", (8, 9))
+    assert build.tensorrt_version == version
+    assert build.cuda == {"driver": "12.4", "pycuda": "12.2"}
+    entry = build.precisions["fp16"]
+    assert entry.flags == {"strongly_typed": True, "workspace_mb": 512, "device": 0}
+    raw = json.loads((engine_dir / "build.json").read_text())["precisions"]["fp16"]
+    assert raw["profiles"] == {"prompts": [1, 4, 8], "points": [1, 2, 6], "views": [1, 1, 1]}
     manifest = json.loads((model_dir / "manifest.json").read_text())
     for kind in ("encoder", "decoder"):
-        record = entry["engines"][kind]
+        record = raw["engines"][kind]
         assert record["sha256"] == sha256_file(engine_dir / record["file"])
         assert record["source"] == {"file": f"{kind}.fp16.onnx",
                                     "sha256": manifest["files"][f"{kind}.fp16.onnx"]["sha256"]}
-    assert entry["verification"]["mean_iou"] >= 0.99
-    assert entry["verification"]["reference"] == "onnxruntime fp32 (CPU)"
+        assert entry.engines[kind].sha256 == record["sha256"]
+    assert entry.verification["mean_iou"] >= 0.99
+    assert entry.verification["reference"] == "onnxruntime fp32 (CPU)"
     # strongly typed networks, no precision flags, the workspace limit, one decoder profile
     strongly_typed = 1 << (0 if version.startswith("11.") else 1)
     assert [c["flags"] for c in trt.calls] == [strongly_typed] * 2
@@ -321,8 +324,8 @@ def test_the_timing_cache_persists_across_builds_and_precisions_accumulate(model
                            images=IMAGES[:1])
     assert trt.calls[2]["cache"].data.startswith(b"++")  # the stored cache was loaded
     assert cache.read_bytes() == b"++++"
-    assert sorted(result.build["precisions"]) == ["fp16", "fp32"]
-    assert result.build["precisions"]["fp32"]["verification"]["gates"] == ENGINE_GATES["fp32"]
+    assert sorted(result.build.precisions) == ["fp16", "fp32"]
+    assert result.build.precisions["fp32"].verification["gates"] == ENGINE_GATES["fp32"]
 
 
 def test_a_failed_check_records_nothing_and_keeps_the_old_engines(model_dir, monkeypatch):
@@ -332,7 +335,7 @@ def test_a_failed_check_records_nothing_and_keeps_the_old_engines(model_dir, mon
     before = {p.name: p.read_bytes() for p in engine_dir.iterdir() if p.name != "timing.cache"}
     monkeypatch.setitem(ENGINE_GATES, "fp16", {"mean_iou": 1.01, "min_iou": 0.97})
     with pytest.raises(EngineVerificationError):
-        build_engines(model_dir, BuildOptions(profiles=eng.DEFAULT_PROFILES),
+        build_engines(model_dir, BuildOptions(profiles=rec.DEFAULT_PROFILES),
                       images=IMAGES[:1])
     after = {p.name: p.read_bytes() for p in engine_dir.iterdir() if p.name != "timing.cache"}
     assert after == before
@@ -356,9 +359,9 @@ def test_adopt_records_engines_that_trtexec_built(model_dir, monkeypatch):
     engine_dir = model_dir / "engines" / FAKE_DIR
     (engine_dir / "build.json").unlink()  # as trtexec leaves them
     result = adopt_engines(model_dir, images=IMAGES[:1])
-    entry = eng.read_build_json(engine_dir)["precisions"]["fp16"]
-    assert entry["built_by"] == "trtexec" and entry["flags"] is None
-    assert entry["profiles"] == SMALL.to_dict()  # read from the engine itself
+    entry = eng.read_build_json(engine_dir).precisions["fp16"]
+    assert entry.built_by == "trtexec" and entry.flags is None
+    assert entry.profiles == SMALL  # read from the engine itself
     assert result.entry == entry
 
 
@@ -415,8 +418,8 @@ def test_engines_build_and_check_without_torch(model_dir):
     result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(model_dir)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    entry = eng.read_build_json(model_dir / "engines" / FAKE_DIR)["precisions"]["fp16"]
-    assert entry["verification"]["images"] == len(bundled_verify_images())
+    entry = eng.read_build_json(model_dir / "engines" / FAKE_DIR).precisions["fp16"]
+    assert entry.verification["images"] == len(bundled_verify_images())
 
 
 # ---- the real TensorRT --------------------------------------------------------------------------
@@ -432,7 +435,7 @@ def test_real_build_of_tiny_engines(request, precision):
     options = BuildOptions(precision=precision, profiles=SMALL, workspace_mb=512)
     result = build_engines(model_dir, options, images=IMAGES)
     entry = result.entry
-    assert entry["verification"]["mean_iou"] >= ENGINE_GATES[precision]["mean_iou"]
+    assert entry.verification["mean_iou"] >= ENGINE_GATES[precision]["mean_iou"]
     cache = result.engine_dir / "timing.cache"
     assert cache.stat().st_size > 0
     again = build_engines(model_dir, options, images=IMAGES[:1])  # reuses the cache

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 import pytest
 
+from samspt.runtime import build_record as rec
 from samspt.runtime import engines as eng
 from samspt.runtime import trt_backend as tb
 from samspt.runtime import trt_env
@@ -49,11 +50,29 @@ def model_dir(tmp_path_factory):
     return out
 
 
-def _build_json(gpu=H100, version="10.3.0.26", precisions=None):
-    return {"schema_version": eng.BUILD_SCHEMA_VERSION,
+def _entry(built="2026-11-24T17:00:00Z", sources=None):
+    """A precision's build.json entry (dict) with engines of the given source sha256s."""
+    sources = sources or {}
+    return {"built_by": "samspt-build", "built": built, "build_seconds": 81.2,
+            "flags": {"strongly_typed": True, "workspace_mb": 4096, "device": 0},
+            "profiles": {"prompts": [1, 16, 64], "points": [1, 2, 16], "views": [1, 4, 8]},
+            "engines": {k: {"file": f"{k}.fp16.engine", "sha256": "aa", "bytes": 1,
+                            "source": {"file": f"{k}.fp16.onnx",
+                                       "sha256": sources.get(k, "bb")}}
+                        for k in ("encoder", "decoder")},
+            "verification": {"mean_iou": 0.998}}
+
+
+def _build_dict(gpu=H100, version="10.3.0.26", precisions=None):
+    return {"schema_version": rec.BUILD_SCHEMA_VERSION,
             "gpu": {"name": gpu, "compute_capability": [9, 0]}, "tensorrt_version": version,
-            "cuda": {"driver": "12.4"}, "model": {"name": "tiny"},
-            "precisions": precisions if precisions is not None else {"fp16": {}}}
+            "cuda": {"driver": "12.4"}, "model": {"name": "tiny"}, "timing_cache": "timing.cache",
+            "tools": {"samspt": "0.1.0"},
+            "precisions": precisions if precisions is not None else {"fp16": _entry()}}
+
+
+def _build_json(gpu=H100, version="10.3.0.26", precisions=None):
+    return rec.BuildRecord.from_dict(_build_dict(gpu, version, precisions))
 
 
 def _make_engine_dir(model_dir, gpu=H100, version="10.3.0.26", finished=True):
@@ -103,7 +122,7 @@ def test_engine_folder_and_file_names():
 def test_profiles_parse_and_give_decoder_shapes():
     assert eng.parse_profile("1,16,64") == eng.Profile(1, 16, 64)
     assert eng.parse_profile(" 8 ") == eng.Profile(8, 8, 8)
-    shapes = eng.ShapeProfiles(eng.parse_profile("1,16,64"), eng.parse_profile("1,4,16")).shapes()
+    shapes = rec.ShapeProfiles(eng.parse_profile("1,16,64"), eng.parse_profile("1,4,16")).shapes()
     assert shapes == {"point_coords": ((1, 1, 2), (16, 4, 2), (64, 16, 2)),
                       "point_labels": ((1, 1), (16, 4), (64, 16))}
 
@@ -119,11 +138,21 @@ def test_bad_profiles_are_refused_naming_the_flag(text, match):
 
 # ---- build.json ---------------------------------------------------------------------------------
 
-def test_build_json_round_trips(tmp_path):
-    data = _build_json(precisions={"fp16": {"profiles": {"prompts": [1, 16, 64]}}})
-    eng.write_build_json(tmp_path, data)
-    assert eng.read_build_json(tmp_path) == data
+def test_build_json_round_trips_keeping_keys_it_does_not_know(tmp_path):
+    data = _build_dict()
+    data["note"] = "kept"
+    data["precisions"]["fp16"]["later"] = {"x": 1}
+    record = rec.BuildRecord.from_dict(data)
+    assert record.extra == {"note": "kept"}
+    assert record.precisions["fp16"].extra == {"later": {"x": 1}}
+    eng.write_build_json(tmp_path, record)
+    assert eng.read_build_json(tmp_path) == record
+    assert json.loads((tmp_path / eng.BUILD_JSON).read_text()) == data
     assert [p.name for p in tmp_path.iterdir()] == [eng.BUILD_JSON]
+    entry = record.precisions["fp16"]
+    assert entry.profiles == rec.DEFAULT_PROFILES
+    assert entry.engines["decoder"] == rec.EngineFile("decoder.fp16.engine", "aa", 1,
+                                                      "decoder.fp16.onnx", "bb")
 
 
 def test_build_json_write_is_atomic(tmp_path, monkeypatch):
@@ -142,16 +171,38 @@ def test_build_json_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [eng.BUILD_JSON]
 
 
-def test_build_json_without_required_keys_is_not_written(tmp_path):
-    with pytest.raises(ConfigError, match="tensorrt_version"):
-        eng.write_build_json(tmp_path, {"schema_version": 1, "gpu": {"name": "x"},
-                                        "precisions": {}})
+def test_a_record_off_the_schema_is_not_written(tmp_path):
+    import dataclasses
+
+    record = _build_json()
+    bad = dataclasses.replace(record, precisions={"int4": record.precisions["fp16"]})
+    with pytest.raises(ConfigError, match="int4"):
+        eng.write_build_json(tmp_path, bad)
+    odd = dataclasses.replace(record, extra={"when": float("nan")})
+    with pytest.raises(ConfigError):
+        eng.write_build_json(tmp_path, odd)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _without(key, *path):
+    data = _build_dict()
+    node = data
+    for part in path:
+        node = node[part]
+    del node[key]
+    return json.dumps(data)
 
 
 @pytest.mark.parametrize("content,match", [
     (None, "no build.json"), ("{not json", "not valid JSON"), ("[1]", "JSON object"),
-    (json.dumps({**_build_json(), "schema_version": 99}), "schema_version 99"),
-    (json.dumps({"schema_version": 1, "gpu": {}}), "lacks"),
+    (json.dumps({**_build_dict(), "schema_version": 99}), "schema_version 99"),
+    (json.dumps({"schema_version": 1, "gpu": {}}), "lacks gpu.name"),
+    (_without("decoder", "precisions", "fp16", "engines"), "engines lacks the decoder"),
+    (_without("prompts", "precisions", "fp16", "profiles"), "profiles.prompts"),
+    (_without("sha256", "precisions", "fp16", "engines", "encoder", "source"),
+     "encoder.source.sha256"),
+    (json.dumps(_build_dict(precisions={"fp16": {**_entry(), "build_seconds": "soon"}})),
+     "build_seconds"),
 ])
 def test_bad_build_json_is_refused_with_the_rebuild_command(tmp_path, content, match):
     folder = tmp_path / "model" / eng.ENGINES_DIR / "x-trt10.3.0"
@@ -224,35 +275,35 @@ def test_foreign_engines_are_refused_with_how_to_rebuild(tmp_path, gpu, version,
 
 
 def test_precision_entries():
-    build = _build_json(precisions={"fp32": {"a": 1}, "fp16": {"b": 2}})
-    assert eng.precision_entry(build) == ("fp16", {"b": 2})
-    assert eng.precision_entry(build, "fp32") == ("fp32", {"a": 1})
-    assert eng.precision_entry(_build_json(precisions={"fp32": {}}))[0] == "fp32"
+    build = _build_json(precisions={"fp32": _entry("2026-01-01T00:00:00Z"), "fp16": _entry()})
+    assert eng.precision_entry(build) == ("fp16", build.precisions["fp16"])
+    assert eng.precision_entry(build, "fp32")[1].built == "2026-01-01T00:00:00Z"
+    assert eng.precision_entry(_build_json(precisions={"fp32": _entry()}))[0] == "fp32"
     with pytest.raises(ModelFolderError, match="--precision fp32"):
         eng.precision_entry(_build_json(), "fp32", "m")
+    with pytest.raises(ModelFolderError, match="lists none"):
+        eng.precision_entry(_build_json(precisions={}), None, "m")
 
 
 def test_engines_of_another_export_are_refused():
     manifest = read_manifest(EXAMPLE_MODEL_DIR)
-    engines = {k: {"source": {"file": f"{k}.fp16.onnx",
-                              "sha256": manifest.sha256(f"{k}.fp16.onnx")}}
-               for k in ("encoder", "decoder")}
-    build = _build_json(precisions={"fp16": {"engines": engines}})
-    eng.check_sources(build, manifest, "fp16")
-    engines["decoder"]["source"]["sha256"] = "cc"
+    sources = {k: manifest.sha256(f"{k}.fp16.onnx") for k in ("encoder", "decoder")}
+    eng.check_sources(_build_json(precisions={"fp16": _entry(sources=sources)}), manifest,
+                      "fp16")
+    stale = _build_json(precisions={"fp16": _entry(sources={**sources, "decoder": "cc"})})
     with pytest.raises(ModelFolderError, match="decoder engines were built from another export"):
-        eng.check_sources(build, manifest, "fp16", "m")
+        eng.check_sources(stale, manifest, "fp16", "m")
 
 
 def test_engine_files_are_checked_against_their_sha256(tmp_path):
     folder = tmp_path / "m" / "engines" / "x"
     folder.mkdir(parents=True)
-    entry = {"engines": {}}
+    data = _entry()
     for kind in ("encoder", "decoder"):
         path = folder / f"{kind}.fp16.engine"
         path.write_bytes(kind.encode() * 10)
-        entry["engines"][kind] = {"file": path.name, "bytes": path.stat().st_size,
-                                  "sha256": eng.sha256_file(path)}
+        data["engines"][kind].update(bytes=path.stat().st_size, sha256=eng.sha256_file(path))
+    entry = rec.PrecisionBuild.from_dict(data, "fp16")
     assert eng.verify_engine_files(folder, entry)["decoder"] == folder / "decoder.fp16.engine"
     (folder / "decoder.fp16.engine").write_bytes(b"encoder" * 10)
     with pytest.raises(ModelFolderError, match="decoder.fp16.engine does not match its sha256"):
@@ -264,7 +315,7 @@ def test_engine_files_are_checked_against_their_sha256(tmp_path):
 
 # ---- prompt limits and handles (pure Python) ----------------------------------------------------
 
-PROFILES = eng.ShapeProfiles(eng.Profile(1, 16, 64), eng.Profile(1, 2, 16))
+PROFILES = rec.ShapeProfiles(eng.Profile(1, 16, 64), eng.Profile(1, 2, 16))
 
 
 def _prompts(batch, points):
@@ -347,7 +398,7 @@ def built(model_dir, fake_trt, tmp_path):
 
     folder = tmp_path / "tiny"
     shutil.copytree(model_dir, folder)
-    options = BuildOptions(profiles=eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6)))
+    options = BuildOptions(profiles=rec.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6)))
     result = build_engines(folder, options, images=bundled_verify_images()[:2])
     return folder, result
 
@@ -372,7 +423,7 @@ def test_trt_graphs_compute_what_the_graphs_compute(built):
     ort = _ort(folder)
     with tb.TrtGraphs.from_model_dir(folder) as graphs:
         assert graphs.precision == "fp16" and graphs.max_prompts == 8
-        assert graphs.profiles == eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
+        assert graphs.profiles == rec.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
         for seed, (batch, points) in enumerate([(3, 2), (8, 6), (1, 1)]):
             image, coords, labels = _inputs(seed, batch, points)
             handle = graphs.embed(image)
@@ -402,10 +453,10 @@ def test_engines_encode_a_batch_of_views_within_their_views_profile(model_dir, f
 
     folder = tmp_path / "tiny"
     shutil.copytree(model_dir, folder)
-    profiles = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6), eng.Profile(1, 2, 3))
+    profiles = rec.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6), eng.Profile(1, 2, 3))
     result = build_engines(folder, BuildOptions(profiles=profiles),
                            images=bundled_verify_images()[:2])
-    assert result.entry["profiles"]["views"] == [1, 2, 3]
+    assert result.entry.profiles.views == eng.Profile(1, 2, 3)
     ort = _ort(folder)
     rng = np.random.default_rng(3)
     with tb.TrtGraphs.from_model_dir(folder) as graphs:
@@ -588,7 +639,7 @@ def test_real_engines_run_like_onnx_runtime(request, tmp_path):
 
     folder = tmp_path / "tiny"
     shutil.copytree(model_dir, folder)
-    profiles = eng.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
+    profiles = rec.ShapeProfiles(eng.Profile(1, 4, 8), eng.Profile(1, 2, 6))
     build_engines(folder, BuildOptions(profiles=profiles, workspace_mb=512))
     ort = _ort(folder, "fp32")
     with tb.TrtGraphs.from_model_dir(folder) as graphs:
