@@ -50,6 +50,7 @@ def measure_scan_cost(model_dir: Path, threads: int = 0, reps: int = 5,
     """``{"scan_vs_encoder_2k": ratio or None, "scan_cost": what it rests on}`` (None, with
     the reason, for a folder without a scan head)."""
     from samspt.runtime import Inspector
+    from samspt.runtime.backend import encode_in_chunks
     from samspt.runtime.view_inference import MAX_VIEWS_PER_ENCODE
     from samspt.runtime.views import scan_views
     from samspt.runtime.preprocess import view_input
@@ -67,7 +68,7 @@ def measure_scan_cost(model_dir: Path, threads: int = 0, reps: int = 5,
 
         def encoder_only() -> None:
             for batch in inputs:
-                ins._encode(batch)
+                encode_in_chunks(ins.graphs, batch)
 
         scans, encoders = [], []
         result = None

@@ -169,9 +169,20 @@ class _Progress:
             self.bar = None
 
 
+def _overridden(plan) -> List[str]:
+    """The derived view settings that ``--set`` replaced: ``"name VALUE (derived D)"``."""
+    used = plan.config.model.config or {}
+    return [f"{name} {used[name]:g} (derived {value:g})"
+            for name, value in plan.derived.model_overrides().items()
+            if name in used and used[name] != value]
+
+
 def _print_derived(plan) -> None:
     if plan.derived is not None:
         print("view settings derived from the training masks: " + plan.derived.describe())
+        changed = _overridden(plan)
+        if changed:
+            print(f"  - replaced by --set: {', '.join(changed)}")
         print(f"split: {len(plan.train)} train / {len(plan.val)} validation images; "
               f"start: {plan.start}; budget {plan.config.budget.minutes:g} min")
 
@@ -185,6 +196,9 @@ def _one_command(args: argparse.Namespace, argv: List[str], started: float) -> i
         if plan.derived is not None:
             print("# view settings derived from the training masks:")
             print("\n".join(f"#   {line}" for line in plan.derived.describe().splitlines()))
+            changed = _overridden(plan)
+            if changed:
+                print(f"#     - replaced by --set: {', '.join(changed)}")
         print(plan.config.to_yaml(), end="")
         return 0
     if plan.state == "finished":

@@ -14,7 +14,7 @@ from samspt.runtime.find_segment import DEFAULT_GATE
 from samspt.runtime.manifest import MANIFEST, read_manifest
 from samspt.runtime.preprocess import view_input
 from samspt.runtime.samples import bundled_samples
-from samspt.runtime.scan_head import SCAN_HEAD_FILE, proposals
+from samspt.runtime.scan_head import SCAN_HEAD_FILE, NumpyScanHead, proposals
 from samspt.runtime.views import scan_views
 
 torch = pytest.importorskip("torch")
@@ -37,7 +37,8 @@ def test_the_numpy_head_computes_what_pytorch_computes(head_model):
         assert ins.scan_scores_every_image
         views = scan_views(image.shape[:2], ins.image_size, ins.view_settings)[:3]
         batch = np.stack([view_input(v, image, ins.pixel_mean, ins.pixel_std) for v in views])
-        numpy_logits = ins._scan_head.logits(ins.graphs.encode(batch))
+        head = NumpyScanHead.load(folder / SCAN_HEAD_FILE, int(manifest.scan_head["channels"]))
+        numpy_logits = head.logits(ins.graphs.encode(batch))
     with torch.no_grad():
         reference = model.defect_logits(model.encode(torch.from_numpy(batch))).numpy()
     np.testing.assert_allclose(numpy_logits, reference, atol=1e-4)

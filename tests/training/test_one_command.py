@@ -434,9 +434,10 @@ def test_help_explains_the_command_with_examples(capsys):
 def test_print_config_shows_the_recipe_with_derived_settings(tmp_path, data, capsys):
     run = tmp_path / "run"
     assert main(["--data", str(data), "--out", str(run), "--print-config",
-                 "--set", "optim.lr=5e-4"]) == 0
+                 "--set", "optim.lr=5e-4", "--set", "model.config.view_max_side=200"]) == 0
     text = capsys.readouterr().out
     assert "# view settings derived from the training masks" in text
+    assert "replaced by --set: view_max_side 200 (derived " in text
     config = yaml.safe_load(text)
     assert config["optim"]["lr"] == 5e-4 and config["model"]["type"] == "cnn_small"
     assert config["model"]["config"]["image_size"] in (128, 256)
