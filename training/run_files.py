@@ -6,7 +6,8 @@
     runs/<name>/checkpoints/step_0000200.safetensors   SPT weights (safetensors)
     runs/<name>/checkpoints/step_0000200.state.pt      optimizer, scheduler, scaler, step
     runs/<name>/checkpoints/latest.json  the newest complete checkpoint (written last)
-    runs/<name>/model.safetensors       final weights; best.safetensors: kept by validation (log.keep_margin)
+    runs/<name>/model.safetensors       final weights; best.safetensors: kept by validation
+                                        (log.keep_margin)
     runs/<name>/status.json             the one command's state: training, trained, finished
 
 Every file is written atomically; ``latest.json`` only names a checkpoint once both of its files

@@ -43,11 +43,12 @@ _EPILOG = textwrap.dedent("""\
     and validation (stratified by class, RUN/split.json), derives the view settings from the
     training masks (printed with their reasons), measures a few steps, fits the learning-rate
     schedule to the budget, trains with validations spread over it (the latest weights
-    within 0.02 of the best validation mIoU kept in RUN/best.safetensors), and ends with the finish stage (export to
-    RUN/model, evaluation, RUN/MODEL_CARD.md) within --budget-min minutes in all. Without --init
-    a light conv model is trained from scratch; --init a SAM checkpoint (.pth) trains SPT on
-    it; --init samspt weights (.safetensors) trains on from them. Run the same command again to
-    continue an interrupted run (same split and settings, the time already spent counted).
+    within log.keep_margin of the best validation mIoU kept in RUN/best.safetensors), and
+    ends with the finish stage (export to RUN/model, evaluation, RUN/MODEL_CARD.md) within
+    --budget-min minutes in all. Without --init a light conv model is trained from scratch;
+    --init a SAM checkpoint (.pth) trains SPT on it; --init samspt weights (.safetensors)
+    trains on from them. Run the same command again to continue an interrupted run (same
+    split and settings, the time already spent counted).
 
     A YAML configuration (--config; --name, --out-dir, --resume): keys as in
     training/configs/*.yaml; unknown keys are errors. --set KEY=VALUE overrides any key in
