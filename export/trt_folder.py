@@ -69,9 +69,7 @@ def record_build(engine_dir: Path, gpu: GpuInfo, version: str, manifest: Manifes
             kept = dict(old.precisions)
         except ModelFolderError as exc:
             log.warning("replacing %s: %s", engine_dir / BUILD_JSON, exc)
-    build = BuildRecord(gpu=GpuInfo(gpu.name, tuple(gpu.compute_capability)  # type: ignore
-                                    if gpu.compute_capability else None),
-                        tensorrt_version=version, precisions={**kept, precision: entry},
+    build = BuildRecord(gpu=gpu, tensorrt_version=version, precisions={**kept, precision: entry},
                         cuda=cuda_versions(), model_name=manifest.name,
                         timing_cache=TIMING_CACHE,
                         tools={"samspt": samspt.__version__, "tensorrt": version})

@@ -51,12 +51,18 @@ PROBE_VAL_IMAGES = 2
 OVERLAY_S = 3.0  # the overlay grid's seconds, assumed until a validation measures them
 
 
-def best_score(kept: Optional[Dict[str, Any]]) -> Optional[float]:
-    """The best validation final mIoU so far, from the kept weights' summary (``kept["top"]``;
-    summaries written before it are their own best)."""
+def _top(kept: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The best validation so far (step, final mIoU) from the kept weights' summary
+    (``kept["top"]``; summaries written before it are their own best)."""
     if not kept:
         return None
-    return (kept.get("top") or {"miou": kept["final"]["miou"]})["miou"]
+    return kept.get("top") or {"step": kept.get("step"), "miou": kept["final"]["miou"]}
+
+
+def best_score(kept: Optional[Dict[str, Any]]) -> Optional[float]:
+    """The best validation final mIoU so far (None before the first validation)."""
+    top = _top(kept)
+    return top["miou"] if top else None
 
 
 def keep(kept: Optional[Dict[str, Any]], summary: Dict[str, Any], step: int,
@@ -67,11 +73,9 @@ def keep(kept: Optional[Dict[str, Any]], summary: Dict[str, Any], step: int,
     later weights, further down the decaying learning rate, win over validation noise. The
     best so far rides along as ``top`` (step, final mIoU)."""
     score = summary["final"]["miou"]
-    top = best_score(kept)
-    if score is None or (top is not None and score < top - margin):
+    best = _top(kept)
+    if score is None or (best is not None and score < best["miou"] - margin):
         return None
-    best = kept.get("top") if kept and kept.get("top") else (
-        {"step": kept["step"], "miou": top} if kept else None)
     if best is None or score > best["miou"]:
         best = {"step": step, "miou": score}
     return dict(summary, step=step, top=best)

@@ -84,6 +84,10 @@ class ModelConfig:
     # patch/2 features that mask edges are read from carry what the deep layers saw, as a
     # U-Net's skip connections do. Computed once per view, in the encoder graph.
     pixel_decoder: bool = False
+    # Stochastic depth in the conv trunk (timm's drop_path_rate: each residual block skipped
+    # with up to this probability in training): a regulariser for small datasets. Training
+    # only: the exported graph and the answers of a trained model do not depend on it.
+    encoder_drop_path: float = 0.0
     # A residual 3x3 conv block after each of the decoders' upscaling stages (zero-initialised,
     # so it starts as the identity): mask pixels see their neighbours at full mask resolution,
     # per prompt, instead of only a 2x2 transposed convolution.
@@ -150,6 +154,11 @@ class ModelConfig:
         if self.encoder == "vit" and self.encoder_embed_dim % self.encoder_num_heads:
             raise ConfigError(f"{self.name}: encoder_num_heads {self.encoder_num_heads} must "
                               f"divide encoder_embed_dim {self.encoder_embed_dim}")
+        if not 0.0 <= self.encoder_drop_path < 1.0 or (self.encoder_drop_path
+                                                       and self.encoder != "conv"):
+            raise ConfigError(f"{self.name}: encoder_drop_path is the conv trunk's stochastic "
+                              f"depth, in [0, 1) (0: off), got {self.encoder_drop_path!r} "
+                              f"for the {self.encoder} encoder")
         if type(self.scan_head_hidden) is not int or self.scan_head_hidden < 0:
             raise ConfigError(f"{self.name}: scan_head_hidden must be a whole number >= 0 (0: a "
                               f"quarter of the embedding's channels), got "

@@ -51,7 +51,7 @@ class ConvImageEncoder(nn.Module):
     4C with the high-res features packed in)."""
 
     def __init__(self, arch: str, stride: int, out_chans: int, high_res: bool = False,
-                 pixel_decoder: bool = False) -> None:
+                 pixel_decoder: bool = False, drop_path: float = 0.0) -> None:
         super().__init__()
         try:
             import timm
@@ -71,7 +71,8 @@ class ConvImageEncoder(nn.Module):
                               f"asks for stride{'s' if len(wanted) > 1 else ''} "
                               f"{', '.join(map(str, wanted))}")
         self.trunk = timm.create_model(arch, pretrained=False, features_only=True,
-                                       out_indices=tuple(reductions.index(s) for s in wanted))
+                                       out_indices=tuple(reductions.index(s) for s in wanted),
+                                       **({"drop_path_rate": drop_path} if drop_path else {}))
         all_channels = self.trunk.feature_info.channels()
         channels = all_channels[-1]
         self.high_res = high_res

@@ -61,7 +61,8 @@ def _image_encoder(config: ModelConfig) -> nn.Module:
     if config.encoder == "conv":
         return ConvImageEncoder(config.encoder_arch, config.patch_size, config.prompt_embed_dim,
                                 high_res=config.high_res_features,
-                                pixel_decoder=config.pixel_decoder)
+                                pixel_decoder=config.pixel_decoder,
+                                drop_path=config.encoder_drop_path)
     return ImageEncoderViT(
         depth=config.encoder_depth, embed_dim=config.encoder_embed_dim,
         img_size=config.image_size, mlp_ratio=4,

@@ -47,6 +47,34 @@ def test_bad_conv_configurations_are_refused():
         ConvImageEncoder("resnet10t", 4, 32, high_res=True)
 
 
+def test_trunk_stochastic_depth_acts_in_training_only():
+    config = dataclasses.replace(get_config("cnn_tiny"), encoder_drop_path=0.5)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    torch.manual_seed(0)
+    model = SptSam(config)
+    with torch.no_grad():   # timm zero-initialises each block's last norm: as if trained
+        for name, param in model.image_encoder.trunk.named_parameters():
+            if name.endswith("bn2.weight") or name.endswith("bn3.weight"):
+                param.fill_(1.0)
+    x = torch.randn(1, 3, config.image_size, config.image_size)
+    model.train()
+    trained = [model.encode(x) for _ in range(2)]
+    assert not torch.equal(trained[0], trained[1])      # residual blocks dropped at random
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode(x), model.encode(x))
+    # The same weights without it answer the same in eval mode: the exported graph is unchanged.
+    plain = SptSam(dataclasses.replace(config, encoder_drop_path=0.0)).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain.encode(x), model.encode(x))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="encoder_drop_path"):
+            dataclasses.replace(config, encoder_drop_path=bad)
+    with pytest.raises(ConfigError, match="encoder_drop_path"):
+        dataclasses.replace(get_config("tiny"), encoder_drop_path=0.1)
+
+
 def test_high_res_features_pack_into_the_embedding_and_unpack_exactly():
     from samspt.training.modeling import high_res
 
