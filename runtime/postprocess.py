@@ -183,10 +183,3 @@ def paste_mask(canvas: np.ndarray, view: View, low_res: np.ndarray,
     hit, rows, cols = found
     canvas[rows, cols] |= hit
     return rows.start, rows.stop, cols.start, cols.stop
-
-
-def paste_logits(view: View, low_res: np.ndarray) -> np.ndarray:
-    """Bx1xLxL low-res logits of one view -> BxHxW float32 logits in image pixels,
-    :data:`BACKGROUND_LOGIT` outside the view."""
-    canvas = np.full((low_res.shape[0],) + tuple(view.image_hw), BACKGROUND_LOGIT, np.float32)
-    return paste_max(canvas, view, low_res)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samspt.runtime.postprocess import (BACKGROUND_LOGIT, logits_in_image, paste_logits,
-                                        paste_mask, positive_cells, resize_bilinear)
+from samspt.runtime.postprocess import (BACKGROUND_LOGIT, logits_in_image, paste_mask,
+                                        positive_cells, resize_bilinear)
 from samspt.runtime.preprocess import as_rgb_uint8
 from samspt.runtime.errors import ConfigError
 from samspt.runtime.manifest import read_manifest
@@ -17,6 +17,8 @@ from samspt.runtime.result import summarize_masks
 from samspt.runtime.samples import EXAMPLE_MODEL_DIR, bundled_samples, prompt_boxes
 from samspt.runtime.view_inference import infer_views
 from samspt.runtime.views import View, plan_views, whole_image_view
+
+from .view_logits import paste_logits
 
 
 def _random_views(rng, count):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from samspt.runtime.postprocess import BACKGROUND_LOGIT, paste_logits, upscale_logits
+from samspt.runtime.postprocess import BACKGROUND_LOGIT, upscale_logits
 from samspt.runtime.preprocess import (PIXEL_MEAN, PIXEL_STD, crop_view_mask, preprocess_image,
                                        view_input)
 from samspt.runtime.prompts import pack_prompts, scale_coords
@@ -14,6 +14,8 @@ from samspt.runtime.errors import ConfigError, InputError
 from samspt.runtime.view_inference import group_views, infer_views
 from samspt.runtime.views import (View, ViewPlan, ViewSettings, box_view, plan_views, prompt_views,
                                   scan_views, whole_image_view)
+
+from .view_logits import paste_logits
 
 S = 64
 SETTINGS = ViewSettings(context=2.0, min_side=16, scan_side=48, scan_overlap=0.25)
