@@ -81,6 +81,7 @@ FINISH_FLIPS = 4
 OVERLAY_IMAGES = 8         # when the config does not say (log.overlay_images)
 FINISHED_WEIGHTS = "finished.safetensors"   # the best weights with the refit scan head
 CARD_RESERVE_S = 10.0      # seconds kept for the card when a deadline cuts GrabCut short
+MIN_REFIT_IMAGES = 8       # fewer training images than this: the head stays as trained
 FINISH_COMMAND = "samspt-train --finish-only {run}"
 
 Progress = Callable[[str], None]
@@ -191,7 +192,9 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
             data_root: Optional[Path], train_seconds: Optional[float]) -> FinishReport:
     with stages.stage("load", f"loading {weights.name}"):
         model = _load(weights, config, run_dir)
-    weights = _refit_scan_head(model, weights, run_dir, train_records, deadline, stages, notes)
+    budget_s = 60.0 * config.budget.minutes if config.budget.minutes else None
+    weights = _refit_scan_head(model, weights, run_dir, train_records, deadline, budget_s,
+                               stages, notes)
     full_config = model.config
     views = full_config.view_settings is not None
 
@@ -348,37 +351,58 @@ def _time_left(deadline: Optional[float]) -> Optional[float]:
 
 
 def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Record],
-                     deadline: Optional[float], stages: _Stages, notes: List[str]) -> Path:
+                     deadline: Optional[float], budget_s: Optional[float], stages: _Stages,
+                     notes: List[str]) -> Path:
     """The scan head fitted again on the training images' scan views
     (:mod:`samspt.training.scan_refit`), the weights with it written to ``RUN/finished.
     safetensors``, which the folder is then exported from; ``weights`` unchanged where the
-    model has no scan head, the split no defect, or the deadline no room."""
+    model has no scan head, the split no defect, or the deadline no room. It takes at most
+    a third of the time left and REFIT_SHARE of the run's budget ``budget_s`` (None: no
+    budget): beyond that it reads a subset of the training images
+    (:func:`~samspt.training.scan_refit.plan_refit`)."""
     from samspt.training.checkpoints import read_spt_info, save_spt_weights
-    from samspt.training.scan_refit import can_refit, estimate_s, refit_scan_head
+    from samspt.training.scan_refit import REFIT_SHARE, can_refit, plan_refit, refit_scan_head
 
     if not can_refit(model) or not train_records:
         return weights
     if all(r.is_defect_free for r in train_records) or \
             all(not r.is_defect_free for r in train_records):
-        notes.append("Scan head: as trained (the training split lacks defective or defect-free "
+        notes.append("Scan head: as trained (the training split lacks defect-free or defective "
                      "images to fit it again on).")
         return weights
     left = _time_left(deadline)
-    images = len({r.image_path for r in train_records})
-    if left is not None and left < 3 * estimate_s(images) + CARD_RESERVE_S:
-        notes.append(f"Scan head: as trained ({left:.0f} s were left before the deadline, too "
-                     "few to fit it again on the training images).")
+    allowed = None if left is None else (left - CARD_RESERVE_S) / 3
+    if budget_s:
+        allowed = min(REFIT_SHARE * budget_s, allowed if allowed is not None else math.inf)
+    plan = plan_refit(train_records, model.config, allowed)
+    free = sum(1 for r in plan.records if r.is_defect_free)
+    if plan.images < min(MIN_REFIT_IMAGES, plan.all_images) or not free or \
+            free == len(plan.records):
+        notes.append(f"Scan head: as trained ({allowed or 0:.0f} s were left for it, too few to fit "
+                     f"it again on both defect-free and defective training images: "
+                     f"{plan.all_views} scan views would take about "
+                     f"{plan_refit(train_records, model.config).seconds:.0f} s).")
         return weights
-    with stages.stage("scan_head", f"fitting the scan head again on the scan views of "
-                                   f"{images} training images"):
-        figures = refit_scan_head(model, train_records,
-                                  progress=stages.counter("reading scan views"))
+    subset = "" if plan.images == plan.all_images else \
+        f" (of {plan.all_images}: their {plan.all_views} scan views would not fit the time)"
+    start = time.time()
+    try:
+        with stages.stage("scan_head", f"fitting the scan head again on the scan views of "
+                                       f"{plan.images} training images{subset}"):
+            figures = refit_scan_head(
+                model, plan.records, progress=stages.counter(
+                    "reading scan views", None if allowed is None
+                    else start + 2 * allowed + CARD_RESERVE_S))
+    except _OutOfTime:
+        notes.append(f"Scan head: as trained (reading the scan views of {plan.images} images "
+                     f"took over twice the {plan.seconds:.0f} s expected; stopped).")
+        return weights
     info = read_spt_info(weights)       # the header: the tensors are the loaded model's
     path = save_spt_weights(model, run_dir / FINISHED_WEIGHTS, mode=info.mode,
                             extra={**info.extra, "scan_head": f"refit on {figures.images} "
                                                               "training images"})
     notes.append(f"Scan head: fitted again on the frozen encoder's tokens of the scan views of "
-                 f"{figures.images} training images ({figures.tokens} tokens, "
+                 f"{figures.images} training images{subset} ({figures.tokens} tokens, "
                  f"{figures.defect_tokens} of them defect; width {figures.hidden}; "
                  f"{figures.seconds:.0f} s), saved with {weights.name}'s other weights as "
                  f"{path.name}, which the folder is exported from.")

@@ -52,12 +52,16 @@ MAX_TOKENS = 1_500_000
 VIEWS_PER_BATCH = 32
 
 Progress = Callable[[int, int], None]
-# Seconds per training image (its scan views encoded on one thread, tokens labelled), tokens
-# per image and seconds per fitting step, measured on the 2-core VM with cnn_small under a
-# training run's load (MTD: 679 images, 1.5 M tokens, 107 s in all).
-SECONDS_PER_IMAGE = 0.13
-TOKENS_PER_IMAGE = 2200
+# Seconds per scan view (encoded on one thread, its tokens labelled) and per fitting step,
+# measured on the 2-core VM with cnn_small under a training run's load (MTD: 679 images of
+# 8.6 scan views each, 1.5 M tokens, 107 s in all; 1024 px images with 64 px scan views: 441
+# views an image, 6.6 s).
+SECONDS_PER_VIEW = 0.015
 SECONDS_PER_STEP = 0.006
+# The most of a run's time budget the refit may take: on large images with small scan views it
+# would otherwise take longer than the training (96 images of 1024 px: 11 minutes); beyond it
+# the refit reads a seeded, class-balanced subset of the training images.
+REFIT_SHARE = 0.06
 
 
 def fit_steps(tokens: int) -> int:
@@ -65,9 +69,62 @@ def fit_steps(tokens: int) -> int:
     return int(np.clip(np.ceil(EPOCHS * tokens / BATCH), MIN_STEPS, STEPS))
 
 
-def estimate_s(images: int) -> float:
-    """Seconds the refit is expected to take on ``images`` training images."""
-    return SECONDS_PER_IMAGE * images + SECONDS_PER_STEP * fit_steps(TOKENS_PER_IMAGE * images)
+def estimate_s(views: int, tokens_per_view: int) -> float:
+    """Seconds the refit is expected to take on ``views`` scan views of ``tokens_per_view``
+    tokens each."""
+    tokens = min(MAX_TOKENS, views * tokens_per_view)
+    return SECONDS_PER_VIEW * views + SECONDS_PER_STEP * fit_steps(tokens)
+
+
+@dataclass
+class RefitPlan:
+    """The training records the refit reads (every record of each chosen image), its scan
+    views, the training images' views in all, and the expected seconds."""
+
+    records: List[Record]
+    images: int
+    views: int
+    all_images: int
+    all_views: int
+    seconds: float
+
+
+def plan_refit(records: Sequence[Record], config, seconds: Optional[float] = None,
+               seed: int = 0) -> RefitPlan:
+    """The images the refit reads within ``seconds`` (None: all): every training image where
+    all fit, else a seeded subset, defect-free and defective images taken in proportion to
+    their numbers, as many as the estimate lets in. Image sizes come from the files' headers."""
+    from PIL import Image
+
+    settings = config.view_settings
+    tokens_per_view = config.embedding_size ** 2
+    images = list(_image_masks(records).values())
+    views = []
+    for first, _ in images:
+        with Image.open(first.image_path) as handle:
+            width, height = handle.size
+        views.append(len(scan_views((height, width), config.image_size, settings)))
+    total = estimate_s(sum(views), tokens_per_view)
+    order = list(range(len(images)))
+    if seconds is not None and total > seconds:
+        rng = np.random.default_rng(seed)
+        kinds = [[i for i in order if images[i][0].is_defect_free == free] for free in (True, False)]
+        rank: Dict[int, float] = {}
+        for kind in kinds:
+            for place, i in enumerate(rng.permutation(kind)):
+                rank[int(i)] = (place + 0.5) / len(kind)     # proportional interleave
+        order = sorted(order, key=lambda i: rank[i])
+        chosen, used = [], 0
+        for i in order:
+            if estimate_s(used + views[i], tokens_per_view) > seconds:
+                break
+            chosen.append(i)
+            used += views[i]
+        order = sorted(chosen)
+    picked = [r for i in order for r in images[i][1]]
+    used = sum(views[i] for i in order)
+    return RefitPlan(picked, len(order), used, len(images), sum(views),
+                     estimate_s(used, tokens_per_view) if order else 0.0)
 
 
 @dataclass

@@ -62,15 +62,12 @@ FINISH_EVAL_PASSES = 2
 MIN_STEPS = 10
 
 
-def finish_estimate_s(eval_image_s: float, n_val: int, refit_images: int = 0) -> float:
+def finish_estimate_s(eval_image_s: float, n_val: int, refit_s: float = 0.0) -> float:
     """Seconds the finish stage is expected to take: every validation image evaluated
     FINISH_EVAL_PASSES times at ``eval_image_s`` each, plus FINISH_EXPORT_S for the export,
-    plus the scan head's refit on ``refit_images`` training images (0: none;
-    :mod:`samspt.training.scan_refit`)."""
-    from samspt.training.scan_refit import estimate_s
-
-    return (FINISH_EVAL_PASSES * eval_image_s * n_val + FINISH_EXPORT_S
-            + (estimate_s(refit_images) if refit_images else 0.0))
+    plus ``refit_s`` for the scan head's refit (:func:`samspt.training.scan_refit.plan_refit`;
+    0: none)."""
+    return FINISH_EVAL_PASSES * eval_image_s * n_val + FINISH_EXPORT_S + refit_s
 
 
 @dataclass

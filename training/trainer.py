@@ -34,7 +34,7 @@ from samspt.training.loss_weights import LossWeights
 from samspt.training.losses import focus_masks, scan_head_loss, spt_loss, token_targets
 from samspt.training.modeling.model import SptSam
 from samspt.training.run_files import RunFiles
-from samspt.training.scan_refit import can_refit
+from samspt.training.scan_refit import REFIT_SHARE, can_refit, plan_refit
 from samspt.training.schedule import TimeBudget, build_scheduler, finish_estimate_s
 from samspt.training.run_setup import VIEW_FIELDS, model_config_for, read_records
 from samspt.training.train_config import TrainConfig, model_config_overrides
@@ -578,16 +578,19 @@ class Trainer:
         return TimeBudget.plan(
             total_s=b.minutes * 60.0, now_s=self.clock(), finish_share=b.finish_share,
             finish_s=finish_estimate_s(self.eval_image_s or 0.0, len(self.val_records),
-                                       self._refit_images()),
+                                       self._refit_s()),
             step_s=step_s, val_s=self._val_estimate(), warmup_share=b.warmup_share,
             evaluations=b.evaluations)
 
     # --------------------------------------------------------------------- helpers
-    def _refit_images(self) -> int:
-        """The training images the finish stage refits the scan head on (0: it will not)."""
-        if not can_refit(self.model):
-            return 0
-        return len({r.image_path for r in self.train_records})
+    def _refit_s(self) -> float:
+        """Seconds the finish stage's refit of the scan head is expected to take (0: none):
+        the training images' scan views, at most REFIT_SHARE of the budget."""
+        if not can_refit(self.model) or not self.train_records:
+            return 0.0
+        cap = REFIT_SHARE * self.config.budget.minutes * 60.0 if self.config.budget.minutes \
+            else None
+        return plan_refit(self.train_records, self.model.config, cap).seconds
 
     def _forward(self, step_module: nn.Module, batch: Sequence[Dict[str, Any]],
                  amp_dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]:

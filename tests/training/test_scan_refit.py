@@ -13,7 +13,9 @@ from samspt.runtime.scan_head import NumpyScanHead
 from samspt.training.checkpoints import build_model, load_spt_model, save_spt_weights
 from samspt.training.modeling.config import get_config
 from samspt.training.data.readers import read_dataset
-from samspt.training.scan_refit import DEFECT_SHARE, HIDDEN, fit_head, refit_scan_head, scan_tokens
+from samspt.training.scan_refit import (DEFECT_SHARE, HIDDEN, estimate_s, fit_head, plan_refit,
+                                        refit_scan_head, scan_tokens)
+from samspt.runtime.views import scan_views
 
 from .test_training_run import make_folder_dataset
 
@@ -86,3 +88,32 @@ def test_a_model_without_a_scan_head_or_a_split_without_defects_is_refused(recor
 def test_scan_head_hidden_must_be_a_whole_number():
     with pytest.raises(ConfigError, match="scan_head_hidden"):
         dataclasses.replace(get_config("cnn_tiny"), scan_head=True, scan_head_hidden=-1)
+
+
+def test_the_refit_reads_a_balanced_subset_where_all_images_would_not_fit(records):
+    config = _model().config
+    everything = plan_refit(records, config)
+    images = {r.image_path for r in records}
+    assert everything.images == everything.all_images == len(images)
+    assert sorted(map(id, everything.records)) == sorted(map(id, records))
+    from PIL import Image
+    views = 0
+    for path in images:
+        with Image.open(path) as handle:
+            views += len(scan_views(handle.size[::-1], config.image_size, config.view_settings))
+    assert everything.views == everything.all_views == views
+    tokens = config.embedding_size ** 2
+    assert everything.seconds == pytest.approx(estimate_s(views, tokens))
+
+    # A time that holds about half the views: a seeded subset whose estimate fits, with both
+    # defect-free and defective images, and every record of each chosen image.
+    seconds = estimate_s(views // 2, tokens)
+    half = plan_refit(records, config, seconds)
+    assert 0 < half.images < everything.images and half.seconds <= seconds
+    assert half.all_views == views and half.views < views
+    free = {r.image_path for r in half.records if r.is_defect_free}
+    assert 0 < len(free) < half.images
+    chosen = {r.image_path for r in half.records}
+    assert [r for r in records if r.image_path in chosen] == half.records
+    assert plan_refit(records, config, seconds) == half                  # reproducible
+    assert plan_refit(records, config, 0.0).images == 0
