@@ -57,6 +57,10 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         raise DatasetError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size; "
                            "a mask must cover its image pixel for pixel")
     draws = rng.random(8)  # hflip, vflip, rotation, brightness, contrast, gamma, noise, seed
+    if settings.brightness or settings.contrast or settings.gamma or settings.noise:
+        # Before the geometry: the values do not depend on where a pixel is, and the image is
+        # still contiguous (a large image's histogram and look-up cost a third then).
+        image = _photometric(np.ascontiguousarray(image), draws, settings)
     if draws[0] < settings.hflip:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if draws[1] < settings.vflip:
@@ -64,19 +68,38 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     if settings.rot90:
         k = int(draws[2] * 4)
         image, mask = np.rot90(image, k, axes=(0, 1)), np.rot90(mask, k, axes=(0, 1))
-    if settings.brightness or settings.contrast or settings.gamma or settings.noise:
-        pixels = image.astype(np.float32)
-        if settings.gamma:
-            power = float(np.exp((2 * draws[5] - 1) * settings.gamma))
-            pixels = np.power(pixels / 255.0, power) * 255.0
-        shift = (2 * draws[3] - 1) * settings.brightness * 255.0
-        factor = 1.0 + (2 * draws[4] - 1) * settings.contrast
-        mean = float(pixels.mean())
-        pixels = (pixels - mean) * factor + mean + shift
-        if settings.noise:
-            sigma = draws[6] * settings.noise * 255.0
-            noise = np.random.default_rng(int(draws[7] * 2**31)).standard_normal(
-                pixels.shape[:2], dtype=np.float32)
-            pixels += sigma * noise[..., None]
-        image = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+MEAN_SUBSAMPLE_PIXELS = 512 * 512
+
+
+def _photometric(image: np.ndarray, draws: np.ndarray, settings: AugmentSettings) -> np.ndarray:
+    """Gamma, then contrast about the image's mean and a brightness shift, then noise; rounded
+    and clipped to uint8. Without noise every pixel's new value depends on its old value alone,
+    so the curve is computed once for the 256 values and looked up (a 1024 px image in 3 ms
+    instead of 33: large images would otherwise spend a training step's time here)."""
+    values = np.arange(256, dtype=np.float32)
+    if settings.gamma:
+        power = float(np.exp((2 * draws[5] - 1) * settings.gamma))
+        values = np.power(values / 255.0, power) * 255.0
+    shift = (2 * draws[3] - 1) * settings.brightness * 255.0
+    factor = 1.0 + (2 * draws[4] - 1) * settings.contrast
+    # The mean after gamma, from the values' counts (on every 4th row and column of a large
+    # image: the contrast's centre, not a figure anyone reads).
+    step = 4 if image.shape[0] * image.shape[1] > MEAN_SUBSAMPLE_PIXELS else 1
+    counts = np.bincount(np.ascontiguousarray(image[::step, ::step]).reshape(-1), minlength=256)
+    mean = float(counts @ values.astype(np.float64) / max(1, int(counts.sum())))
+    values = (values - mean) * factor + mean + shift
+    if not settings.noise:
+        table = np.clip(values + 0.5, 0, 255).astype(np.uint8)
+        if image.ndim == 3 and image.shape[2] == 3:          # PIL's look-up: twice numpy's speed
+            from PIL import Image
+
+            return np.asarray(Image.fromarray(image).point(table.tolist() * 3))
+        return table[image]
+    sigma = draws[6] * settings.noise * 255.0
+    noise = np.random.default_rng(int(draws[7] * 2**31)).standard_normal(image.shape[:2],
+                                                                          dtype=np.float32)
+    pixels = values[image] + sigma * noise[..., None]
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
