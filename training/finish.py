@@ -76,6 +76,8 @@ REPORT = "finish.json"
 OVERLAYS = "plots/model_overlays.png"
 CURVES = "plots/curves.png"
 VERIFY_IMAGES = 8          # validation images of the export's parity check
+VERIFY_MAX_VIEWS = 200     # ... and the most views their boxes may take (8 MTD images: ~40; 8
+#                            images of 1024 px in 64 px tiles: ~1,500, two minutes of export)
 # Test-time flips the finish stage measures against none (samspt.runtime.flips).
 FINISH_FLIPS = 4
 OVERLAY_IMAGES = 8         # when the config does not say (log.overlay_images)
@@ -253,8 +255,9 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         if views:
             model.config = dataclasses.replace(model.config,
                                                view_flips=flips.flips if flips else 1)
-        result = _export(model, model_dir, run_dir.resolve().name, _verify_images(val_records),
-                         _sources(weights, config), notes)
+        result = _export(model, model_dir, run_dir.resolve().name,
+                         _verify_images(val_records, model.config), _sources(weights, config),
+                         notes)
     shipped = result.manifest
     if point is not None:      # the operating point, with the graphs it was measured on
         from samspt.runtime.calibrate import write_calibrated
@@ -480,16 +483,26 @@ def _round_robin(records: Sequence[Record]) -> List[Record]:
     return [r for group in itertools.zip_longest(*by_class.values()) for r in group if r]
 
 
-def _verify_images(records: Sequence[Record]) -> Optional[list]:
+def _verify_images(records: Sequence[Record], config) -> Optional[list]:
     """Up to VERIFY_IMAGES validation images, classes mixed, with seeded box prompts (the
-    export's parity check runs on the run's own kind of image)."""
+    export's parity check runs on the run's own kind of image): fewer where their boxes' views
+    (``config``'s) would pass VERIFY_MAX_VIEWS (large images tiled into small views), at least
+    one."""
     from samspt.runtime.samples import prompt_boxes
+    from samspt.runtime.views import plan_views
 
     rng = np.random.default_rng(0)
-    out = []
+    out, views = [], 0
     for record in _round_robin(records)[:VERIFY_IMAGES]:
         image = record.load_image()
-        out.append((record.name, image, prompt_boxes(record.load_mask(image.shape[:2]), rng)))
+        boxes = prompt_boxes(record.load_mask(image.shape[:2]), rng)
+        if config.view_settings is not None:
+            count = len(plan_views(image.shape[:2], config.image_size, config.view_settings,
+                                   "auto", boxes=boxes).views)
+            if out and views + count > VERIFY_MAX_VIEWS:
+                break
+            views += count
+        out.append((record.name, image, boxes))
     return out or None
 
 

@@ -76,6 +76,19 @@ def estimate_s(views: int, tokens_per_view: int) -> float:
     return SECONDS_PER_VIEW * views + SECONDS_PER_STEP * fit_steps(tokens)
 
 
+def image_scan_views(records: Sequence[Record], config) -> List[int]:
+    """The prompt-free scan's view count of each record's image (sizes from the files'
+    headers) for view model ``config``."""
+    from PIL import Image
+
+    counts = []
+    for record in records:
+        with Image.open(record.image_path) as handle:
+            width, height = handle.size
+        counts.append(len(scan_views((height, width), config.image_size, config.view_settings)))
+    return counts
+
+
 @dataclass
 class RefitPlan:
     """The training records the refit reads (every record of each chosen image), its scan
@@ -93,17 +106,10 @@ def plan_refit(records: Sequence[Record], config, seconds: Optional[float] = Non
                seed: int = 0) -> RefitPlan:
     """The images the refit reads within ``seconds`` (None: all): every training image where
     all fit, else a seeded subset, defect-free and defective images taken in proportion to
-    their numbers, as many as the estimate lets in. Image sizes come from the files' headers."""
-    from PIL import Image
-
-    settings = config.view_settings
+    their numbers, as many as the estimate lets in."""
     tokens_per_view = config.embedding_size ** 2
     images = list(_image_masks(records).values())
-    views = []
-    for first, _ in images:
-        with Image.open(first.image_path) as handle:
-            width, height = handle.size
-        views.append(len(scan_views((height, width), config.image_size, settings)))
+    views = image_scan_views([first for first, _ in images], config)
     total = estimate_s(sum(views), tokens_per_view)
     order = list(range(len(images)))
     if seconds is not None and total > seconds:

@@ -58,16 +58,22 @@ def progress_lr_factor(progress: float, warmup_share: float, min_factor: float =
 FINISH_EXPORT_S = 20.0
 # Evaluation passes the finish stage makes over the validation images (PyTorch, exported graphs).
 FINISH_EVAL_PASSES = 2
+# Seconds per scan view when the finish stage evaluates the exported graphs' scan with no gate
+# (every view through the encoder and the decoders; ONNX Runtime, 128 px views, 2-core VM:
+# 24 images of 1024 px, 441 views each, in 80 s).
+FINISH_SCAN_VIEW_S = 0.0075
 # The least training a budget must leave room for: this many steps and one validation.
 MIN_STEPS = 10
 
 
-def finish_estimate_s(eval_image_s: float, n_val: int, refit_s: float = 0.0) -> float:
+def finish_estimate_s(eval_image_s: float, n_val: int, refit_s: float = 0.0,
+                      scan_views: int = 0) -> float:
     """Seconds the finish stage is expected to take: every validation image evaluated
-    FINISH_EVAL_PASSES times at ``eval_image_s`` each, plus FINISH_EXPORT_S for the export,
-    plus ``refit_s`` for the scan head's refit (:func:`samspt.training.scan_refit.plan_refit`;
-    0: none)."""
-    return FINISH_EVAL_PASSES * eval_image_s * n_val + FINISH_EXPORT_S + refit_s
+    FINISH_EVAL_PASSES times at ``eval_image_s`` each, their ``scan_views`` scan views once at
+    FINISH_SCAN_VIEW_S, plus FINISH_EXPORT_S for the export, plus ``refit_s`` for the scan
+    head's refit (:func:`samspt.training.scan_refit.plan_refit`; 0: none)."""
+    return (FINISH_EVAL_PASSES * eval_image_s * n_val + FINISH_SCAN_VIEW_S * scan_views
+            + FINISH_EXPORT_S + refit_s)
 
 
 @dataclass

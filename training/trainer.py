@@ -34,7 +34,7 @@ from samspt.training.loss_weights import LossWeights
 from samspt.training.losses import focus_masks, scan_head_loss, spt_loss, token_targets
 from samspt.training.modeling.model import SptSam
 from samspt.training.run_files import RunFiles
-from samspt.training.scan_refit import REFIT_SHARE, can_refit, plan_refit
+from samspt.training.scan_refit import REFIT_SHARE, can_refit, image_scan_views, plan_refit
 from samspt.training.schedule import TimeBudget, build_scheduler, finish_estimate_s
 from samspt.training.run_setup import VIEW_FIELDS, model_config_for, read_records
 from samspt.training.train_config import TrainConfig, model_config_overrides
@@ -578,11 +578,19 @@ class Trainer:
         return TimeBudget.plan(
             total_s=b.minutes * 60.0, now_s=self.clock(), finish_share=b.finish_share,
             finish_s=finish_estimate_s(self.eval_image_s or 0.0, len(self.val_records),
-                                       self._refit_s()),
+                                       self._refit_s(), self._val_scan_views()),
             step_s=step_s, val_s=self._val_estimate(), warmup_share=b.warmup_share,
             evaluations=b.evaluations)
 
     # --------------------------------------------------------------------- helpers
+    def _val_scan_views(self) -> int:
+        """The validation images' scan views (the finish stage scans each once; 0: a model
+        without views, whose scan is one view an image)."""
+        if self.model.config.view_settings is None:
+            return 0
+        unique = {r.image_path: r for r in self.val_records}
+        return sum(image_scan_views(list(unique.values()), self.model.config))
+
     def _refit_s(self) -> float:
         """Seconds the finish stage's refit of the scan head is expected to take (0: none):
         the training images' scan views, at most REFIT_SHARE of the budget."""

@@ -293,3 +293,21 @@ def test_gate_rule():
     assert pick.gate is None and "no defect-free" in pick.rule
     assert choose_gate(None).gate is None
     assert "whole-image" in choose_gate(scan, whole_image=True).rule
+
+
+def test_the_export_check_takes_fewer_images_where_their_views_are_many(tmp_path, monkeypatch):
+    from samspt.runtime.views import plan_views
+    from samspt.training import finish
+    from samspt.training.modeling.config import get_config
+
+    records = read_dataset(make_dataset(tmp_path / "data", n_defect=6, n_free=2))
+    config = get_config("cnn_tiny")
+    every = finish._verify_images(records, config)
+    assert len(every) == min(finish.VERIFY_IMAGES, len(records))
+    counts = [len(plan_views(image.shape[:2], config.image_size, config.view_settings, "auto",
+                             boxes=boxes).views) for _, image, boxes in every]
+    monkeypatch.setattr(finish, "VERIFY_MAX_VIEWS", counts[0] + counts[1])
+    assert [name for name, _, _ in finish._verify_images(records, config)] == \
+        [name for name, _, _ in every[:2]]
+    monkeypatch.setattr(finish, "VERIFY_MAX_VIEWS", 0)
+    assert len(finish._verify_images(records, config)) == 1          # at least one image
