@@ -15,7 +15,8 @@ SAM's resize-longest-side-and-pad preprocessing
 
 Prompts are mapped into the view's input frame with :meth:`View.to_input`; low-res logits come
 back as masks in image pixels with :func:`samspt.runtime.postprocess.paste_mask` (or as logits
-with :func:`~samspt.runtime.postprocess.paste_max` on a canvas), background outside every view. A prompt-free *scan* covers the image with overlapping views (:func:`scan_views`), each
+with :func:`~samspt.runtime.postprocess.paste_max` on a canvas), background outside every view.
+A prompt-free *scan* covers the image with overlapping views (:func:`scan_views`), each
 prompted with its own extent as a box, and merges their logits by the maximum.
 """
 

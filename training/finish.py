@@ -306,7 +306,8 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         run_dir=run_dir, model_dir=model_dir, card=run_dir / CARD,
         report_json=run_dir / REPORT, weights=weights, weights_step=_weights_step(weights),
         model=Figures.from_report(run_dir.resolve().name, evaluation), baselines=baselines,
-        scan=scan, gate=gate, prompt_gate=prompt_gate, flips=flips, goals=[], pictures=pictures, notes=notes,
+        scan=scan, gate=gate, prompt_gate=prompt_gate, flips=flips, goals=[], pictures=pictures,
+        notes=notes,
         seconds=stages.seconds, backend=backend,
         verification=_verification(result.manifest.verification), files=result.files)
     report.goals = goal_lines(report, goals)
@@ -381,8 +382,8 @@ def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Re
     free = sum(1 for r in plan.records if r.is_defect_free)
     if plan.images < min(MIN_REFIT_IMAGES, plan.all_images) or not free or \
             free == len(plan.records):
-        notes.append(f"Scan head: as trained ({allowed or 0:.0f} s were left for it, too few to fit "
-                     f"it again on both defect-free and defective training images: "
+        notes.append(f"Scan head: as trained ({allowed or 0:.0f} s were left for it, too few "
+                     f"to fit it again on both defect-free and defective training images: "
                      f"{plan.all_views} scan views would take about "
                      f"{plan_refit(train_records, model.config).seconds:.0f} s).")
         return weights

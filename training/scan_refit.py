@@ -114,7 +114,8 @@ def plan_refit(records: Sequence[Record], config, seconds: Optional[float] = Non
     order = list(range(len(images)))
     if seconds is not None and total > seconds:
         rng = np.random.default_rng(seed)
-        kinds = [[i for i in order if images[i][0].is_defect_free == free] for free in (True, False)]
+        kinds = [[i for i in order if images[i][0].is_defect_free == free]
+                 for free in (True, False)]
         rank: Dict[int, float] = {}
         for kind in kinds:
             for place, i in enumerate(rng.permutation(kind)):
