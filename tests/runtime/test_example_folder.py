@@ -140,6 +140,7 @@ def test_the_main_job_runs_without_torch(tmp_path):
 # The runtime's test modules that need neither torch nor training: run in the base install.
 BASE_LANE = ("test_operating_point", "test_parity", "test_result", "test_views", "test_mask_paste",
              "test_inspect_cli")
+LANE_HELPERS = ("view_logits",)     # modules those tests import
 
 
 @pytest.mark.integration
@@ -186,7 +187,8 @@ def test_the_base_install_runs_the_demo_in_a_fresh_venv(tmp_path):
     # The test files alone (beside the sources, their samspt/ stub would shadow the install).
     lane_root = tmp_path / "lane"
     for name in ["pyproject.toml", "tests/__init__.py", "tests/conftest.py",
-                 "tests/runtime/__init__.py"] + [f"tests/runtime/{t}.py" for t in BASE_LANE]:
+                 "tests/runtime/__init__.py"] + [f"tests/runtime/{t}.py"
+                                                 for t in BASE_LANE + LANE_HELPERS]:
         (lane_root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, lane_root / name)
     lane = subprocess.run([str(env_dir / "bin" / "pytest"), "-q", "-p", "no:cacheprovider",
