@@ -108,5 +108,3 @@ def measure_scan_cost(model_dir: Path, threads: int = 0, reps: int = 5,
                           "stages_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}
                           if result is not None else None,
                           "backend": "onnxruntime fp32"}}
-
-

@@ -365,7 +365,8 @@ def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Re
     budget): beyond that it reads a subset of the training images
     (:func:`~samspt.training.scan_refit.plan_refit`)."""
     from samspt.training.checkpoints import read_spt_info, save_spt_weights
-    from samspt.training.scan_refit import REFIT_SHARE, can_refit, plan_refit, refit_scan_head
+    from samspt.training.scan_refit import (REFIT_SHARE, can_refit, estimate_s, plan_refit,
+                                            refit_scan_head)
 
     if not can_refit(model) or not train_records:
         return weights
@@ -385,7 +386,7 @@ def _refit_scan_head(model, weights: Path, run_dir: Path, train_records: List[Re
         notes.append(f"Scan head: as trained ({allowed or 0:.0f} s were left for it, too few "
                      f"to fit it again on both defect-free and defective training images: "
                      f"{plan.all_views} scan views would take about "
-                     f"{plan_refit(train_records, model.config).seconds:.0f} s).")
+                     f"{estimate_s(plan.all_views, model.config.embedding_size ** 2):.0f} s).")
         return weights
     subset = "" if plan.images == plan.all_images else \
         f" (of {plan.all_images}: their {plan.all_views} scan views would not fit the time)"
