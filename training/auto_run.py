@@ -118,6 +118,7 @@ class OneCommandPlan:
     out: Path
     train: List[Any] = field(default_factory=list)
     val: List[Any] = field(default_factory=list)
+    test: List[Any] = field(default_factory=list)  # held out (data.test_fraction)
     derived: Optional[DerivedViews] = None
     start: str = "scratch"
     status: Dict[str, Any] = field(default_factory=dict)
@@ -162,7 +163,7 @@ def _same_path(a: Optional[str], b: Optional[Path]) -> bool:
 
 def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
              overrides: Sequence[str]) -> OneCommandPlan:
-    from samspt.training.data.split import split_records
+    from samspt.training.data.split import split_dataset
     from samspt.training.run_setup import VIEW_FIELDS, model_config_for, read_records
 
     checkpoint = classify_init(init) if init is not None else None
@@ -176,8 +177,9 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
     first = config_from_dict(recipe, overrides)   # the user's data settings, for reading
 
     records = read_records(first.data)
-    train, val = split_records(records, val_fraction=first.data.val_fraction,
-                               seed=first.data.split_seed)
+    train, val, test = split_dataset(records, val_fraction=first.data.val_fraction,
+                                     seed=first.data.split_seed,
+                                     test_fraction=first.data.test_fraction)
     if first.model.init_weights:
         sizes, patch = (checkpoint.image_size,), checkpoint.patch_size
         fixed_by = f"the weights {first.model.init_weights}"
@@ -207,7 +209,8 @@ def _new_run(data: Path, out: Path, budget_min: float, init: Optional[Path],
                               f"from weights (--init); only {', '.join(VIEW_FIELDS)} may")
     else:
         model_config_for(config.model)  # a ConfigError now, not after the run folder exists
-    return OneCommandPlan("new", config, out, list(train), list(val), derived, start)
+    return OneCommandPlan("new", config, out, list(train), list(val), list(test), derived,
+                          start)
 
 
 def _cuda_available() -> bool:
@@ -218,7 +221,7 @@ def _cuda_available() -> bool:
 
 def _existing_run(data: Path, out: Path, budget_min: Optional[float], init: Optional[Path],
                   overrides: Sequence[str]) -> OneCommandPlan:
-    from samspt.training.data.split import read_split, split_records
+    from samspt.training.data.split import read_split_dataset, split_dataset
     from samspt.training.run_setup import read_records
 
     files = RunFiles(out)
@@ -253,8 +256,8 @@ def _existing_run(data: Path, out: Path, budget_min: Optional[float], init: Opti
         return OneCommandPlan(state, config, out, status=status)
     records = read_records(config.data)
     if files.split.exists():
-        train, val = read_split(files.split, config.data.root)
-        then = {r.image_path.resolve() for r in train + val}
+        train, val, test = read_split_dataset(files.split, config.data.root)
+        then = {r.image_path.resolve() for r in train + val + test}
         now = {r.image_path.resolve() for r in records}
         if then != now:
             raise DatasetError(
@@ -262,9 +265,11 @@ def _existing_run(data: Path, out: Path, budget_min: Optional[float], init: Opti
                 f"{len(then - now)} of its images are gone, {len(now - then)} are new; "
                 f"{anew}")
     else:   # stopped before its split was written: the same split again
-        train, val = split_records(records, val_fraction=config.data.val_fraction,
-                                   seed=config.data.split_seed)
-    return OneCommandPlan(state, config, out, list(train), list(val), None, "", status)
+        train, val, test = split_dataset(records, val_fraction=config.data.val_fraction,
+                                         seed=config.data.split_seed,
+                                         test_fraction=config.data.test_fraction)
+    return OneCommandPlan(state, config, out, list(train), list(val), list(test), None, "",
+                          status)
 
 
 def plan_run(data: Path, out: Path, budget_min: Optional[float] = None,
@@ -319,7 +324,7 @@ def execute(plan: OneCommandPlan, dist=None, progress: Optional[Callable] = None
     total_s = config.budget.minutes * 60.0
     if plan.state in ("new", "resume"):
         existed = plan.out.exists()
-        trainer = Trainer(config, dist, progress, records=(plan.train, plan.val),
+        trainer = Trainer(config, dist, progress, records=(plan.train, plan.val, plan.test),
                           started=started)
         try:
             trained = trainer.run(resume=files.latest() is not None)
@@ -345,7 +350,7 @@ def execute(plan: OneCommandPlan, dist=None, progress: Optional[Callable] = None
     finish_start = time.time()
     result.finish = finish_run(
         plan.out, config, plan.train, plan.val, deadline=result.deadline,
-        progress=finish_progress, command=command,
+        progress=finish_progress, command=command, test_records=plan.test,
         train_seconds=result.train.elapsed_s if result.train is not None else None)
     files.write_status(state="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                        elapsed_s=round(elapsed + time.time() - finish_start, 2))

@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", type=Path, default=None, metavar="FILE",
                         help="split file written by training (its paths are relative to --data): "
                              "evaluate one side of it instead of the whole folder")
-    parser.add_argument("--subset", choices=("train", "val"), default=None,
-                        help="side of --split to evaluate (default: val)")
+    parser.add_argument("--subset", choices=("train", "val", "test"), default=None,
+                        help="side of --split to evaluate (default: val; test: the images "
+                             "training held out, data.test_fraction)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="with --model: which graphs (engines) run (default: the "
                              "Inspector's: fp32 on ONNX Runtime, fp16 on TensorRT)")
@@ -119,11 +120,13 @@ def _records(args: argparse.Namespace) -> Tuple[list, str]:
             raise ConfigError("--split needs --data: the dataset folder the split was made from")
         records, source = sample_records(), "bundled sample images"
     elif args.split is not None:
-        from samspt.training.data.split import read_split
+        from samspt.training.data.split import read_split_dataset
 
-        train, val = read_split(args.split, args.data)
         subset = args.subset or "val"
-        records = val if subset == "val" else train
+        records = getattr(read_split_dataset(args.split, args.data), subset)
+        if not records:
+            raise ConfigError(f"split {args.split} has no {subset} images (a split holds test "
+                              "images where training held some out: data.test_fraction)")
         source = f"{args.data} ({subset} side of split {args.split})"
     else:
         from samspt.training.data.readers import read_dataset

@@ -63,7 +63,8 @@ from samspt.runtime.manifest import GRAPH_KINDS
 from samspt.training import model_card
 from samspt.training.data.records import Record
 from samspt.training.finish_report import (BOX, DEFAULT_FALSE_ALARM, GOALS, GRABCUT, Figures,
-                                          FinishReport, calibrated_point, check_goals,
+                                          FinishReport, HeldOutFigures, calibrated_point,
+                                          check_goals,
                                           choose_gate, flagged_at, gate_of_point, goal_lines,
                                           scan_figures)
 from samspt.training.prompt_gate import DEFAULT_TARGET_EMPTY, choose_flips, choose_prompt_gate
@@ -141,7 +142,8 @@ def finish_run(run_dir: Path, config: Any, train_records: Sequence[Record],
                false_alarm: float = DEFAULT_FALSE_ALARM,
                command: Optional[Sequence[str]] = None,
                data_root: Optional[Path] = None,
-               train_seconds: Optional[float] = None) -> FinishReport:
+               train_seconds: Optional[float] = None,
+               test_records: Sequence[Record] = ()) -> FinishReport:
     """Export, measure and document a trained run (see the module doc); returns the report.
 
     ``config``: the run's TrainConfig; ``train_records``/``val_records``: its split;
@@ -151,7 +153,9 @@ def finish_run(run_dir: Path, config: Any, train_records: Sequence[Record],
     the gate rule's target share of defect-free images flagged; ``command``: the training
     command's argv, quoted in the card; ``data_root``: the dataset folder the split is relative
     to (default: the split file's, else the config's); ``train_seconds``: the training's wall
-    time (default: from the run's files). Raises :class:`CheckpointError` when the run's weights
+    time (default: from the run's files); ``test_records``: the split's held-out images
+    (``data.test_fraction``), on which the exported folder is measured once more, as the line
+    runs it, after everything is chosen (the card's *Held-out images*). Raises :class:`CheckpointError` when the run's weights
     cannot be read and :class:`samspt.export.verify.VerificationError` when the graphs miss
     parity; then no ``RUN/model`` is written (one from an earlier finish stays as it was).
     """
@@ -169,7 +173,8 @@ def finish_run(run_dir: Path, config: Any, train_records: Sequence[Record],
     weights = _weights(run_dir)
     with _one_torch_thread():
         return _finish(run_dir, config, train_records, val_records, deadline, stages, notes,
-                       weights, goals, false_alarm, command, data_root, train_seconds)
+                       weights, goals, false_alarm, command, data_root, train_seconds,
+                       list(test_records))
 
 
 @contextlib.contextmanager
@@ -191,7 +196,8 @@ def _one_torch_thread() -> Iterator[None]:
 def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records: List[Record],
             deadline: Optional[float], stages: _Stages, notes: List[str], weights: Path,
             goals: Dict[str, float], false_alarm: float, command: Optional[Sequence[str]],
-            data_root: Optional[Path], train_seconds: Optional[float]) -> FinishReport:
+            data_root: Optional[Path], train_seconds: Optional[float],
+            test_records: List[Record]) -> FinishReport:
     with stages.stage("load", f"loading {weights.name}"):
         model = _load(weights, config, run_dir)
     budget_s = 60.0 * config.budget.minutes if config.budget.minutes else None
@@ -300,6 +306,8 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
     if curves is not None:
         pictures["curves"] = curves
 
+    held_out = (_evaluate_held_out(model_dir, test_records, gate.gate, stages)
+                if test_records else None)
     baselines = _baselines(val_records, deadline, stages, notes)
     metrics = _read_metrics(run_dir)
     report = FinishReport(
@@ -309,7 +317,8 @@ def _finish(run_dir: Path, config: Any, train_records: List[Record], val_records
         scan=scan, gate=gate, prompt_gate=prompt_gate, flips=flips, goals=[], pictures=pictures,
         notes=notes,
         seconds=stages.seconds, backend=backend,
-        verification=_verification(result.manifest.verification), files=result.files)
+        verification=_verification(result.manifest.verification), files=result.files,
+        held_out=held_out)
     report.goals = goal_lines(report, goals)
     with stages.stage("card", f"writing {report.card}"):
         info = model_card.run_info(run_dir, config, model, train_records, val_records, metrics,
@@ -348,6 +357,39 @@ def _evaluate_flipped(probe_dir: Path, val_records: Sequence[Record], results: l
     return [dataclasses.replace(r, scores={**r.scores, **{k: v for k, v in first.scores.items()
                                                           if k.startswith("scan_")}})
             for r, first in zip(flipped, results)]
+
+
+def _evaluate_held_out(model_dir: Path, records: List[Record], gate: Optional[float],
+                       stages: _Stages) -> HeldOutFigures:
+    """The exported folder measured on the held-out ``records`` as the line runs it (its
+    prompt gate and flips), its scan scanned once with no gate (every gate's figures from one
+    pass) and read at ``gate``; the box-as-mask baseline on the same images."""
+    from samspt.training.baselines import BoxAsMask
+    from samspt.training.evaluation import (RuntimePredictor, collect_results, evaluate_records,
+                                            summarize)
+
+    with stages.stage("held_out", f"measuring {model_dir} on {len(records)} held-out images"):
+        predictor = RuntimePredictor(model_dir)
+        inspector = predictor.inspector
+        if inspector.view_settings is not None:
+            inspector.view_settings = dataclasses.replace(inspector.view_settings,
+                                                          scan_min_score=None)
+        try:
+            results, skipped = collect_results(predictor, records,
+                                               progress=stages.counter("held-out images"))
+        finally:
+            inspector.close()
+        report = summarize(results, predictor_name=predictor.name, skipped=skipped)
+        images = report.pop("images")
+        box = evaluate_records(BoxAsMask(), records, scan=False)
+    scan = scan_figures(report) if inspector.view_settings is not None else None
+    free = [r for r in images if r.get("defect_free")]
+    defective = [r for r in images if not r.get("defect_free")]
+    return HeldOutFigures(
+        Figures.from_report(model_dir.parent.resolve().name, report),
+        Figures.from_report(BOX, box), scan, gate,
+        flagged_at(defective, gate) if scan and defective else None,
+        flagged_at(free, gate) if scan and free else None)
 
 
 def _time_left(deadline: Optional[float]) -> Optional[float]:
@@ -621,10 +663,10 @@ def main_finish(argv: Optional[List[str]] = None) -> int:
 
     try:
         goals = _parse_goals(args.goal)
-        config, train, val, root = _read_run(args.run, args.data)
+        config, (train, val, test), root = _read_run(args.run, args.data)
         deadline = None if args.minutes is None else time.time() + 60 * args.minutes
         report = finish_run(args.run, config, train, val, deadline, progress, goals=goals,
-                            false_alarm=args.false_alarm, data_root=root)
+                            false_alarm=args.false_alarm, data_root=root, test_records=test)
     except SamsptError as exc:
         return error_exit(exc)
     except OSError as exc:
@@ -658,8 +700,8 @@ def _parse_goals(pairs: Sequence[str]) -> Dict[str, float]:
 
 
 def _read_run(run: Path, data: Optional[Path]):
-    """(TrainConfig, train records, val records, data root) of a run folder."""
-    from samspt.training.data.split import read_split
+    """(TrainConfig, its split (train, val, test records), data root) of a run folder."""
+    from samspt.training.data.split import read_split_dataset
     from samspt.training.train_config import load_train_config
 
     if not (run / "config.yaml").is_file():
@@ -667,5 +709,4 @@ def _read_run(run: Path, data: Optional[Path]):
     config = load_train_config(run / "config.yaml")
     root = data or model_card.json_object(run / "split.json").get("root") or \
         config.data.root
-    train, val = read_split(run / "split.json", root)
-    return config, train, val, Path(root)
+    return config, read_split_dataset(run / "split.json", root), Path(root)

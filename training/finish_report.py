@@ -123,6 +123,22 @@ class GoalLine:
 
 
 @dataclass
+class HeldOutFigures:
+    """The exported folder's figures on the run's held-out images (``data.test_fraction``):
+    never trained on, validated on, or used to choose the kept weights, gates or flips. Boxes as
+    the folder answers them (its prompt gate and flips); the scan scanned once with no gate, its
+    rates at the folder's gate (``defective_flagged``, ``defect_free_flagged``) and its
+    trade-off (``scan``); ``box``: the box itself as the mask on the same images."""
+
+    model: Figures
+    box: Figures
+    scan: Optional[ScanFigures]
+    gate: Optional[float]
+    defective_flagged: Optional[float]
+    defect_free_flagged: Optional[float]
+
+
+@dataclass
 class FinishReport:
     """What :func:`finish_run` measured and wrote."""
 
@@ -145,6 +161,7 @@ class FinishReport:
     files: Dict[str, int] = field(default_factory=dict)   # model folder: name -> bytes
     prompt_gate: Optional[Any] = None   # prompt_gate.PromptGatePick; None: a whole-image model
     flips: Optional[Any] = None         # prompt_gate.FlipsPick; None: not measured
+    held_out: Optional[HeldOutFigures] = None   # None: no images held out
 
     @property
     def scan_min_score(self) -> Optional[float]:

@@ -67,13 +67,14 @@ MIN_STEPS = 10
 
 
 def finish_estimate_s(eval_image_s: float, n_val: int, refit_s: float = 0.0,
-                      scan_views: int = 0) -> float:
+                      scan_views: int = 0, n_test: int = 0, test_scan_views: int = 0) -> float:
     """Seconds the finish stage is expected to take: every validation image evaluated
     FINISH_EVAL_PASSES times at ``eval_image_s`` each, their ``scan_views`` scan views once at
-    FINISH_SCAN_VIEW_S, plus FINISH_EXPORT_S for the export, plus ``refit_s`` for the scan
-    head's refit (:func:`samspt.training.scan_refit.plan_refit`; 0: none)."""
-    return (FINISH_EVAL_PASSES * eval_image_s * n_val + FINISH_SCAN_VIEW_S * scan_views
-            + FINISH_EXPORT_S + refit_s)
+    FINISH_SCAN_VIEW_S, the ``n_test`` held-out images once with their ``test_scan_views``,
+    plus FINISH_EXPORT_S for the export, plus ``refit_s`` for the scan head's refit
+    (:func:`samspt.training.scan_refit.plan_refit`; 0: none)."""
+    return (FINISH_EVAL_PASSES * eval_image_s * n_val + eval_image_s * n_test
+            + FINISH_SCAN_VIEW_S * (scan_views + test_scan_views) + FINISH_EXPORT_S + refit_s)
 
 
 @dataclass

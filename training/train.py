@@ -48,7 +48,10 @@ _EPILOG = textwrap.dedent("""\
     --budget-min minutes in all. Without --init a light conv model is trained from scratch;
     --init a SAM checkpoint (.pth) trains SPT on it; --init samspt weights (.safetensors)
     trains on from them. Run the same command again to continue an interrupted run (same
-    split and settings, the time already spent counted).
+    split and settings, the time already spent counted). The validation images choose the
+    kept weights and the gates, so their figures lean optimistic: --set
+    data.test_fraction=0.2 holds a fifth of each class out of everything, and the card
+    adds the exported model's figures on those images.
 
     A YAML configuration (--config; --name, --out-dir, --resume): keys as in
     training/configs/*.yaml; unknown keys are errors. --set KEY=VALUE overrides any key in
@@ -184,7 +187,8 @@ def _print_derived(plan) -> None:
         changed = _overridden(plan)
         if changed:
             print(f"  - replaced by --set: {', '.join(changed)}")
-        print(f"split: {len(plan.train)} train / {len(plan.val)} validation images; "
+        held = f" / {len(plan.test)} held out" if plan.test else ""
+        print(f"split: {len(plan.train)} train / {len(plan.val)} validation images{held}; "
               f"start: {plan.start}; budget {plan.config.budget.minutes:g} min")
 
 

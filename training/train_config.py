@@ -46,6 +46,10 @@ class DataSection:
     # readers that take it.
     mask_records: str = "class"
     val_fraction: float = 0.2
+    # Images held out of training, validation and every choice made on validation (kept
+    # weights, gates): the finish stage measures the exported folder on them, figures of
+    # images it never saw (0: none; the split's module doc says how they are drawn).
+    test_fraction: float = 0.0
     split_seed: int = 0
     prompts_per_image: int = PromptSettings.prompts_per_image
     box_mode: str = PromptSettings.box_mode  # whole: one box around the mask; region: per part
@@ -301,6 +305,10 @@ def _validate(config: TrainConfig) -> None:
         (config.model.mode in ("spt", "full"), f"model.mode must be spt or full, "
                                                f"got {config.model.mode!r}"),
         (0 < config.data.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
+        (0 <= config.data.test_fraction < 1
+         and config.data.val_fraction + config.data.test_fraction < 1,
+         "data.test_fraction must be in [0, 1) and leave images to train (data.val_fraction + "
+         "data.test_fraction < 1)"),
         (config.data.prompts_per_image >= 1, "data.prompts_per_image must be >= 1"),
         (config.data.box_mode in ("whole", "region"), "data.box_mode must be whole or region"),
         (config.optim.batch_size >= 1, "optim.batch_size must be >= 1"),

@@ -226,13 +226,14 @@ class Trainer:
     (``figures["logged"]`` True) and, on a time budget, after every step (``total`` 0;
     ``figures`` then hold ``elapsed_s`` and ``deadline_s``, the training deadline).
 
-    ``records``: (train, validation) records already read (else read from ``data.root``, or
-    from the run's split when resuming); ``started``: ``time.perf_counter()`` when the command
+    ``records``: (train, validation[, held-out]) records already read (else read from
+    ``data.root``, or from the run's split when resuming; held-out images are only written
+    into the split and counted in the finish stage's time); ``started``: ``time.perf_counter()`` when the command
     started (its set-up counts against a budget)."""
 
     def __init__(self, config: TrainConfig, dist: DistInfo = DistInfo(),
                  progress: Optional[ProgressFn] = None,
-                 records: Optional[Tuple[Sequence, Sequence]] = None,
+                 records: Optional[Sequence[Sequence]] = None,
                  started: Optional[float] = None) -> None:
         self.config = config
         self.dist = dist
@@ -253,15 +254,17 @@ class Trainer:
 
     # ----------------------------------------------------------------------- set-up
     def _records(self, resume: bool):
-        from samspt.training.data.split import read_split, split_records
+        from samspt.training.data.split import read_split_dataset, split_dataset
 
         data = self.config.data
         if resume and self.files.split.exists():
-            return read_split(self.files.split, data.root)
+            return read_split_dataset(self.files.split, data.root)
         if self._given_records is not None:
-            return list(self._given_records[0]), list(self._given_records[1])
+            given = [list(part) for part in self._given_records]
+            return given[0], given[1], given[2] if len(given) > 2 else []
         records = read_records(data)
-        return split_records(records, val_fraction=data.val_fraction, seed=data.split_seed)
+        return split_dataset(records, val_fraction=data.val_fraction, seed=data.split_seed,
+                             test_fraction=data.test_fraction)
 
     def _write_run_files(self) -> None:
         from samspt.training.data.split import write_split
@@ -271,7 +274,8 @@ class Trainer:
             self.files.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.files.config, self.config.to_yaml())
             write_split(self.files.split, self.train_records, self.val_records, data.root,
-                        seed=data.split_seed, val_fraction=data.val_fraction)
+                        seed=data.split_seed, val_fraction=data.val_fraction,
+                        test=self.test_records, test_fraction=data.test_fraction)
         barrier(self.dist)
 
     def _dataset(self, records, train: bool):
@@ -356,7 +360,7 @@ class Trainer:
             torch.set_num_threads(cfg.optim.threads)  # the process's CPU threads
         if cfg.optim.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.train_records, self.val_records = self._records(resume)
+        self.train_records, self.val_records, self.test_records = self._records(resume)
         self._prepare_model()
         trainable = self.model.set_train_mode(cfg.model.mode)
         log.info("%s, mode %s: %s trainable parameters; %d train / %d validation images",
@@ -578,17 +582,19 @@ class Trainer:
         return TimeBudget.plan(
             total_s=b.minutes * 60.0, now_s=self.clock(), finish_share=b.finish_share,
             finish_s=finish_estimate_s(self.eval_image_s or 0.0, len(self.val_records),
-                                       self._refit_s(), self._val_scan_views()),
+                                       self._refit_s(), self._scan_views(self.val_records),
+                                       n_test=len(self.test_records),
+                                       test_scan_views=self._scan_views(self.test_records)),
             step_s=step_s, val_s=self._val_estimate(), warmup_share=b.warmup_share,
             evaluations=b.evaluations)
 
     # --------------------------------------------------------------------- helpers
-    def _val_scan_views(self) -> int:
-        """The validation images' scan views (the finish stage scans each once; 0: a model
-        without views, whose scan is one view an image)."""
-        if self.model.config.view_settings is None:
+    def _scan_views(self, records: Sequence) -> int:
+        """The scan views of ``records``' images (the finish stage scans each validation and
+        held-out image once; 0: a model without views, whose scan is one view an image)."""
+        if self.model.config.view_settings is None or not records:
             return 0
-        unique = {r.image_path: r for r in self.val_records}
+        unique = {r.image_path: r for r in records}
         return sum(image_scan_views(list(unique.values()), self.model.config))
 
     def _refit_s(self) -> float:

@@ -364,6 +364,10 @@ def test_cli_evaluates_one_side_of_a_split(tmp_path, capsys):
         report = json.loads(capsys.readouterr().out)
         assert sorted(i["image_path"] for i in report["images"]) == \
             sorted(str(r.image_path) for r in expected)
+    # No held-out side in this split: a clear refusal, not an empty report.
+    assert main(["--data", str(tmp_path / "data"), "--split", str(tmp_path / "split.json"),
+                 "--subset", "test", "--baseline", "box", "--json"]) == 2
+    assert "has no test images" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["--subset", "val", "--baseline", "box"])
     assert exc.value.code == 2

@@ -172,6 +172,14 @@ def test_a_time_budget_plans_its_window_and_validations():
     assert measured.reserve_s == pytest.approx(100)    # a larger measured estimate wins
 
 
+def test_held_out_images_count_in_the_finish_stages_time():
+    from samspt.training.schedule import FINISH_SCAN_VIEW_S, finish_estimate_s
+
+    without = finish_estimate_s(0.2, 30, refit_s=5, scan_views=300)
+    held = finish_estimate_s(0.2, 30, refit_s=5, scan_views=300, n_test=10, test_scan_views=100)
+    assert held - without == pytest.approx(10 * 0.2 + 100 * FINISH_SCAN_VIEW_S)
+
+
 def test_a_budget_too_short_for_one_validation_gives_the_least_that_works():
     args = dict(now_s=30, finish_share=0.12, finish_s=40, step_s=2.0, val_s=60,
                 warmup_share=0.03, evaluations=8)
@@ -281,7 +289,8 @@ def test_the_same_command_again_continues_the_run(tmp_path, data, capsys):
 
     run = tmp_path / "run"
     where = ["--data", str(data), "--out", str(run)]
-    rest = TINY + ["--set", "log.checkpoint_every=1"]
+    # Held-out images too: written into the split, kept by the resume, measured at the end.
+    rest = TINY + ["--set", "log.checkpoint_every=1", "--set", "data.test_fraction=0.25"]
     args = where + ["--budget-min", "2"] + rest
     plan = plan_run(data, run, 2.0, None, rest[1::2])
 
@@ -311,6 +320,14 @@ def test_the_same_command_again_continues_the_run(tmp_path, data, capsys):
     assert main(where + rest) == 0
     assert main(where + rest) == 0
     assert "holds a finished run" in capsys.readouterr().out
+    doc = json.loads(split)
+    held = {e["image"] for e in doc["test"]}
+    assert len(held) == 3 and not held & {e["image"] for e in doc["train"] + doc["val"]}
+    finished = json.loads((run / "finish.json").read_text())["held_out"]
+    assert finished["model"]["n_defective"] + finished["model"]["n_defect_free"] == 3
+    assert 0 <= finished["model"]["final_miou"] <= 1 and finished["box"]["final_miou"] > 0
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "## Held-out images" in card and "--subset test" in card
 
     # Another budget, other settings, or other data: refused, the run untouched.
     assert main(where + ["--budget-min", "3"] + rest) == 2

@@ -45,6 +45,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     ("optim: 3\n", "optim must be a mapping"),
     ("model:\n  mode: half\n", "model.mode must be spt or full"),
     ("data:\n  val_fraction: 1.5\n", "val_fraction"),
+    ("data:\n  test_fraction: 0.8\n", "data.test_fraction must be in"),
     ("optim: [\n", "not valid YAML"),
     ("loss:\n  defect_share: 1.0\n", "loss.defect_share must be in"),
     ("loss:\n  empty_mask: -0.5\n", "loss.empty_mask must be in"),

@@ -9,9 +9,15 @@ only on the seed, the fraction and the set of records: not on their order, nor o
 classes exist (except through the rarest class of images holding several). Every stratum of two
 or more images puts at least one in validation and one in training.
 
+A split may also hold images out (``test_fraction``): taken first from each stratum's same
+shuffled order, they are neither trained nor validated on, nor used to choose anything (kept
+weights, gates), so their figures say what unseen images of the line will get. With no
+held-out images the split is the same as one made without them.
+
 Split files (version 2) list each record with its image, mask, class and dataset, and the keys
-``mask_nonzero``, ``mask_value``, ``mask_region`` and ``component`` where they are set; files of
-version 1 (without the last three) are read too.
+``mask_nonzero``, ``mask_value``, ``mask_region`` and ``component`` where they are set, and a
+``test`` list where images are held out; files of version 1 (without the last three keys) are
+read too.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -64,28 +70,54 @@ def _strata(images: Dict[str, List[Record]]) -> Dict[_Stratum, List[str]]:
     return {key: sorted(paths) for key, paths in sorted(strata.items())}
 
 
+class Split(NamedTuple):
+    """The three sides of a split, each sorted by (dataset, class, path)."""
+
+    train: List[Record]
+    val: List[Record]
+    test: List[Record]
+
+
 def split_records(records: Sequence[Record], val_fraction: float = 0.2,
                   seed: int = 0) -> Tuple[List[Record], List[Record]]:
     """(train, val), each sorted by (dataset, class, path), every image's records on one side.
     A stratum of n >= 2 images gives ``round(n * val_fraction)`` images to validation, clamped to
     1..n-1; a single image trains."""
+    split = split_dataset(records, val_fraction=val_fraction, seed=seed)
+    return split.train, split.val
+
+
+def split_dataset(records: Sequence[Record], val_fraction: float = 0.2, seed: int = 0,
+                  test_fraction: float = 0.0) -> Split:
+    """:func:`split_records` that also holds ``round(n * test_fraction)`` images of each
+    stratum out (``test``), the first of the stratum's shuffled order, as many as leave one
+    image to train and validation's share to validate (a stratum of fewer than three images
+    holds none out). ``test_fraction`` 0 gives :func:`split_records`' sides and no test."""
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise DatasetError(f"test_fraction must be in [0, 1) and leave images to train "
+                           f"(val_fraction + test_fraction < 1), got {test_fraction} with "
+                           f"val_fraction {val_fraction}")
     if not records:
         raise DatasetError("no records to split; read a dataset first (read_dataset)")
     images = _images(records)
-    train: List[Record] = []
-    val: List[Record] = []
+    sides: Tuple[List[Record], List[Record], List[Record]] = ([], [], [])
     for (dataset, defect_class), paths in _strata(images).items():
         n = len(paths)
         n_val = 0 if n < 2 else min(n - 1, max(1, int(math.floor(n * val_fraction + 0.5))))
+        n_test = (0 if n < 3 or test_fraction <= 0 else
+                  min(n - 1 - n_val, max(1, int(math.floor(n * test_fraction + 0.5)))))
         rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}\0{defect_class}".encode())])
         order = rng.permutation(n)
-        val += [r for i in order[:n_val] for r in images[paths[i]]]
-        train += [r for i in order[n_val:] for r in images[paths[i]]]
-        log.debug("split %s/%s: %d train, %d val images", dataset, defect_class, n - n_val,
-                  n_val)
-    return sorted(train, key=record_key), sorted(val, key=record_key)
+        # Validation keeps the first n_val of the order, as a split with nothing held out;
+        # held-out images come next, so adding them never moves an image into validation.
+        for side, picked in ((1, order[:n_val]), (2, order[n_val:n_val + n_test]),
+                             (0, order[n_val + n_test:])):
+            sides[side].extend(r for i in picked for r in images[paths[i]])
+        log.debug("split %s/%s: %d train, %d val, %d test images", dataset, defect_class,
+                  n - n_val - n_test, n_val, n_test)
+    return Split(*(sorted(side, key=record_key) for side in sides))
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -117,13 +149,14 @@ def _entry(record: Record, root: Path) -> Dict[str, object]:
 
 
 def write_split(path: PathLike, train: Sequence[Record], val: Sequence[Record], root: PathLike,
-                seed: Optional[int] = None, val_fraction: Optional[float] = None) -> None:
+                seed: Optional[int] = None, val_fraction: Optional[float] = None,
+                test: Sequence[Record] = (), test_fraction: Optional[float] = None) -> None:
     """Write the split as JSON (paths relative to ``root``) atomically.
 
-    ``{"format", "version", "seed", "val_fraction", "root", "train": [...], "val": [...]}``,
-    each entry ``{"image", "mask" (or null), "class", "dataset"}`` plus, where set,
-    ``mask_nonzero`` (true), ``mask_value`` (int), ``mask_region`` ([x0, y0, x1, y1]) and
-    ``component`` (int).
+    ``{"format", "version", "seed", "val_fraction", "root", "train": [...], "val": [...]}``
+    and, where images are held out, ``"test_fraction"`` and ``"test": [...]``; each entry
+    ``{"image", "mask" (or null), "class", "dataset"}`` plus, where set, ``mask_nonzero``
+    (true), ``mask_value`` (int), ``mask_region`` ([x0, y0, x1, y1]) and ``component`` (int).
     """
     base = Path(root).expanduser().absolute()
     doc = {
@@ -135,8 +168,11 @@ def write_split(path: PathLike, train: Sequence[Record], val: Sequence[Record], 
         "train": [_entry(r, base) for r in train],
         "val": [_entry(r, base) for r in val],
     }
+    if test:
+        doc["test_fraction"] = test_fraction
+        doc["test"] = [_entry(r, base) for r in test]
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-    log.info("wrote split %s: %d train, %d val", path, len(train), len(val))
+    log.info("wrote split %s: %d train, %d val, %d test", path, len(train), len(val), len(test))
 
 
 def _whole(value: object) -> bool:
@@ -200,6 +236,12 @@ def read_split(path: PathLike, root: PathLike) -> Tuple[List[Record], List[Recor
 
     DatasetError if the file is missing or malformed, or if images it names are not under
     ``root`` (the dataset moved: pass its new root)."""
+    split = read_split_dataset(path, root)
+    return split.train, split.val
+
+
+def read_split_dataset(path: PathLike, root: PathLike) -> Split:
+    """:func:`read_split` with the held-out images (``test``: empty where none were)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"split file {path} not found; create it with split_records and "
@@ -217,17 +259,17 @@ def read_split(path: PathLike, root: PathLike) -> Tuple[List[Record], List[Recor
                            "split with this samspt (or read it with the samspt that wrote it)")
     base = Path(root).expanduser().absolute()
     parts = []
-    for part in ("train", "val"):
-        entries = doc.get(part)
+    for part in ("train", "val", "test"):
+        entries = doc.get(part, [] if part == "test" else None)
         if not isinstance(entries, list):
             raise DatasetError(f"{path}: {part!r} must be a list of entries")
         parts.append([_record(e, base, f"{path} {part}") for e in entries])
     parts = _with_coco_masks(parts, path)
-    missing = [r.image_path for r in parts[0] + parts[1] if not r.image_path.is_file()]
+    missing = [r.image_path for part in parts for r in part if not r.image_path.is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} image(s) of split {path} are not under {base}, e.g. "
                            f"{missing[0]}; pass the root the split was written with "
                            f"({doc.get('root')}) or the dataset's new location")
-    log.info("read split %s (seed %s, val_fraction %s): %d train, %d val", path,
-             doc.get("seed"), doc.get("val_fraction"), len(parts[0]), len(parts[1]))
-    return parts[0], parts[1]
+    log.info("read split %s (seed %s, val_fraction %s): %d train, %d val, %d test", path,
+             doc.get("seed"), doc.get("val_fraction"), *map(len, parts))
+    return Split(*parts)

@@ -12,7 +12,8 @@ import pytest
 
 from samspt.training.data.readers import read_dataset
 from samspt.training.data.records import DEFECT_FREE, DatasetError, Record
-from samspt.training.data.split import read_split, split_records, write_split
+from samspt.training.data.split import (read_split, read_split_dataset, split_dataset,
+                                        split_records, write_split)
 
 
 def _records(counts, dataset="d", root=Path("/data")):
@@ -65,6 +66,56 @@ def test_same_class_in_two_datasets_is_two_strata():
 def test_bad_fraction(fraction):
     with pytest.raises(DatasetError, match="val_fraction"):
         split_records(_records({"a": 4}), val_fraction=fraction)
+
+
+def test_held_out_images_leave_validation_as_it_was_and_train_on_neither_side():
+    records = _records(COUNTS)
+    train, val = split_records(records, val_fraction=0.2, seed=0)
+    split = split_dataset(records, val_fraction=0.2, seed=0, test_fraction=0.2)
+    assert split.val == val                          # validation unmoved by holding out
+    assert sorted(split.train + split.test, key=str) == sorted(train, key=str)
+    assert not set(split.test) & (set(split.train) | set(split.val))
+    n_test = Counter(r.defect_class for r in split.test)
+    # round(n * 0.2), at least one, leaving one image to train; a stratum of two holds none.
+    assert n_test == {"crack": 4, "dent": 1, DEFECT_FREE: 10}
+    assert Counter(r.defect_class for r in split.train) == {"crack": 12, "dent": 5, "hole": 1,
+                                                             "solo": 1, DEFECT_FREE: 30}
+    nothing = split_dataset(records, val_fraction=0.2, seed=0)
+    assert (nothing.train, nothing.val, nothing.test) == (train, val, [])
+    assert split_dataset(records, 0.2, 0, 0.2) != split_dataset(records, 0.2, 1, 0.2)
+
+
+@pytest.mark.parametrize("test_fraction", [-0.1, 0.8, 1.0])
+def test_bad_test_fraction(test_fraction):
+    with pytest.raises(DatasetError, match="test_fraction must be in"):
+        split_dataset(_records({"a": 10}), val_fraction=0.2, test_fraction=test_fraction)
+
+
+def test_held_out_images_round_trip(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "tiles"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((8, 8), 200, np.uint8)).save(root / "images" / f"t{i}.png")
+        if i < 6:
+            mask = np.zeros((8, 8), np.uint8)
+            mask[2:5, 2:5] = 255
+            Image.fromarray(mask).save(root / "masks" / f"t{i}.png")
+    split = split_dataset(read_dataset(root), val_fraction=0.2, seed=0, test_fraction=0.3)
+    assert len(split.test) == 3                      # round(0.3 x 6) + round(0.3 x 4)
+    path = tmp_path / "s.json"
+    write_split(path, split.train, split.val, root, seed=0, val_fraction=0.2,
+                test=split.test, test_fraction=0.3)
+    doc = json.loads(path.read_text())
+    assert doc["test_fraction"] == 0.3 and len(doc["test"]) == len(split.test)
+    assert read_split_dataset(path, root) == split
+    assert read_split(path, root) == (split.train, split.val)
+    # A split without held-out images has no test list, and reads back with an empty one.
+    write_split(path, split.train, split.val, root)
+    assert "test" not in json.loads(path.read_text())
+    assert read_split_dataset(path, root).test == []
 
 
 def test_write_and_read_back(mvtec_root, tmp_path):
