@@ -3,7 +3,7 @@
 :func:`render` turns a :class:`~samspt.training.finish_report.FinishReport` (what was measured)
 and a :class:`RunInfo` (what the run's files say, gathered by :func:`run_info`: configuration,
 split, training, the commands that reproduce it) into the card, in the
-shape of the hand-written card of the shipped example model: model, data and split, training,
+shape of the earlier hand-written card of the example model: model, data and split, training,
 validation figures beside the baselines, the scan's trade-off and chosen gate, pictures, goals,
 commands that reproduce it. Every figure is formatted by :func:`fmt` (means, 3 decimals) or
 :func:`share` (percent, 1 decimal), so the card says exactly what the report holds.

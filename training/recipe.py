@@ -2,7 +2,8 @@
 with, in one function. ``--set key=value`` overrides any of it (applied after the recipe and
 the settings derived from the data).
 
-It starts from the bundled example model's first stage (training/configs/example_cnn.yaml), in
+It started from the earlier example model's first stage (training/configs/example_cnn.yaml); the
+bundled example model is now this recipe's product (its model card). It trains in
 float32 (``amp off``: CPUs without bfloat16 support run it fastest) and not bit-deterministic
 (deterministic kernels are slower), with a wall-clock budget in place of a step count.
 """
