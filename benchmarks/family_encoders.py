@@ -9,9 +9,11 @@ same input, on ONNX Runtime, in one run.
 
 Each encoder is exported through the project's own export (LoRA merged, random weights: the
 arithmetic is the weights' shapes', not their values) and timed as the Inspector runs it
-(``OrtGraphs.encode``). GFLOP per view come from PyTorch's FLOP counter on the merged encoder
-(``torch.utils.flop_counter``: matrix products, attention's included, and convolutions;
-1 multiply-add = 2 FLOPs), the same counting for every family.
+(``OrtGraphs.encode``); Hiera-T also with its attention fused for ONNX Runtime's CPU kernels
+(:mod:`samspt.benchmarks.fused_attention`: ``encoders["sam2.1_hiera_t"]["fused_attention"]``,
+its time and its ratio to ViT-B's). GFLOP per view come from PyTorch's FLOP counter on the
+merged encoder (``torch.utils.flop_counter``: matrix products, attention's included, and
+convolutions; 1 multiply-add = 2 FLOPs), the same counting for every family.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from samspt.runtime.errors import ConfigError
 log = logging.getLogger(__name__)
 
 REFERENCE = "vit_b"
+# Hiera-T is also timed with its attention fused for ONNX Runtime's CPU kernels (a figure of
+# ``encoders``, not a tracked ratio: the folder's graph is the one TensorRT reads).
+FUSED_FAMILY = "sam2.1_hiera_t"
+FUSED = FUSED_FAMILY + "+fused_attention"
 
 BASIS = {
     "encoder_tinyvit_vs_vit_b": "MobileSAM's TinyViT encoder / SAM's ViT-B encoder, exported "
@@ -93,6 +99,24 @@ def _exported_encoder(model_type: str, out_dir: Path, seed: int):
     return model.config.image_size, gflop
 
 
+def _fused_attention(folder: Path, threads: int, graphs: list):
+    """(figures, sessions) of ``folder``'s encoder with ONNX Runtime's fused attention
+    (:mod:`samspt.benchmarks.fused_attention`), or None where the fusion finds none."""
+    from samspt.benchmarks.fused_attention import fuse_attention
+    from samspt.runtime.ort_backend import OrtGraphs
+
+    path = folder / "encoder.fused-attention.onnx"
+    counts = fuse_attention(folder / "encoder.fp32.onnx", path)
+    if not counts["fused"]:
+        log.warning("ONNX Runtime's sam2 fusion found no attention in %s", folder.name)
+        return None
+    pair = OrtGraphs(path, folder / "decoder.fp32.onnx", threads=threads)
+    graphs.append(pair)
+    return dict(counts, graph="the exported FP32 graph, each attention fused into "
+                "com.microsoft.MultiHeadAttention (ONNX Runtime's sam2 fusion), key and value "
+                "in the layout of its CPU flash attention"), pair
+
+
 def compare_families(families: Sequence[str], reps: int, warmup: int, threads: int = 0,
                      seed: int = 0, tick: Optional[Callable[[], None]] = None
                      ) -> Dict[str, Any]:
@@ -119,12 +143,20 @@ def compare_families(families: Sequence[str], reps: int, warmup: int, threads: i
                 view = np.random.default_rng(seed).standard_normal(
                     (1, 3, size, size)).astype(np.float32)
                 calls[model_type] = (lambda p=pair, v=view: p.encode(v))
+                if model_type == FUSED_FAMILY:
+                    fused = _fused_attention(folder, threads, graphs)
+                    if fused is not None:
+                        figures[model_type]["fused_attention"] = fused[0]
+                        calls[FUSED] = (lambda p=fused[1], v=view: p.encode(v))
             samples = stats.interleaved(calls, reps, warmup, tick=tick)
         finally:
             for pair in graphs:
                 pair.close()
     for model_type, ms in samples.items():
-        figures[model_type]["median_ms"] = stats.percentile(ms, 50)
+        if model_type == FUSED:
+            figures[FUSED_FAMILY]["fused_attention"]["median_ms"] = stats.percentile(ms, 50)
+        else:
+            figures[model_type]["median_ms"] = stats.percentile(ms, 50)
     reference = figures[REFERENCE]
     ratios = dict(empty)
     for name in families:
@@ -135,4 +167,7 @@ def compare_families(families: Sequence[str], reps: int, warmup: int, threads: i
         ratios[key] = stats.ratio(figures[model_type]["median_ms"], reference["median_ms"])
         ratios[key.replace("encoder_", "encoder_gflop_", 1)] = \
             figures[model_type]["gflop"] / reference["gflop"]
+        fused = figures[model_type].get("fused_attention")
+        if fused and "median_ms" in fused:
+            fused["vs_vit_b"] = stats.ratio(fused["median_ms"], reference["median_ms"])
     return {"ratios": ratios, "encoders": figures}
