@@ -60,9 +60,10 @@ class NumpyScanHead:
         first C channels are read (no copy of the packed high-res features)."""
         blocks = embeddings if isinstance(embeddings, (list, tuple)) else [embeddings]
         views = [view for block in blocks for view in np.asarray(block, np.float32)]
+        if not views:
+            return np.zeros((0,) + tuple(np.shape(blocks[0])[2:]), np.float32)
         return np.concatenate([self._chunk_logits(views[i:i + VIEWS_PER_PRODUCT])
-                               for i in range(0, len(views), VIEWS_PER_PRODUCT)]) \
-            if views else np.zeros((0,) + tuple(np.shape(blocks[0])[2:]), np.float32)
+                               for i in range(0, len(views), VIEWS_PER_PRODUCT)])
 
     def _chunk_logits(self, views: Sequence[np.ndarray]) -> np.ndarray:
         """A few views' C' xhxw embeddings -> Vxhxw logits, by two matrix products over all of

@@ -156,8 +156,9 @@ def finish_run(run_dir: Path, config: Any, train_records: Sequence[Record],
     time (default: from the run's files); ``test_records``: the split's held-out images
     (``data.test_fraction``), on which the exported folder is measured once more, as the line
     runs it, after everything is chosen (the card's *Held-out images*). Raises
-    :class:`CheckpointError` when the run's weights cannot be read and :class:`samspt.export.verify.VerificationError` when the graphs miss
-    parity; then no ``RUN/model`` is written (one from an earlier finish stays as it was).
+    :class:`CheckpointError` when the run's weights cannot be read and
+    :class:`samspt.export.verify.VerificationError` when the graphs miss parity; then no
+    ``RUN/model`` is written (one from an earlier finish stays as it was).
     """
     run_dir = Path(run_dir)
     goals = check_goals(goals)
